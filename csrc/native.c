@@ -1,0 +1,739 @@
+/*
+ * embedlog native hot path (see FORMAT.md and native.h).
+ *
+ * CRC-32C: Castagnoli, reflected polynomial 0x82F63B78, init and xorout 0xFFFFFFFF,
+ *   check value 0xE3069283 for "123456789". SSE4.2 crc32q (x86-64) or ARMv8 crc32cx,
+ *   chosen at run time, three interleaved streams combined with a GF(2) shift
+ *   operator; slicing-by-8 tables otherwise.
+ * murmur2: Kafka's Utils.murmur2 (seed 0x9747b28c), returned as Java's signed int32.
+ * RecordBatch v2: big-endian header, zig-zag varints in records (FORMAT.md §3).
+ * Durability: fdatasync on Linux, F_FULLFSYNC on macOS.
+ * Cross-process state: a seqlock over u64 fields and a futex word in a shared mmap.
+ *
+ * No function here allocates or calls into Python; cffi releases the GIL around
+ * every call, so blocking calls (pread, pwrite, fdatasync, locks, futex) do not
+ * stall other Python threads.
+ */
+#define _GNU_SOURCE
+#include <stdint.h>
+#include <stddef.h>
+#include <string.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/stat.h>
+#include "native.h"
+
+#if defined(__linux__)
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#endif
+#if defined(__x86_64__) || defined(_M_X64)
+#include <nmmintrin.h>
+#define EL_X86 1
+#endif
+#if defined(__aarch64__)
+#include <sys/auxv.h>
+#include <arm_acle.h>
+#define EL_ARM 1
+#endif
+
+/* ------------------------------------------------------------------ CRC-32C */
+
+#define CRC32C_POLY 0x82F63B78u
+#define CRC_LONG 8192
+#define CRC_SHORT 256
+
+static uint32_t crc_table[8][256];        /* slicing-by-8 */
+static uint32_t crc_long_shift[4][256];   /* advance a register over CRC_LONG zero bytes */
+static uint32_t crc_short_shift[4][256];  /* ... over CRC_SHORT zero bytes */
+static int crc_hw = 0;
+
+static uint32_t gf2_times(const uint32_t *mat, uint32_t vec)
+{
+    uint32_t sum = 0;
+    for (; vec; vec >>= 1, mat++)
+        if (vec & 1)
+            sum ^= *mat;
+    return sum;
+}
+
+static void gf2_square(uint32_t *dst, const uint32_t *src)
+{
+    for (int n = 0; n < 32; n++)
+        dst[n] = gf2_times(src, src[n]);
+}
+
+/* Operator that advances a CRC register over `len` zero bytes (len a power of two). */
+static void zeros_operator(uint32_t *op, size_t len)
+{
+    uint32_t a[32], b[32];
+    a[0] = CRC32C_POLY;                 /* one zero bit */
+    for (int n = 1; n < 32; n++)
+        a[n] = 1u << (n - 1);
+    gf2_square(b, a);                   /* two bits */
+    gf2_square(a, b);                   /* four bits */
+    for (;;) {
+        gf2_square(b, a);               /* 8 bits, 32 bits, ... */
+        len >>= 1;
+        if (len == 0) { memcpy(op, b, sizeof b); return; }
+        gf2_square(a, b);
+        len >>= 1;
+        if (len == 0) { memcpy(op, a, sizeof a); return; }
+    }
+}
+
+static void shift_table(uint32_t table[4][256], size_t len)
+{
+    uint32_t op[32];
+    zeros_operator(op, len);
+    for (uint32_t n = 0; n < 256; n++) {
+        table[0][n] = gf2_times(op, n);
+        table[1][n] = gf2_times(op, n << 8);
+        table[2][n] = gf2_times(op, n << 16);
+        table[3][n] = gf2_times(op, n << 24);
+    }
+}
+
+static inline uint32_t crc_shift(uint32_t table[4][256], uint32_t crc)
+{
+    return table[0][crc & 0xff] ^ table[1][(crc >> 8) & 0xff] ^
+           table[2][(crc >> 16) & 0xff] ^ table[3][crc >> 24];
+}
+
+__attribute__((constructor)) static void el_native_init(void)
+{
+    for (uint32_t n = 0; n < 256; n++) {
+        uint32_t c = n;
+        for (int k = 0; k < 8; k++)
+            c = (c & 1) ? (c >> 1) ^ CRC32C_POLY : c >> 1;
+        crc_table[0][n] = c;
+    }
+    for (uint32_t n = 0; n < 256; n++)
+        for (int k = 1; k < 8; k++)
+            crc_table[k][n] = (crc_table[k - 1][n] >> 8) ^ crc_table[0][crc_table[k - 1][n] & 0xff];
+    shift_table(crc_long_shift, CRC_LONG);
+    shift_table(crc_short_shift, CRC_SHORT);
+#if defined(EL_X86)
+    __builtin_cpu_init();
+    crc_hw = __builtin_cpu_supports("sse4.2") ? 1 : 0;
+#elif defined(EL_ARM) && defined(HWCAP_CRC32)
+    crc_hw = (getauxval(AT_HWCAP) & HWCAP_CRC32) ? 1 : 0;
+#endif
+}
+
+static inline uint64_t load_le64(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    v = __builtin_bswap64(v);
+#endif
+    return v;
+}
+
+/* Raw register in, raw register out (no pre/post inversion). */
+static uint32_t crc_sw_raw(uint32_t crc, const uint8_t *p, size_t len)
+{
+    while (len && ((uintptr_t)p & 7)) {
+        crc = (crc >> 8) ^ crc_table[0][(crc ^ *p++) & 0xff];
+        len--;
+    }
+    while (len >= 8) {
+        uint64_t w = load_le64(p) ^ crc;
+        crc = crc_table[7][w & 0xff] ^ crc_table[6][(w >> 8) & 0xff] ^
+              crc_table[5][(w >> 16) & 0xff] ^ crc_table[4][(w >> 24) & 0xff] ^
+              crc_table[3][(w >> 32) & 0xff] ^ crc_table[2][(w >> 40) & 0xff] ^
+              crc_table[1][(w >> 48) & 0xff] ^ crc_table[0][w >> 56];
+        p += 8;
+        len -= 8;
+    }
+    while (len--)
+        crc = (crc >> 8) ^ crc_table[0][(crc ^ *p++) & 0xff];
+    return crc;
+}
+
+#if defined(EL_X86)
+#define HW_ATTR __attribute__((target("sse4.2")))
+#define HW_CRC8(c, p) ((uint32_t)_mm_crc32_u8((c), *(p)))
+#define HW_CRC64(c, p) ((uint32_t)_mm_crc32_u64((c), load_le64(p)))
+#elif defined(EL_ARM)
+#define HW_ATTR __attribute__((target("+crc")))
+#define HW_CRC8(c, p) __crc32cb((c), *(p))
+#define HW_CRC64(c, p) __crc32cd((c), load_le64(p))
+#endif
+
+#if defined(HW_ATTR)
+/* Three streams over adjacent blocks of `block` bytes, combined with the shift table. */
+HW_ATTR static inline uint32_t crc_hw_3way(uint32_t crc, const uint8_t **pp, size_t *lenp,
+                                            size_t block, uint32_t table[4][256])
+{
+    const uint8_t *p = *pp;
+    size_t len = *lenp;
+    while (len >= 3 * block) {
+        uint32_t c0 = crc, c1 = 0, c2 = 0;
+        const uint8_t *end = p + block;
+        do {
+            c0 = HW_CRC64(c0, p);
+            c1 = HW_CRC64(c1, p + block);
+            c2 = HW_CRC64(c2, p + 2 * block);
+            p += 8;
+        } while (p < end);
+        crc = crc_shift(table, c0) ^ c1;
+        crc = crc_shift(table, crc) ^ c2;
+        p += 2 * block;
+        len -= 3 * block;
+    }
+    *pp = p;
+    *lenp = len;
+    return crc;
+}
+
+HW_ATTR static uint32_t crc_hw_raw(uint32_t crc, const uint8_t *p, size_t len)
+{
+    while (len && ((uintptr_t)p & 7)) {
+        crc = HW_CRC8(crc, p);
+        p++;
+        len--;
+    }
+    crc = crc_hw_3way(crc, &p, &len, CRC_LONG, crc_long_shift);
+    crc = crc_hw_3way(crc, &p, &len, CRC_SHORT, crc_short_shift);
+    while (len >= 8) {
+        crc = HW_CRC64(crc, p);
+        p += 8;
+        len -= 8;
+    }
+    while (len--) {
+        crc = HW_CRC8(crc, p);
+        p++;
+    }
+    return crc;
+}
+#endif
+
+uint32_t el_crc32c_sw(uint32_t crc, const void *buf_, size_t len)
+{
+    const uint8_t *buf = buf_;
+    return ~crc_sw_raw(~crc, buf, len);
+}
+
+uint32_t el_crc32c(uint32_t crc, const void *buf_, size_t len)
+{
+    const uint8_t *buf = buf_;
+#if defined(HW_ATTR)
+    if (crc_hw)
+        return ~crc_hw_raw(~crc, buf, len);
+#endif
+    return ~crc_sw_raw(~crc, buf, len);
+}
+
+int el_crc32c_hw_available(void) { return crc_hw; }
+
+/* ------------------------------------------------------------------ murmur2 */
+
+int32_t el_murmur2(const void *data_, size_t len)
+{
+    const uint8_t *data = data_;
+    const uint32_t m = 0x5bd1e995u;
+    const int r = 24;
+    uint32_t h = 0x9747b28cu ^ (uint32_t)len;
+    size_t n4 = len / 4;
+    for (size_t i = 0; i < n4; i++) {
+        const uint8_t *q = data + 4 * i;
+        uint32_t k = (uint32_t)q[0] | ((uint32_t)q[1] << 8) | ((uint32_t)q[2] << 16) | ((uint32_t)q[3] << 24);
+        k *= m;
+        k ^= k >> r;
+        k *= m;
+        h *= m;
+        h ^= k;
+    }
+    const uint8_t *tail = data + (len & ~(size_t)3);
+    switch (len % 4) {
+    case 3: h ^= (uint32_t)tail[2] << 16; /* fall through */
+    case 2: h ^= (uint32_t)tail[1] << 8;  /* fall through */
+    case 1: h ^= (uint32_t)tail[0]; h *= m;
+    }
+    h ^= h >> 13;
+    h *= m;
+    h ^= h >> 15;
+    return (int32_t)h;
+}
+
+int el_partitions_for_keys(const void *keys_, const int32_t *key_lens, int32_t n,
+                           int32_t num_partitions, int32_t *out)
+{
+    const uint8_t *keys = keys_;
+    if (num_partitions <= 0) { errno = EINVAL; return -1; }
+    for (int32_t i = 0; i < n; i++) {
+        if (key_lens[i] < 0) { out[i] = -1; continue; }
+        uint32_t h = (uint32_t)el_murmur2(keys, (size_t)key_lens[i]) & 0x7fffffffu;
+        out[i] = (int32_t)(h % (uint32_t)num_partitions);
+        keys += key_lens[i];
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ varints */
+
+static inline size_t uvarint_size(uint64_t v)
+{
+    size_t n = 1;
+    while (v >= 0x80) { v >>= 7; n++; }
+    return n;
+}
+
+static inline uint64_t zigzag(int64_t v) { return ((uint64_t)v << 1) ^ (uint64_t)(v >> 63); }
+
+static inline uint8_t *put_uvarint(uint8_t *p, uint64_t v)
+{
+    while (v >= 0x80) { *p++ = (uint8_t)(v | 0x80); v >>= 7; }
+    *p++ = (uint8_t)v;
+    return p;
+}
+
+/* Reads a zig-zag varint of at most maxbytes; returns NULL on overrun or overlong. */
+static inline const uint8_t *get_varint(const uint8_t *p, const uint8_t *end, int maxbytes, int64_t *out)
+{
+    uint64_t v = 0;
+    for (int i = 0, shift = 0; i < maxbytes; i++, shift += 7) {
+        if (p >= end) return NULL;
+        uint8_t b = *p++;
+        v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) {
+            *out = (int64_t)(v >> 1) ^ -(int64_t)(v & 1);
+            return p;
+        }
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ RecordBatch v2 */
+
+static inline void put_be16(uint8_t *p, uint16_t v) { p[0] = v >> 8; p[1] = (uint8_t)v; }
+static inline void put_be32(uint8_t *p, uint32_t v) { p[0] = v >> 24; p[1] = v >> 16; p[2] = v >> 8; p[3] = (uint8_t)v; }
+static inline void put_be64(uint8_t *p, uint64_t v) { put_be32(p, (uint32_t)(v >> 32)); put_be32(p + 4, (uint32_t)v); }
+static inline uint16_t get_be16(const uint8_t *p) { return (uint16_t)((p[0] << 8) | p[1]); }
+static inline uint32_t get_be32(const uint8_t *p) { return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3]; }
+static inline uint64_t get_be64(const uint8_t *p) { return ((uint64_t)get_be32(p) << 32) | get_be32(p + 4); }
+
+#define BATCH_OVERHEAD 61
+#define LOG_OVERHEAD 12
+#define EL_ETRUNC -1
+#define EL_EMAGIC -2
+#define EL_ESIZE -3
+#define EL_ECRC -4
+#define EL_EMALFORMED -5
+
+int64_t el_encode_records(void *out_, size_t cap,
+                          const void *keys_, const int32_t *key_lens,
+                          const void *values_, const int32_t *value_lens,
+                          const int64_t *timestamps, int64_t base_timestamp,
+                          const void *headers_, const int32_t *hdr_lens,
+                          int32_t n)
+{
+    uint8_t *out = out_;
+    const uint8_t *keys = keys_;
+    const uint8_t *values = values_;
+    const uint8_t *headers = headers_;
+    uint8_t *p = out, *end = out + cap;
+    for (int32_t i = 0; i < n; i++) {
+        int64_t tsd = timestamps ? timestamps[i] - base_timestamp : 0;
+        int32_t kl = key_lens[i], vl = value_lens[i];
+        int32_t hl = headers ? hdr_lens[i] : 1;
+        size_t body = 1 + uvarint_size(zigzag(tsd)) + uvarint_size(zigzag(i)) +
+                      uvarint_size(zigzag(kl)) + (kl > 0 ? (size_t)kl : 0) +
+                      uvarint_size(zigzag(vl)) + (vl > 0 ? (size_t)vl : 0) + (size_t)hl;
+        if ((size_t)(end - p) < body + 5)
+            return -1;
+        p = put_uvarint(p, zigzag((int64_t)body));
+        *p++ = 0; /* record attributes: unused */
+        p = put_uvarint(p, zigzag(tsd));
+        p = put_uvarint(p, zigzag(i));
+        p = put_uvarint(p, zigzag(kl));
+        if (kl > 0) { memcpy(p, keys, (size_t)kl); p += kl; keys += kl; }
+        p = put_uvarint(p, zigzag(vl));
+        if (vl > 0) { memcpy(p, values, (size_t)vl); p += vl; values += vl; }
+        if (headers) { memcpy(p, headers, (size_t)hl); p += hl; headers += hl; }
+        else *p++ = 0;
+    }
+    return (int64_t)(p - out);
+}
+
+void el_finish_batch(void *buf_, size_t len, const el_batch_header *h)
+{
+    uint8_t *buf = buf_;
+    put_be64(buf + 0, (uint64_t)h->base_offset);
+    put_be32(buf + 8, (uint32_t)(len - LOG_OVERHEAD));
+    put_be32(buf + 12, (uint32_t)h->partition_leader_epoch);
+    buf[16] = 2;
+    put_be16(buf + 21, (uint16_t)h->attributes);
+    put_be32(buf + 23, (uint32_t)h->last_offset_delta);
+    put_be64(buf + 27, (uint64_t)h->base_timestamp);
+    put_be64(buf + 35, (uint64_t)h->max_timestamp);
+    put_be64(buf + 43, (uint64_t)h->producer_id);
+    put_be16(buf + 51, (uint16_t)h->producer_epoch);
+    put_be32(buf + 53, (uint32_t)h->base_sequence);
+    put_be32(buf + 57, (uint32_t)h->records_count);
+    put_be32(buf + 17, el_crc32c(0, buf + 21, len - 21));
+}
+
+static void read_header(const uint8_t *buf, el_batch_header *h)
+{
+    h->base_offset = (int64_t)get_be64(buf);
+    h->batch_length = (int32_t)get_be32(buf + 8);
+    h->partition_leader_epoch = (int32_t)get_be32(buf + 12);
+    h->magic = (int8_t)buf[16];
+    h->crc = get_be32(buf + 17);
+    h->attributes = (int16_t)get_be16(buf + 21);
+    h->last_offset_delta = (int32_t)get_be32(buf + 23);
+    h->base_timestamp = (int64_t)get_be64(buf + 27);
+    h->max_timestamp = (int64_t)get_be64(buf + 35);
+    h->producer_id = (int64_t)get_be64(buf + 43);
+    h->producer_epoch = (int16_t)get_be16(buf + 51);
+    h->base_sequence = (int32_t)get_be32(buf + 53);
+    h->records_count = (int32_t)get_be32(buf + 57);
+}
+
+int el_parse_header(const void *buf_, size_t len, int verify_crc, el_batch_header *h)
+{
+    const uint8_t *buf = buf_;
+    if (len < BATCH_OVERHEAD) {
+        /* The magic byte and length may already be readable: report them first. */
+        if (len >= 17 && buf[16] != 2) return EL_EMAGIC;
+        return EL_ETRUNC;
+    }
+    read_header(buf, h);
+    if (h->magic != 2) return EL_EMAGIC;
+    if (h->batch_length < BATCH_OVERHEAD - LOG_OVERHEAD) return EL_ESIZE;
+    size_t total = (size_t)h->batch_length + LOG_OVERHEAD;
+    if (len < total) return EL_ETRUNC;
+    if (verify_crc && el_crc32c(0, buf + 21, total - 21) != h->crc) return EL_ECRC;
+    return 0;
+}
+
+int el_parse_records(const void *buf_, size_t len, int32_t count, int32_t origin,
+                     int64_t *ts_delta, int32_t *offset_delta,
+                     int32_t *key_off, int32_t *key_len,
+                     int32_t *value_off, int32_t *value_len,
+                     int32_t *hdr_off, int32_t *hdr_count)
+{
+    const uint8_t *buf = buf_;
+    const uint8_t *p = buf, *end = buf + len;
+    int64_t v;
+    for (int32_t i = 0; i < count; i++) {
+        if (!(p = get_varint(p, end, 5, &v)) || v < 6 || v > end - p) return EL_EMALFORMED;
+        const uint8_t *rend = p + v;
+        p++; /* attributes */
+        if (!(p = get_varint(p, rend, 10, &ts_delta[i]))) return EL_EMALFORMED;
+        if (!(p = get_varint(p, rend, 5, &v)) || v < 0 || v > INT32_MAX) return EL_EMALFORMED;
+        offset_delta[i] = (int32_t)v;
+        if (!(p = get_varint(p, rend, 5, &v)) || v < -1 || v > rend - p) return EL_EMALFORMED;
+        key_off[i] = origin + (int32_t)(p - buf);
+        key_len[i] = (int32_t)v;
+        if (v > 0) p += v;
+        if (!(p = get_varint(p, rend, 5, &v)) || v < -1 || v > rend - p) return EL_EMALFORMED;
+        value_off[i] = origin + (int32_t)(p - buf);
+        value_len[i] = (int32_t)v;
+        if (v > 0) p += v;
+        if (!(p = get_varint(p, rend, 5, &v)) || v < 0) return EL_EMALFORMED;
+        hdr_count[i] = (int32_t)v;
+        hdr_off[i] = origin + (int32_t)(p - buf);
+        for (int64_t h = hdr_count[i]; h > 0; h--) {
+            if (!(p = get_varint(p, rend, 5, &v)) || v < 0 || v > rend - p) return EL_EMALFORMED;
+            p += v;
+            if (!(p = get_varint(p, rend, 5, &v)) || v < -1 || v > rend - p) return EL_EMALFORMED;
+            if (v > 0) p += v;
+        }
+        if (p != rend) return EL_EMALFORMED;
+    }
+    return p == end ? 0 : EL_EMALFORMED;
+}
+
+int64_t el_index_batches(const void *buf_, size_t len, int64_t *positions, int64_t cap)
+{
+    const uint8_t *buf = buf_;
+    size_t pos = 0;
+    int64_t n = 0;
+    while (n < cap && len - pos >= BATCH_OVERHEAD) {
+        int64_t total = (int64_t)(int32_t)get_be32(buf + pos + 8) + LOG_OVERHEAD;
+        if (total < BATCH_OVERHEAD || (size_t)total > len - pos) break;
+        positions[n++] = (int64_t)pos;
+        pos += (size_t)total;
+    }
+    return n;
+}
+
+/* ------------------------------------------------------------------ file I/O */
+
+int el_pwrite_all(int fd, const void *buf_, size_t len, int64_t pos)
+{
+    const uint8_t *buf = buf_;
+    while (len) {
+        ssize_t w = pwrite(fd, buf, len, (off_t)pos);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        if (w == 0) { errno = EIO; return -1; }
+        buf += w;
+        len -= (size_t)w;
+        pos += w;
+    }
+    return 0;
+}
+
+int64_t el_pread_all(int fd, void *buf_, size_t len, int64_t pos)
+{
+    uint8_t *buf = buf_;
+    size_t got = 0;
+    while (got < len) {
+        ssize_t r = pread(fd, buf + got, len - got, (off_t)(pos + (int64_t)got));
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        if (r == 0) break;
+        got += (size_t)r;
+    }
+    return (int64_t)got;
+}
+
+int el_fdatasync(int fd)
+{
+#if defined(__APPLE__)
+    if (fcntl(fd, F_FULLFSYNC) == 0) return 0;
+    return fsync(fd);
+#else
+    int rc;
+    do { rc = fdatasync(fd); } while (rc < 0 && errno == EINTR);
+    return rc;
+#endif
+}
+
+int el_ftruncate(int fd, int64_t len)
+{
+    int rc;
+    do { rc = ftruncate(fd, (off_t)len); } while (rc < 0 && errno == EINTR);
+    return rc;
+}
+
+int64_t el_scan_fd(int fd, int64_t pos, int64_t end, void *scratch_, size_t scratch_len,
+                   el_batch_info *out, int64_t cap, int64_t *stop_pos, int *stop_reason)
+{
+    uint8_t *scratch = scratch_;
+    if (end < 0) {
+        struct stat st;
+        if (fstat(fd, &st) < 0) return -1;
+        end = (int64_t)st.st_size;
+    }
+    if (scratch_len < BATCH_OVERHEAD) { errno = EINVAL; return -1; }
+    int64_t n = 0, win_pos = pos;
+    size_t win_len = 0;
+    *stop_reason = 0;
+    while (n < cap && pos < end) {
+        if (end - pos < BATCH_OVERHEAD) { *stop_reason = EL_ETRUNC; break; }
+        if (pos < win_pos || pos + BATCH_OVERHEAD > win_pos + (int64_t)win_len) {
+            size_t want = (size_t)(end - pos) < scratch_len ? (size_t)(end - pos) : scratch_len;
+            int64_t r = el_pread_all(fd, scratch, want, pos);
+            if (r < 0) return -1;
+            win_pos = pos;
+            win_len = (size_t)r;
+            if (win_len < BATCH_OVERHEAD) { *stop_reason = EL_ETRUNC; break; }
+        }
+        el_batch_header h;
+        read_header(scratch + (pos - win_pos), &h);
+        if (h.magic != 2) { *stop_reason = EL_EMAGIC; break; }
+        if (h.batch_length < BATCH_OVERHEAD - LOG_OVERHEAD) { *stop_reason = EL_ESIZE; break; }
+        int64_t total = (int64_t)h.batch_length + LOG_OVERHEAD;
+        if (pos + total > end) { *stop_reason = EL_ETRUNC; break; }
+        int64_t cpos = pos + 21, remaining = total - 21;
+        int64_t avail = win_pos + (int64_t)win_len - cpos;
+        if (avail > remaining) avail = remaining;
+        uint32_t crc = el_crc32c(0, scratch + (cpos - win_pos), (size_t)avail);
+        cpos += avail;
+        remaining -= avail;
+        while (remaining > 0) {
+            size_t want = (size_t)(end - cpos) < scratch_len ? (size_t)(end - cpos) : scratch_len;
+            int64_t r = el_pread_all(fd, scratch, want, cpos);
+            if (r < 0) return -1;
+            if (r == 0) break;
+            win_pos = cpos;
+            win_len = (size_t)r;
+            int64_t take = r < remaining ? r : remaining;
+            crc = el_crc32c(crc, scratch, (size_t)take);
+            cpos += take;
+            remaining -= take;
+        }
+        if (remaining > 0) { *stop_reason = EL_ETRUNC; break; }
+        if (crc != h.crc) { *stop_reason = EL_ECRC; break; }
+        el_batch_info *b = &out[n++];
+        b->position = pos;
+        b->base_offset = h.base_offset;
+        b->last_offset_delta = h.last_offset_delta;
+        b->size = (int32_t)total;
+        b->max_timestamp = h.max_timestamp;
+        b->records_count = h.records_count;
+        b->attributes = h.attributes;
+        b->producer_id = h.producer_id;
+        b->producer_epoch = h.producer_epoch;
+        b->base_sequence = h.base_sequence;
+        pos += total;
+    }
+    *stop_pos = pos;
+    return n;
+}
+
+/* ------------------------------------------------------------------ locks */
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void sleep_ns(int64_t ns)
+{
+    struct timespec ts = { (time_t)(ns / 1000000000), (long)(ns % 1000000000) };
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {}
+}
+
+#if defined(F_OFD_SETLK)
+#define EL_SETLK F_OFD_SETLK
+#define EL_SETLKW F_OFD_SETLKW
+#else
+#define EL_SETLK F_SETLK
+#define EL_SETLKW F_SETLKW
+#endif
+
+int el_lock(int fd, int64_t start, int64_t len, int exclusive, int64_t timeout_ns)
+{
+    struct flock fl;
+    memset(&fl, 0, sizeof fl);
+    fl.l_type = exclusive ? F_WRLCK : F_RDLCK;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = (off_t)start;
+    fl.l_len = (off_t)len;
+    if (timeout_ns < 0) {
+        int rc;
+        do { rc = fcntl(fd, EL_SETLKW, &fl); } while (rc < 0 && errno == EINTR);
+        return rc;
+    }
+    int64_t deadline = now_ns() + timeout_ns, pause = 2000;
+    for (;;) {
+        if (fcntl(fd, EL_SETLK, &fl) == 0) return 0;
+        if (errno != EAGAIN && errno != EACCES && errno != EINTR) return -1;
+        int64_t left = deadline - now_ns();
+        if (left <= 0) { errno = EAGAIN; return -1; }
+        sleep_ns(pause < left ? pause : left);
+        if (pause < 1000000) pause *= 2;
+    }
+}
+
+int el_unlock(int fd, int64_t start, int64_t len)
+{
+    struct flock fl;
+    memset(&fl, 0, sizeof fl);
+    fl.l_type = F_UNLCK;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = (off_t)start;
+    fl.l_len = (off_t)len;
+    return fcntl(fd, EL_SETLK, &fl);
+}
+
+/* ------------------------------------------------------------------ shared state */
+/* Layout (FORMAT.md §6): u64 magic at 0, u64 seq at 8, u32 notify at 16, u32 waiters
+ * at 20, then fields as u64 from byte 64. The writer holds the partition lock. */
+
+#define ST_SEQ(b) ((uint64_t *)((b) + 8))
+#define ST_NOTIFY(b) ((uint32_t *)((b) + 16))
+#define ST_WAITERS(b) ((uint32_t *)((b) + 20))
+#define ST_FIELDS(b) ((uint64_t *)((b) + 64))
+
+int el_state_load(const void *base_, uint64_t *out, int32_t n)
+{
+    const uint8_t *base = base_;
+    const uint64_t *seq = ST_SEQ(base), *f = ST_FIELDS(base);
+    for (int spins = 0; spins < 200000; spins++) {
+        uint64_t s1 = __atomic_load_n(seq, __ATOMIC_ACQUIRE);
+        if (s1 & 1) {
+            if (spins > 1000) sleep_ns(1000);
+            continue;
+        }
+        for (int32_t i = 0; i < n; i++)
+            out[i] = __atomic_load_n(&f[i], __ATOMIC_RELAXED);
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        if (__atomic_load_n(seq, __ATOMIC_RELAXED) == s1) return 0;
+    }
+    errno = EAGAIN; /* a writer died while publishing; the next writer repairs it */
+    return -1;
+}
+
+static void futex_wake_all(uint32_t *addr)
+{
+#if defined(__linux__)
+    syscall(SYS_futex, addr, FUTEX_WAKE, INT32_MAX, NULL, NULL, 0);
+#else
+    (void)addr;
+#endif
+}
+
+void el_state_publish(void *base_, const uint64_t *in, int32_t n)
+{
+    uint8_t *base = base_;
+    uint64_t *seq = ST_SEQ(base), *f = ST_FIELDS(base);
+    uint64_t s = __atomic_load_n(seq, __ATOMIC_RELAXED);
+    if (s & 1) s++; /* the previous writer died mid-publish */
+    __atomic_store_n(seq, s + 1, __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    for (int32_t i = 0; i < n; i++)
+        __atomic_store_n(&f[i], in[i], __ATOMIC_RELAXED);
+    __atomic_store_n(seq, s + 2, __ATOMIC_RELEASE);
+    __atomic_add_fetch(ST_NOTIFY(base), 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(ST_WAITERS(base), __ATOMIC_SEQ_CST) > 0)
+        futex_wake_all(ST_NOTIFY(base));
+}
+
+uint32_t el_state_notify_value(const void *base_)
+{
+    const uint8_t *base = base_;
+    return __atomic_load_n(ST_NOTIFY(base), __ATOMIC_SEQ_CST);
+}
+
+int el_state_wait(void *base_, uint32_t seen, int64_t timeout_ns)
+{
+    uint8_t *base = base_;
+    uint32_t *word = ST_NOTIFY(base);
+    __atomic_add_fetch(ST_WAITERS(base), 1, __ATOMIC_SEQ_CST);
+    int changed = __atomic_load_n(word, __ATOMIC_SEQ_CST) != seen;
+    if (!changed && timeout_ns != 0) {
+#if defined(__linux__)
+        struct timespec ts, *tsp = NULL;
+        if (timeout_ns > 0) {
+            ts.tv_sec = (time_t)(timeout_ns / 1000000000);
+            ts.tv_nsec = (long)(timeout_ns % 1000000000);
+            tsp = &ts;
+        }
+        syscall(SYS_futex, word, FUTEX_WAIT, seen, tsp, NULL, 0);
+#else
+        int64_t deadline = now_ns() + (timeout_ns > 0 ? timeout_ns : INT64_MAX / 2);
+        while (__atomic_load_n(word, __ATOMIC_SEQ_CST) == seen && now_ns() < deadline)
+            sleep_ns(200000);
+#endif
+    }
+    __atomic_sub_fetch(ST_WAITERS(base), 1, __ATOMIC_SEQ_CST);
+    return __atomic_load_n(word, __ATOMIC_SEQ_CST) != seen;
+}
+
+uint64_t el_atomic_load_u64(const void *addr_)
+{
+    const uint8_t *addr = addr_;
+    return __atomic_load_n((const uint64_t *)addr, __ATOMIC_ACQUIRE);
+}
+
+void el_atomic_store_u64(void *addr_, uint64_t value)
+{
+    uint8_t *addr = addr_;
+    __atomic_store_n((uint64_t *)addr, value, __ATOMIC_RELEASE);
+}

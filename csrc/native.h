@@ -1,0 +1,99 @@
+/* embedlog native hot path: prototypes only (parsed by cffi's cdef; no macros, no includes).
+ * Every function that can fail returns a negative value and sets errno (or returns an
+ * EL_E* code where noted). None allocates memory or touches Python objects. */
+
+/* ---- checksums and hashing ---- */
+uint32_t el_crc32c(uint32_t crc, const void *buf, size_t len);
+uint32_t el_crc32c_sw(uint32_t crc, const void *buf, size_t len);
+int el_crc32c_hw_available(void);
+int32_t el_murmur2(const void *buf, size_t len);
+int el_partitions_for_keys(const void *keys, const int32_t *key_lens, int32_t n,
+                           int32_t num_partitions, int32_t *out);
+
+/* ---- RecordBatch v2 (FORMAT.md section 3) ---- */
+typedef struct {
+    int64_t base_offset;
+    int32_t batch_length;
+    int32_t partition_leader_epoch;
+    int32_t magic;
+    uint32_t crc;
+    int32_t attributes;
+    int32_t last_offset_delta;
+    int64_t base_timestamp;
+    int64_t max_timestamp;
+    int64_t producer_id;
+    int32_t producer_epoch;
+    int32_t base_sequence;
+    int32_t records_count;
+} el_batch_header;
+
+/* Encode n records into out (the records section of a batch). key_lens/value_lens
+ * of -1 mean null. timestamps may be NULL (every
+ * delta 0); otherwise record i's delta is timestamps[i] - base_timestamp. headers may be NULL (no headers);
+ * otherwise headers[hdr_offs[i] .. hdr_offs[i]+hdr_lens[i]) is record i's encoded header
+ * section (count varint + headers). Returns bytes written, or -1 if cap is too small. */
+int64_t el_encode_records(void *out, size_t cap,
+                          const void *keys, const int32_t *key_lens,
+                          const void *values, const int32_t *value_lens,
+                          const int64_t *timestamps, int64_t base_timestamp,
+                          const void *headers, const int32_t *hdr_lens,
+                          int32_t n);
+
+/* Fill the 61-byte header at buf (total batch length len) and compute the CRC. */
+void el_finish_batch(void *buf, size_t len, const el_batch_header *h);
+
+/* Parse and check the header of the batch at buf. Returns 0, or an EL_E* code (< 0):
+ * -1 fewer bytes than the header/batch needs, -2 bad magic, -3 bad length, -4 bad CRC. */
+int el_parse_header(const void *buf, size_t len, int verify_crc, el_batch_header *h);
+
+/* Parse `count` records from an (uncompressed) records section. Returns 0 or
+ * -5 (malformed: overrun, bad varint, leftover bytes). Reported byte offsets are
+ * origin + (position relative to buf), so they can index the caller's larger buffer. */
+int el_parse_records(const void *buf, size_t len, int32_t count, int32_t origin,
+                     int64_t *ts_delta, int32_t *offset_delta,
+                     int32_t *key_off, int32_t *key_len,
+                     int32_t *value_off, int32_t *value_len,
+                     int32_t *hdr_off, int32_t *hdr_count);
+
+/* Walk batch headers in a memory buffer (no CRC). Fills positions[] with the start of
+ * each whole batch found, up to cap. Returns the number found. */
+int64_t el_index_batches(const void *buf, size_t len, int64_t *positions, int64_t cap);
+
+/* ---- files ---- */
+typedef struct {
+    int64_t position;
+    int64_t base_offset;
+    int32_t last_offset_delta;
+    int32_t size;
+    int64_t max_timestamp;
+    int32_t records_count;
+    int32_t attributes;
+    int64_t producer_id;
+    int32_t producer_epoch;
+    int32_t base_sequence;
+} el_batch_info;
+
+/* Scan a segment fd from pos to end (end < 0: to EOF), checking each batch's header,
+ * length and CRC. Writes up to cap batch infos. *stop_pos is set to the position just
+ * after the last valid batch seen, *stop_reason to 0 (reached end / cap), or an EL_E*
+ * code for the first invalid batch (-1 torn). Returns batches found, or -1 on I/O error. */
+int64_t el_scan_fd(int fd, int64_t pos, int64_t end, void *scratch, size_t scratch_len,
+                   el_batch_info *out, int64_t cap, int64_t *stop_pos, int *stop_reason);
+
+int el_pwrite_all(int fd, const void *buf, size_t len, int64_t pos);
+int64_t el_pread_all(int fd, void *buf, size_t len, int64_t pos);
+int el_fdatasync(int fd);
+int el_ftruncate(int fd, int64_t len);
+
+/* ---- cross-process primitives ---- */
+/* Open-file-description byte-range lock; waits up to timeout_ns (<0: forever). */
+int el_lock(int fd, int64_t start, int64_t len, int exclusive, int64_t timeout_ns);
+int el_unlock(int fd, int64_t start, int64_t len);
+
+/* Shared state block: seqlock-protected u64 fields plus a futex word (FORMAT.md §6). */
+int el_state_load(const void *base, uint64_t *out, int32_t n);
+void el_state_publish(void *base, const uint64_t *in, int32_t n);
+uint32_t el_state_notify_value(const void *base);
+int el_state_wait(void *base, uint32_t seen, int64_t timeout_ns);
+uint64_t el_atomic_load_u64(const void *addr);
+void el_atomic_store_u64(void *addr, uint64_t value);

@@ -1,0 +1,376 @@
+"""Kafka RecordBatch v2: build from Python data and decode back (FORMAT.md §3).
+
+A batch is a 61-byte big-endian header followed by the records section, which may be
+compressed as one blob. The CRC-32C covers byte 21 (attributes) to the end, so
+baseOffset and partitionLeaderEpoch can be stamped at append time without
+recomputing it. Encoding, header parsing, CRC and record splitting run in C
+(csrc/native.c); this module turns Python values into buffers and back.
+"""
+from __future__ import annotations
+
+import time
+from array import array
+from typing import NamedTuple
+
+from . import _compression
+from . import _hotpath as hp
+from ._errors import CorruptRecordError
+
+HEADER_SIZE = 61          # RECORD_BATCH_OVERHEAD
+LOG_OVERHEAD = 12         # baseOffset + batchLength
+MAGIC = 2
+ATTR_COMPRESSION = 0x07
+ATTR_LOG_APPEND_TIME = 0x08
+ATTR_TRANSACTIONAL = 0x10
+ATTR_CONTROL = 0x20
+ATTR_DELETE_HORIZON = 0x40
+NO_TIMESTAMP = -1
+MAX_RECORD_OVERHEAD = 32  # per-record worst case of the varints we write (<= 21 in Kafka's count + slack)
+_EMPTY = ()
+
+
+class Record(NamedTuple):
+    """One record as stored: headers are a tuple of (str, bytes | None) pairs."""
+
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple = ()
+
+
+class BatchHeader(NamedTuple):
+    base_offset: int
+    batch_length: int
+    partition_leader_epoch: int
+    magic: int
+    crc: int
+    attributes: int
+    last_offset_delta: int
+    base_timestamp: int
+    max_timestamp: int
+    producer_id: int
+    producer_epoch: int
+    base_sequence: int
+    records_count: int
+
+    @property
+    def size(self) -> int:
+        """Bytes the batch takes in a .log file."""
+        return self.batch_length + LOG_OVERHEAD
+
+    @property
+    def last_offset(self) -> int:
+        return self.base_offset + self.last_offset_delta
+
+    @property
+    def next_offset(self) -> int:
+        return self.base_offset + self.last_offset_delta + 1
+
+    @property
+    def compression(self) -> int:
+        return self.attributes & ATTR_COMPRESSION
+
+    @property
+    def log_append_time(self) -> bool:
+        return bool(self.attributes & ATTR_LOG_APPEND_TIME)
+
+    @property
+    def is_transactional(self) -> bool:
+        return bool(self.attributes & ATTR_TRANSACTIONAL)
+
+    @property
+    def is_control(self) -> bool:
+        return bool(self.attributes & ATTR_CONTROL)
+
+
+# ---------------------------------------------------------------- varints (Python side)
+
+def encode_varint(n: int) -> bytes:
+    """Zig-zag varint/varlong as in Kafka records (used for headers and tests)."""
+    u = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while u >= 0x80:
+        out.append((u & 0x7F) | 0x80)
+        u >>= 7
+    out.append(u)
+    return bytes(out)
+
+
+def decode_varint(buf, pos: int) -> tuple[int, int]:
+    """(value, next position); raises ValueError on a truncated or overlong varint."""
+    u = shift = 0
+    for i in range(10):
+        if pos >= len(buf):
+            raise ValueError("truncated varint")
+        b = buf[pos]
+        pos += 1
+        u |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return (u >> 1) ^ -(u & 1), pos
+        shift += 7
+    raise ValueError("varint longer than 10 bytes")
+
+
+# ---------------------------------------------------------------- encoding
+
+def _as_bytes_list(items, what: str):
+    """(joined bytes, int32 lengths) for a list of bytes-like or None."""
+    try:
+        lens = array("i", map(len, items))
+        blob = b"".join(items)
+        if any(isinstance(x, str) for x in items[:1]):
+            raise TypeError
+        return blob, lens
+    except TypeError:
+        pass
+    lens = array("i")
+    parts = []
+    for i, x in enumerate(items):
+        if x is None:
+            lens.append(-1)
+        elif isinstance(x, (bytes, bytearray, memoryview)):
+            lens.append(len(x))
+            parts.append(x)
+        else:
+            raise TypeError(f"record {i}: {what} must be bytes or None, not {type(x).__name__}")
+    return b"".join(parts), lens
+
+
+def encode_headers(headers) -> bytes:
+    """The header section of one record: count varint, then (key, value) pairs.
+
+    `headers` is a sequence of (str, bytes | str | None) pairs or a dict."""
+    if not headers:
+        return b"\x00"
+    items = headers.items() if isinstance(headers, dict) else headers
+    out = bytearray()
+    count = 0
+    for pair in items:
+        try:
+            k, v = pair
+        except (TypeError, ValueError):
+            raise TypeError(f"a header must be a (key, value) pair, not {pair!r}") from None
+        if isinstance(k, str):
+            k = k.encode()
+        elif not isinstance(k, (bytes, bytearray)):
+            raise TypeError(f"header key must be str, not {type(k).__name__}")
+        out += encode_varint(len(k)) + k
+        if v is None:
+            out += encode_varint(-1)
+        else:
+            if isinstance(v, str):
+                v = v.encode()
+            elif not isinstance(v, (bytes, bytearray, memoryview)):
+                raise TypeError(f"header {k.decode(errors='replace')!r} value must be bytes, str or None, "
+                                f"not {type(v).__name__}")
+            out += encode_varint(len(v)) + bytes(v)
+        count += 1
+    return encode_varint(count) + bytes(out)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def build_batch(values, keys=None, timestamps=None, headers=None, *, compression: int = 0,
+                producer_id: int = -1, producer_epoch: int = -1, base_sequence: int = -1,
+                transactional: bool = False, base_offset: int = 0,
+                partition_leader_epoch: int = -1, timestamp: int | None = None) -> bytes:
+    """Encode one RecordBatch v2 from parallel lists (values required; the rest optional).
+
+    keys/values items are bytes-like or None; timestamps are epoch ms (default: now,
+    or `timestamp`); headers are per record a list of (str, bytes|None) pairs or a dict."""
+    n = len(values)
+    if n == 0:
+        raise ValueError("a batch needs at least one record")
+    if keys is None:
+        keys = [None] * n
+    if len(keys) != n:
+        raise ValueError(f"{len(keys)} keys for {n} values")
+    key_blob, key_lens = _as_bytes_list(keys, "key")
+    value_blob, value_lens = _as_bytes_list(values, "value")
+    if timestamps is None:
+        ts = now_ms() if timestamp is None else timestamp
+        base_ts = max_ts = ts
+        ts_arr = hp.NULL
+    else:
+        if len(timestamps) != n:
+            raise ValueError(f"{len(timestamps)} timestamps for {n} values")
+        try:
+            ts_arr = array("q", timestamps)
+        except TypeError:
+            raise TypeError("timestamps must be integers (epoch milliseconds)") from None
+        base_ts = ts_arr[0]
+        max_ts = max(ts_arr)
+        ts_arr = hp.i64(ts_arr)
+    if headers is not None:
+        if len(headers) != n:
+            raise ValueError(f"{len(headers)} header lists for {n} values")
+        encoded = [encode_headers(h) for h in headers]
+        hdr_blob = b"".join(encoded)
+        hdr_lens = array("i", map(len, encoded))
+        hdr_ptr, hdr_lens_ptr = hdr_blob, hp.i32(hdr_lens)
+    else:
+        hdr_blob = b""
+        hdr_ptr = hdr_lens_ptr = hp.NULL
+    cap = HEADER_SIZE + len(key_blob) + len(value_blob) + len(hdr_blob) + n * MAX_RECORD_OVERHEAD
+    buf = bytearray(cap)
+    cbuf = hp.from_buffer(buf)
+    written = hp.lib.el_encode_records(
+        cbuf + HEADER_SIZE, cap - HEADER_SIZE, key_blob, hp.i32(key_lens),
+        value_blob, hp.i32(value_lens), ts_arr, base_ts, hdr_ptr, hdr_lens_ptr, n)
+    if written < 0:  # cannot happen with the bound above
+        raise AssertionError("record encoding overflowed its buffer")
+    if compression:
+        body = _compression.compress(compression, memoryview(buf)[HEADER_SIZE:HEADER_SIZE + written])
+        del cbuf
+        buf = bytearray(HEADER_SIZE) + body
+        cbuf = hp.from_buffer(buf)
+        total = len(buf)
+    else:
+        total = HEADER_SIZE + written
+    attributes = (compression & ATTR_COMPRESSION) | (ATTR_TRANSACTIONAL if transactional else 0)
+    finish_batch(cbuf, total, base_offset=base_offset, partition_leader_epoch=partition_leader_epoch,
+                 attributes=attributes, last_offset_delta=n - 1, base_timestamp=base_ts,
+                 max_timestamp=max_ts, producer_id=producer_id, producer_epoch=producer_epoch,
+                 base_sequence=base_sequence, records_count=n)
+    del cbuf
+    del buf[total:]
+    return bytes(buf)
+
+
+def finish_batch(cbuf, total: int, **fields) -> None:
+    h = hp.new("el_batch_header *")
+    for name, value in fields.items():
+        setattr(h, name, value)
+    hp.lib.el_finish_batch(cbuf, total, h)
+
+
+# ---------------------------------------------------------------- decoding
+
+def _header_tuple(h) -> BatchHeader:
+    return BatchHeader(h.base_offset, h.batch_length, h.partition_leader_epoch, h.magic, h.crc,
+                       h.attributes, h.last_offset_delta, h.base_timestamp, h.max_timestamp,
+                       h.producer_id, h.producer_epoch, h.base_sequence, h.records_count)
+
+
+def parse_header(buf, position: int = 0, *, verify_crc: bool = True, path=None,
+                 file_position: int | None = None) -> BatchHeader:
+    """Header of the whole batch at buf[position:]; CorruptRecordError if it is not one."""
+    h = hp.new("el_batch_header *")
+    cbuf = hp.from_buffer(buf)
+    rc = hp.lib.el_parse_header(cbuf + position, len(buf) - position, 1 if verify_crc else 0, h)
+    if rc:
+        where = file_position if file_position is not None else position
+        loc = f" in {path}" if path is not None else ""
+        raise CorruptRecordError(f"{hp.REASONS[rc]}{loc} at position {where}", path=path, position=where)
+    return _header_tuple(h)
+
+
+def peek_header(buf, position: int = 0) -> BatchHeader | None:
+    """Header fields without checks (None if fewer than 61 bytes)."""
+    if len(buf) - position < HEADER_SIZE:
+        return None
+    h = hp.new("el_batch_header *")
+    hp.lib.el_parse_header(hp.from_buffer(buf) + position, HEADER_SIZE, 0, h)
+    return _header_tuple(h)
+
+
+def _decode_headers(buf, pos: int, count: int) -> tuple:
+    out = []
+    for _ in range(count):
+        kl, pos = decode_varint(buf, pos)
+        key = bytes(buf[pos:pos + kl]).decode("utf-8", errors="surrogateescape")
+        pos += kl
+        vl, pos = decode_varint(buf, pos)
+        if vl < 0:
+            out.append((key, None))
+        else:
+            out.append((key, bytes(buf[pos:pos + vl])))
+            pos += vl
+    return tuple(out)
+
+
+class Columns(NamedTuple):
+    """A decoded batch as parallel lists (the fast path for bulk readers)."""
+
+    offsets: list
+    timestamps: list
+    keys: list
+    values: list
+    headers: list
+
+
+def decode_columns(buf: bytes, position: int, header: BatchHeader, *, path=None,
+                   file_position: int | None = None) -> Columns:
+    """Decode the records of the (already CRC-checked) batch at buf[position:]."""
+    n = header.records_count
+    where = file_position if file_position is not None else position
+    if n == 0:
+        return Columns([], [], [], [], [])
+    if header.compression:
+        body = _compression.decompress(
+            header.compression, memoryview(buf)[position + HEADER_SIZE:position + header.size],
+            path=path, position=where)
+        data, origin = body, 0
+        cptr, length = hp.from_buffer(body), len(body)
+    else:
+        data, origin = buf, position + HEADER_SIZE
+        cptr, length = hp.from_buffer(buf) + origin, header.size - HEADER_SIZE
+    if n < 0 or n > length:
+        raise CorruptRecordError(f"impossible record count {n}{' in ' + str(path) if path else ''} "
+                                 f"at position {where}", path=path, position=where)
+    ts_delta = hp.new("int64_t[]", n)
+    ints = hp.new("int32_t[]", 7 * n)
+    rc = hp.lib.el_parse_records(cptr, length, n, origin, ts_delta, ints, ints + n, ints + 2 * n,
+                                 ints + 3 * n, ints + 4 * n, ints + 5 * n, ints + 6 * n)
+    if rc:
+        raise CorruptRecordError(f"{hp.REASONS[rc]}{' in ' + str(path) if path else ''} "
+                                 f"at position {where}", path=path, position=where)
+    iv = memoryview(hp.ffi.buffer(ints)).cast("i")
+    deltas = iv[0:n].tolist()
+    ko, kl, vo, vl = (iv[k * n:(k + 1) * n].tolist() for k in range(1, 5))
+    hcount = iv[6 * n:7 * n].tolist()
+    base = header.base_offset
+    offsets = [base + d for d in deltas]
+    if header.log_append_time:
+        timestamps = [header.max_timestamp] * n
+    else:
+        bts = header.base_timestamp
+        timestamps = [bts + d for d in memoryview(hp.ffi.buffer(ts_delta)).cast("q").tolist()]
+    if min(kl) >= 0:
+        keys = [data[o:o + l] for o, l in zip(ko, kl)]
+    else:
+        keys = [data[o:o + l] if l >= 0 else None for o, l in zip(ko, kl)]
+    if min(vl) >= 0:
+        values = [data[o:o + l] for o, l in zip(vo, vl)]
+    else:
+        values = [data[o:o + l] if l >= 0 else None for o, l in zip(vo, vl)]
+    if max(hcount) == 0:
+        headers = [_EMPTY] * n
+    else:
+        ho = iv[5 * n:6 * n].tolist()
+        headers = [_decode_headers(data, o, c) if c else _EMPTY for o, c in zip(ho, hcount)]
+    return Columns(offsets, timestamps, keys, values, headers)
+
+
+def decode_records(buf: bytes, position: int = 0, header: BatchHeader | None = None, **kw) -> list[Record]:
+    if header is None:
+        header = parse_header(buf, position)
+    return list(map(Record, *decode_columns(buf, position, header, **kw)))
+
+
+def iter_batches(buf: bytes, *, verify_crc: bool = True, path=None, base_position: int = 0):
+    """Yield (position, header) for each whole batch in buf; a trailing partial batch
+    (a byte-limited read) is ignored, damage raises CorruptRecordError."""
+    pos = 0
+    end = len(buf)
+    while end - pos >= HEADER_SIZE:
+        h = peek_header(buf, pos)
+        if h.magic == MAGIC and h.batch_length >= HEADER_SIZE - LOG_OVERHEAD and pos + h.size > end:
+            return  # partial batch at the end of a byte-limited read
+        header = parse_header(buf, pos, verify_crc=verify_crc, path=path,
+                              file_position=base_position + pos)
+        yield pos, header
+        pos += header.size
