@@ -737,3 +737,12 @@ void el_atomic_store_u64(void *addr_, uint64_t value)
     uint8_t *addr = addr_;
     __atomic_store_n((uint64_t *)addr, value, __ATOMIC_RELEASE);
 }
+
+uint64_t el_atomic_max_u64(void *addr_, uint64_t value)
+{
+    uint64_t *addr = addr_;
+    uint64_t cur = __atomic_load_n(addr, __ATOMIC_ACQUIRE);
+    while (cur < value &&
+           !__atomic_compare_exchange_n(addr, &cur, value, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {}
+    return cur < value ? value : cur;
+}

@@ -97,3 +97,5 @@ uint32_t el_state_notify_value(const void *base);
 int el_state_wait(void *base, uint32_t seen, int64_t timeout_ns);
 uint64_t el_atomic_load_u64(const void *addr);
 void el_atomic_store_u64(void *addr, uint64_t value);
+/* Raise *addr to value if it is lower (compare-and-swap loop); returns the result. */
+uint64_t el_atomic_max_u64(void *addr, uint64_t value);

@@ -1,0 +1,321 @@
+"""Log: a log directory holding topics, each with N partitions (FORMAT.md §1, §9).
+
+    <dir>/embedlog.json           format marker and version (FORMAT.md §1)
+    <dir>/.lock                   byte-range lock serializing topic create/delete
+    <dir>/topics/<topic>.json     a topic's partition count and config overrides
+    <dir>/<topic>-<partition>/    one folder per partition (see _partition.py)
+
+Any number of processes may open the same directory at once. Topic metadata changes
+take the directory lock; partitions synchronize through their own state files.
+A topic exists once its JSON file exists: it is written (temp, fsync, rename) after
+its partition folders, so a crash mid-create leaves no half topic.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import threading
+from urllib.parse import unquote, urlparse
+
+from . import _config
+from . import _hotpath as hp
+from ._errors import (ConfigError, FormatVersionError, InvalidPartitionsError, InvalidTopicError,
+                      LockTimeoutError, LogClosedError, StorageError, TopicExistsError,
+                      UnknownTopicOrPartitionError)
+from ._partition import DEFAULT_LOCK_TIMEOUT, AppendResult, Partition
+from ._partitioner import StickyPartitioner, partitions_for_keys
+from ._records import build_batch
+from ._state import fsync_dir, write_atomic
+
+FORMAT_NAME = "embedlog"
+FORMAT_VERSION = 1
+MARKER = "embedlog.json"
+TOPICS_DIR = "topics"
+TOPIC_RE = re.compile(r"^[a-zA-Z0-9._-]+$")
+MAX_TOPIC_LENGTH = 249
+
+
+def validate_topic_name(name) -> str:
+    """Kafka's rule: [a-zA-Z0-9._-], 1..249 characters, not '.' or '..'. Checked before
+    any file is touched, so '../x', 'a/b', '' and NUL never reach the file system."""
+    if not isinstance(name, str):
+        raise InvalidTopicError(f"topic name must be a str, not {type(name).__name__}")
+    if not name:
+        raise InvalidTopicError("topic name is empty")
+    if name in (".", ".."):
+        raise InvalidTopicError(f"topic name {name!r} is not allowed")
+    if len(name) > MAX_TOPIC_LENGTH:
+        raise InvalidTopicError(f"topic name is {len(name)} characters; the limit is {MAX_TOPIC_LENGTH}")
+    if not TOPIC_RE.match(name):
+        bad = sorted({c for c in name if not re.match(r"[a-zA-Z0-9._-]", c)})
+        raise InvalidTopicError(
+            f"topic name {name!r} contains {', '.join(repr(c) for c in bad)}; "
+            "only ASCII letters, digits, '.', '_' and '-' are allowed")
+    return name
+
+
+def path_from_config(value: str) -> str:
+    """A directory from 'file:///var/lib/log', 'file:relative/dir' or a plain path."""
+    if value.startswith("file:"):
+        u = urlparse(value)
+        return unquote(u.netloc + u.path) if u.netloc not in ("", "localhost") else unquote(u.path)
+    return value
+
+
+class Topic:
+    """A topic's partitions and config. Obtain it from `Log.topic()`."""
+
+    def __init__(self, log: "Log", name: str, meta: dict):
+        self.log = log
+        self.name = name
+        self.num_partitions = meta["partitions"]
+        self.config = _config.topic_config(meta.get("config"))
+        self.topic_id = meta.get("topic_id")
+        self._partitions: dict[int, Partition] = {}
+        self._sticky = StickyPartitioner()
+        self._lock = threading.Lock()
+
+    def __repr__(self):
+        return f"<Topic {self.name} partitions={self.num_partitions}>"
+
+    def partition(self, p: int) -> Partition:
+        if not isinstance(p, int) or isinstance(p, bool) or not 0 <= p < self.num_partitions:
+            raise UnknownTopicOrPartitionError(
+                f"topic {self.name!r} has partitions 0..{self.num_partitions - 1}; there is no partition {p!r}")
+        part = self._partitions.get(p)
+        if part is None:
+            with self._lock:
+                part = self._partitions.get(p)
+                if part is None:
+                    part = self._partitions[p] = Partition(
+                        os.path.join(self.log.path, f"{self.name}-{p}"), self.name, p, self.config,
+                        lock_timeout=self.log.lock_timeout)
+        return part
+
+    @property
+    def partitions(self) -> list[Partition]:
+        return [self.partition(p) for p in range(self.num_partitions)]
+
+    def append(self, values, keys=None, *, partition: int | None = None, timestamps=None, headers=None,
+               compression: int = 0, sync: bool = False) -> list[tuple[int, AppendResult]]:
+        """Append records, routed as a Kafka producer routes them: an explicit partition
+        wins, keyed records go to murmur2(key), null keys share one sticky partition for
+        this call. One batch per partition; returns [(partition, AppendResult)]."""
+        n = len(values)
+        if keys is None:
+            keys = [None] * n
+        if len(keys) != n:
+            raise ValueError(f"{len(keys)} keys for {n} values")
+        if partition is not None:
+            self.partition(partition)
+            targets = [partition] * n
+        else:
+            targets = partitions_for_keys(keys, self.num_partitions)
+            if -1 in targets:
+                sticky = self._sticky.partition(self.name, self.num_partitions)
+                targets = [sticky if t < 0 else t for t in targets]
+                self._sticky.batch_complete(self.name, self.num_partitions)
+        groups: dict[int, list[int]] = {}
+        for i, t in enumerate(targets):
+            groups.setdefault(t, []).append(i)
+        out = []
+        for p, idx in sorted(groups.items()):
+            pick = (lambda seq: [seq[i] for i in idx]) if len(idx) != n else (lambda seq: seq)
+            batch = build_batch(pick(values), pick(keys), None if timestamps is None else pick(timestamps),
+                                None if headers is None else pick(headers), compression=compression)
+            out.append((p, self.partition(p).append(batch, sync=sync)))
+        return out
+
+    def close(self):
+        for part in self._partitions.values():
+            part.close()
+        self._partitions.clear()
+
+
+class Log:
+    """An open log directory. `embedlog.open(path)` returns one; use it as a context manager."""
+
+    def __init__(self, path, *, create: bool = True, lock_timeout: float = DEFAULT_LOCK_TIMEOUT):
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a str or os.PathLike, not {type(path).__name__}")
+        path = os.fspath(path)
+        if isinstance(path, str):
+            path = path_from_config(path)
+        if "\0" in path:
+            raise ValueError("path contains a NUL byte")
+        self.path = os.path.abspath(path)
+        self.lock_timeout = lock_timeout
+        self._topics: dict[str, Topic] = {}
+        self._closed = False
+        self._mutex = threading.RLock()
+        self._init_dir(create)
+        self._lock_fd = os.open(os.path.join(self.path, ".lock"),
+                                os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+
+    def _init_dir(self, create: bool):
+        marker = os.path.join(self.path, MARKER)
+        if os.path.exists(marker):
+            try:
+                with open(marker) as f:
+                    doc = json.load(f)
+            except (OSError, ValueError) as e:
+                raise FormatVersionError(f"{marker} is unreadable ({e}); is this an embedlog directory?") from e
+            if doc.get("format") != FORMAT_NAME:
+                raise FormatVersionError(f"{marker} does not describe an embedlog directory")
+            if doc.get("version", 0) > FORMAT_VERSION:
+                raise FormatVersionError(
+                    f"{self.path} was written by a newer embedlog (format version {doc.get('version')}; "
+                    f"this one reads up to {FORMAT_VERSION}): upgrade embedlog")
+            return
+        if not create:
+            raise FileNotFoundError(f"no embedlog directory at {self.path}")
+        if os.path.isdir(self.path) and any(not n.startswith(".") for n in os.listdir(self.path)):
+            raise FormatVersionError(
+                f"{self.path} exists, is not empty and has no {MARKER}: refusing to use it as a log directory")
+        try:
+            os.makedirs(os.path.join(self.path, TOPICS_DIR), exist_ok=True)
+            write_atomic(marker, json.dumps({"format": FORMAT_NAME, "version": FORMAT_VERSION}).encode() + b"\n")
+            fsync_dir(os.path.dirname(self.path))
+        except OSError as e:
+            raise StorageError(f"cannot create log directory {self.path}: {e.strerror}",
+                               path=self.path, errno=e.errno) from e
+
+    def __repr__(self):
+        return f"<embedlog.Log {self.path}>"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _check_open(self):
+        if self._closed:
+            raise LogClosedError(f"log {self.path} is closed")
+
+    # ------------------------------------------------------------ dir lock
+    def _dir_lock(self):
+        log = self
+
+        class _Held:
+            def __enter__(self):
+                if not hp.lock(log._lock_fd, 0, 1, True, log.lock_timeout):
+                    raise LockTimeoutError(f"timed out waiting for the directory lock {log.path}/.lock",
+                                           path=os.path.join(log.path, ".lock"))
+
+            def __exit__(self, *exc):
+                hp.unlock(log._lock_fd, 0, 1)
+
+        return _Held()
+
+    def _meta_path(self, name: str) -> str:
+        return os.path.join(self.path, TOPICS_DIR, name + ".json")
+
+    def _read_meta(self, name: str) -> dict | None:
+        try:
+            with open(self._meta_path(name)) as f:
+                return json.load(f)
+        except FileNotFoundError:
+            return None
+        except ValueError as e:
+            raise StorageError(f"topic metadata {self._meta_path(name)} is damaged: {e}",
+                               path=self._meta_path(name)) from e
+
+    # ------------------------------------------------------------ topics
+    def create_topic(self, name: str, partitions: int = 1, config: dict | None = None, *,
+                     replication_factor: int = 1) -> Topic:
+        """Create a topic; TopicExistsError if the name is taken. Config uses Kafka's topic
+        config names; unknown names and bad values raise ConfigError before any file exists."""
+        self._check_open()
+        validate_topic_name(name)
+        if not isinstance(partitions, int) or isinstance(partitions, bool) or partitions < 1:
+            raise InvalidPartitionsError(f"partitions must be a positive integer, not {partitions!r}")
+        if replication_factor != 1:
+            raise ConfigError(f"replication_factor {replication_factor}: this log has no mirror "
+                              "directories, so only 1 is possible")
+        values = _config.topic_config(config)
+        overrides = _config.topic_overrides(values)
+        with self._mutex, self._dir_lock():
+            if self._read_meta(name) is not None:
+                raise TopicExistsError(f"topic {name!r} already exists in {self.path}")
+            try:
+                for p in range(partitions):
+                    pdir = os.path.join(self.path, f"{name}-{p}")
+                    if os.path.exists(pdir):    # debris of a create that crashed
+                        shutil.rmtree(pdir)
+                    Partition(pdir, name, p, values, lock_timeout=self.lock_timeout).close()
+                fsync_dir(self.path)
+                meta = {"name": name, "partitions": partitions, "config": overrides,
+                        "topic_id": os.urandom(16).hex()}
+                write_atomic(self._meta_path(name), json.dumps(meta, indent=1).encode() + b"\n")
+            except OSError as e:
+                raise StorageError(f"creating topic {name!r} failed: {e.strerror or e}",
+                                   path=getattr(e, "filename", None), errno=e.errno) from e
+        return self.topic(name)
+
+    def topic(self, name: str) -> Topic:
+        self._check_open()
+        t = self._topics.get(name)
+        if t is not None:
+            return t
+        validate_topic_name(name)
+        with self._mutex:
+            t = self._topics.get(name)
+            if t is None:
+                meta = self._read_meta(name)
+                if meta is None:
+                    raise UnknownTopicOrPartitionError(f"unknown topic {name!r} in {self.path}")
+                t = self._topics[name] = Topic(self, name, meta)
+        return t
+
+    def partition(self, topic: str, partition: int) -> Partition:
+        return self.topic(topic).partition(partition)
+
+    def topics(self) -> list[str]:
+        self._check_open()
+        try:
+            names = os.listdir(os.path.join(self.path, TOPICS_DIR))
+        except FileNotFoundError:
+            return []
+        return sorted(n[:-5] for n in names if n.endswith(".json"))
+
+    def __contains__(self, name) -> bool:
+        return isinstance(name, str) and name in self.topics()
+
+    def delete_topic(self, name: str):
+        """Remove a topic and its data (this process's open handles are closed)."""
+        self._check_open()
+        validate_topic_name(name)
+        with self._mutex, self._dir_lock():
+            meta = self._read_meta(name)
+            if meta is None:
+                raise UnknownTopicOrPartitionError(f"unknown topic {name!r} in {self.path}")
+            t = self._topics.pop(name, None)
+            if t is not None:
+                t.close()
+            os.unlink(self._meta_path(name))          # the commit point
+            fsync_dir(os.path.join(self.path, TOPICS_DIR))
+            for p in range(meta["partitions"]):
+                shutil.rmtree(os.path.join(self.path, f"{name}-{p}"), ignore_errors=True)
+
+    def close(self):
+        if self._closed:
+            return
+        self._closed = True
+        errors = []
+        for t in self._topics.values():
+            try:
+                t.close()
+            except Exception as e:  # close every partition even if one fails
+                errors.append(e)
+        self._topics.clear()
+        os.close(self._lock_fd)
+        if errors:
+            raise errors[0]
+
+
+def open_log(path, **kwargs) -> Log:
+    """Open (creating if needed) the log directory at `path`."""
+    return Log(path, **kwargs)

@@ -1,0 +1,730 @@
+"""Partition: the segments of one `<topic>-<partition>/` folder, appended to by any number
+of processes and read by any number (FORMAT.md §5-§8).
+
+Invariants
+ 1. Offsets are dense and unique: a batch appended gets base offset = log end offset.
+ 2. Only the holder of the append lock (byte 0 of partition.state) writes segment or
+    index files; it holds it for one append, one roll or one recovery, never longer.
+ 3. A byte is visible to readers only after the writer published a state whose
+    active_size covers it, and publishes only after the write returned. Readers
+    never read past the published size, so they never see a torn batch.
+ 4. `in_append` is set to the writer's pid before its first write and cleared after its
+    publish. Finding it set (the kernel released a dead writer's lock) means the files
+    past the published state are unknown: the next lock holder runs recovery.
+ 5. The state file is a cache. After a reboot (boot id differs) the partition is
+    recovered from the last durable checkpoint: segments from the recovery point on
+    are scanned, the torn or corrupt tail is truncated, indexes are rebuilt.
+ 6. An offset is durable once `flushed_offset` covers it; fdatasync is shared by
+    concurrent writers (group commit) through the sync lock (byte 1).
+ 7. A failed fdatasync is final for this handle: it goes FAILED and refuses appends,
+    because a retried fsync can succeed after the kernel dropped the dirty pages.
+
+States of a handle:  OPEN --append/read--> OPEN --fsync error--> FAILED --close--> CLOSED
+                     OPEN --close()--> CLOSED (clean checkpoint written)
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+from . import _hotpath as hp
+from . import _state as st
+from ._errors import (CorruptRecordError, LockTimeoutError, LogClosedError,
+                      OffsetOutOfRangeError, RecordTooLargeError, StorageError)
+from ._index import IndexCorrupt, OffsetIndex, TimeIndex
+from ._records import (ATTR_CONTROL, ATTR_LOG_APPEND_TIME, HEADER_SIZE, MAGIC, Columns, Record,
+                       build_batch, decode_columns, iter_batches, now_ms, parse_header, peek_header)
+from ._segment import MAX_RELATIVE_OFFSET, Segment, list_segments
+
+DEFAULT_LOCK_TIMEOUT = 30.0
+DEFAULT_MAX_BYTES = 1 << 20
+_fork_generation = 0
+
+
+def _after_fork():
+    global _fork_generation
+    _fork_generation += 1
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
+class AppendResult(tuple):
+    """(base_offset, last_offset, log_append_time): log_append_time is -1 for CreateTime."""
+
+    __slots__ = ()
+
+    def __new__(cls, base_offset, last_offset, log_append_time=-1):
+        return tuple.__new__(cls, (base_offset, last_offset, log_append_time))
+
+    base_offset = property(lambda s: s[0])
+    last_offset = property(lambda s: s[1])
+    log_append_time = property(lambda s: s[2])
+
+
+def _storage_error(e: OSError, what: str, path) -> StorageError:
+    return StorageError(f"{what} failed for {path}: {e.strerror or e}", path=str(path), errno=e.errno)
+
+
+class Partition:
+    """One partition of a topic. Obtain it from `Log.partition()` or `Topic.partition()`."""
+
+    def __init__(self, path, topic: str, partition: int, config: dict,
+                 lock_timeout: float = DEFAULT_LOCK_TIMEOUT):
+        self.path = os.fspath(path)
+        self.topic = topic
+        self.partition = partition
+        self.config = config          # the topic's live config dict
+        self.lock_timeout = lock_timeout
+        self._mutex = threading.RLock()
+        self._segments: dict[int, Segment] = {}
+        self._bases: list[int] = []
+        self._segments_version = -1
+        self._failed: str | None = None
+        self._closed = False
+        self._fork_generation = _fork_generation
+        self._dirty_clean_checkpoint = True   # first append must clear a clean checkpoint
+        try:
+            os.makedirs(self.path, exist_ok=True)
+        except OSError as e:
+            raise _storage_error(e, "creating partition folder", self.path) from e
+        self.state = st.SharedState(os.path.join(self.path, st.STATE_FILE))
+        self._open_state()
+
+    def __repr__(self):
+        return f"<Partition {self.topic}-{self.partition} at {self.path}>"
+
+    # ============================================================ state and locks
+    def _check_open(self):
+        if self._closed:
+            raise LogClosedError(f"partition {self.topic}-{self.partition} is closed")
+        if self._fork_generation != _fork_generation:
+            raise LogClosedError(
+                f"partition {self.topic}-{self.partition} was opened before fork(); "
+                "open the log again in the child process")
+
+    def _lock(self, which=st.LOCK_APPEND):
+        if not self.state.lock(which, self.lock_timeout):
+            raise LockTimeoutError(
+                f"another process held the {'append' if which == st.LOCK_APPEND else 'sync'} lock of "
+                f"{self.topic}-{self.partition} for more than {self.lock_timeout}s "
+                f"({os.path.join(self.path, st.STATE_FILE)}); is a writer stopped?",
+                path=os.path.join(self.path, st.STATE_FILE))
+
+    def _open_state(self):
+        """Make the shared state trustworthy, recovering the segments if needed."""
+        if self.state.valid() and not self.state.in_append() and self.state.load() is not None:
+            return
+        with self._mutex:
+            self._lock()
+            try:
+                self._ensure_state_locked()
+            finally:
+                self.state.unlock(st.LOCK_APPEND)
+
+    def _ensure_state_locked(self) -> list[int]:
+        """With the append lock held: return trustworthy fields, recovering first if the
+        state is stale (reboot, first open) or a writer died mid-change."""
+        if self.state.valid() and not self.state.in_append():
+            fields = self.state.load()
+            if fields is not None:
+                return fields
+        return self._recover_locked()
+
+    def _fields(self) -> list[int]:
+        """A consistent snapshot of the published fields (readers need no lock)."""
+        fields = self.state.load()
+        if fields is None or not self.state.valid():
+            with self._mutex:
+                self._lock()
+                try:
+                    fields = self._ensure_state_locked()
+                finally:
+                    self.state.unlock(st.LOCK_APPEND)
+        return fields
+
+    # ============================================================ segments
+    def _refresh_segments(self, version: int):
+        if version == self._segments_version:
+            return
+        bases = list_segments(self.path)
+        for base in list(self._segments):
+            self._segments.pop(base).close()   # contents may have been rewritten
+        self._bases = bases
+        self._segments_version = version
+
+    def _segment(self, base: int) -> Segment:
+        seg = self._segments.get(base)
+        if seg is None:
+            seg = self._segments[base] = Segment(self.path, base)
+        return seg
+
+    def _segment_for(self, offset: int) -> int:
+        """Index into self._bases of the segment that would hold `offset`."""
+        from bisect import bisect_right
+        return bisect_right(self._bases, offset) - 1
+
+    # ============================================================ recovery
+    def _recover_locked(self) -> list[int]:
+        """Rebuild the state from the files (append lock held). FORMAT.md §8."""
+        self.state.set_in_append(os.getpid())   # a crash during recovery re-runs it
+        ck = st.read_checkpoint(self.path)
+        interval = self.config["index.interval.bytes"]
+        bases = list_segments(self.path)
+        for base in list(self._segments):
+            self._segments.pop(base).close()
+        if not bases:
+            Segment.create(self.path, 0).close()
+            st.fsync_dir(self.path)
+            bases = [0]
+        log_start = max(ck.get("log_start_offset", 0), bases[0])
+        fields = ck.get("fields")
+        if ck.get("clean") and fields and len(fields) == st.N_FIELDS and \
+                fields[st.F_ACTIVE_BASE] == bases[-1] and \
+                Segment(self.path, bases[-1]).file_size() == fields[st.F_ACTIVE_SIZE]:
+            fields = list(fields)          # clean close: trust it, no scan
+            flushed = fields[st.F_LOG_END]
+            self._check_index_files(bases[:-1], interval)
+        else:
+            fields, flushed, bases = self._scan_recover(bases, ck.get("recovery_point", 0), interval)
+        fields[st.F_LOG_START] = log_start
+        old = self.state.load() if self.state.valid() else None
+        fields[st.F_SEGMENTS_VERSION] = (old[st.F_SEGMENTS_VERSION] + 1) if old else int(time.time_ns() & 0xFFFFFFFF)
+        self.state.initialize(fields, flushed)
+        self._refresh_segments(fields[st.F_SEGMENTS_VERSION])
+        return fields
+
+    def _check_index_files(self, bases, interval):
+        """Closed segments below the recovery point are not rescanned; only their index
+        files are checked (missing or mis-sized ones are rebuilt)."""
+        for base in bases:
+            seg = Segment(self.path, base)
+            try:
+                for idx in (seg.index, seg.timeindex):
+                    if not os.path.exists(idx.path):
+                        raise IndexCorrupt(f"{idx.path} is missing")
+                    idx.file_entries()
+            except IndexCorrupt:
+                seg.rebuild_indexes(interval, closed=True)
+            finally:
+                seg.close()
+
+    def _scan_recover(self, bases, recovery_point, interval):
+        start_i = max(0, self._segment_for_in(bases, recovery_point))
+        self._check_index_files(bases[:start_i], interval)
+        next_offset = bases[start_i]
+        result = None
+        for i in range(start_i, len(bases)):
+            seg = Segment(self.path, bases[i])
+            try:
+                r = seg.scan(next_offset, interval, end=seg.file_size())
+                last = i == len(bases) - 1
+                torn = r.valid_size < seg.file_size()
+                if torn:
+                    hp.ftruncate(seg.open(), r.valid_size, seg.log_path)
+                    hp.fdatasync(seg.open(), seg.log_path)
+                if not (last or torn):
+                    seg.final_time_entry(r)
+                seg.write_indexes(r)
+                next_offset = max(r.next_offset, bases[i]) if r.batches else max(next_offset, bases[i])
+                result = (seg, r)
+            finally:
+                seg.close()
+            if torn and not last:
+                for later in bases[i + 1:]:      # Kafka: everything after the first damage goes
+                    Segment(self.path, later).delete_files()
+                bases = bases[:i + 1]
+                st.fsync_dir(self.path)
+                break
+        seg, r = result
+        fields = [0] * st.N_FIELDS
+        fields[st.F_LOG_END] = next_offset
+        fields[st.F_HIGH_WATERMARK] = next_offset
+        fields[st.F_ACTIVE_BASE] = seg.base_offset
+        fields[st.F_ACTIVE_SIZE] = r.valid_size
+        fields[st.F_INDEX_ENTRIES] = len(r.index)
+        fields[st.F_TIMEINDEX_ENTRIES] = len(r.timeindex)
+        fields[st.F_BYTES_SINCE_INDEX] = r.bytes_since_index
+        fields[st.F_MAX_TIMESTAMP] = r.max_timestamp
+        fields[st.F_OFFSET_OF_MAX_TIMESTAMP] = r.offset_of_max_timestamp
+        fields[st.F_ROLL_TIMESTAMP] = r.roll_timestamp
+        fields[st.F_CREATED_MS] = now_ms()
+        fields[st.F_LAST_TIMEINDEX_TS] = r.last_timeindex_ts
+        fields[st.F_FIRST_UNFLUSHED_MS] = now_ms()
+        # Nothing scanned is known to be on disk until the next fsync.
+        flushed = bases[start_i]
+        return fields, flushed, bases
+
+    @staticmethod
+    def _segment_for_in(bases, offset):
+        from bisect import bisect_right
+        return bisect_right(bases, offset) - 1
+
+    # ============================================================ append
+    def append(self, batch, *, sync: bool = False) -> AppendResult:
+        """Append one encoded RecordBatch v2; offsets are assigned here (the batch's own
+        baseOffset is overwritten, outside the CRC). With sync=True, returns only once
+        the batch is fdatasync'd (acks=all)."""
+        return self.append_batches([batch], sync=sync)[0]
+
+    def append_records(self, values, keys=None, timestamps=None, headers=None, *,
+                       compression: int = 0, sync: bool = False, **batch_fields) -> AppendResult:
+        """Encode the records as one batch and append it."""
+        return self.append(build_batch(values, keys, timestamps, headers, compression=compression,
+                                       **batch_fields), sync=sync)
+
+    def append_batches(self, batches, *, sync: bool = False) -> list[AppendResult]:
+        self._check_open()
+        cfg = self.config
+        limit = cfg["max.message.bytes"]
+        headers = []
+        for b in batches:
+            h = parse_header(b)               # whole, magic 2, CRC ok (Kafka validates too)
+            if h.size != len(b):
+                raise CorruptRecordError(f"batch has {len(b) - h.size} bytes after its end")
+            if h.size > limit:
+                raise RecordTooLargeError(
+                    f"batch of {h.size} bytes exceeds max.message.bytes={limit} of topic {self.topic}")
+            if h.records_count <= 0 or h.last_offset_delta != h.records_count - 1:
+                raise CorruptRecordError(
+                    f"batch declares {h.records_count} records but lastOffsetDelta {h.last_offset_delta}")
+            if h.attributes & ATTR_CONTROL:
+                raise CorruptRecordError("clients may not append control batches")
+            headers.append(h)
+        if self._failed:
+            raise StorageError(f"partition {self.topic}-{self.partition} is FAILED after an I/O error "
+                               f"({self._failed}); reopen the log to recover", path=self.path)
+        results = []
+        with self._mutex:
+            self._lock()
+            try:
+                end_offset = self._append_locked(batches, headers, results)
+            finally:
+                self.state.unlock(st.LOCK_APPEND)
+        if sync or self._flush_due():
+            self._sync_to(end_offset)
+        return results
+
+    def _flush_due(self) -> bool:
+        cfg = self.config
+        if cfg["flush.messages"] >= 2**62 and cfg["flush.ms"] >= 2**62:
+            return False
+        f = self.state.load()
+        if f is None:
+            return False
+        unflushed = f[st.F_LOG_END] - self.state.flushed_offset()
+        return unflushed >= cfg["flush.messages"] or \
+            (unflushed > 0 and now_ms() - f[st.F_FIRST_UNFLUSHED_MS] >= cfg["flush.ms"])
+
+    def _append_locked(self, batches, headers, results) -> int:
+        fields = self._ensure_state_locked()
+        if self._dirty_clean_checkpoint:
+            ck = st.read_checkpoint(self.path)
+            if ck.get("clean"):   # a writer is live again: the clean mark must go first
+                st.write_checkpoint(self.path, clean=False, recovery_point=ck.get("recovery_point", 0),
+                                    log_start_offset=fields[st.F_LOG_START])
+            self._dirty_clean_checkpoint = False
+        self._refresh_segments(fields[st.F_SEGMENTS_VERSION])
+        cfg = self.config
+        log_append = cfg["message.timestamp.type"] == "LogAppendTime"
+        interval = cfg["index.interval.bytes"]
+        state = self.state
+        state.set_in_append(os.getpid())
+        try:
+            for data, h in zip(batches, headers):
+                if self._should_roll(fields, h, len(data)):
+                    self._roll_locked(fields)
+                seg = self._segment(fields[st.F_ACTIVE_BASE])
+                base = fields[st.F_LOG_END]
+                last = base + h.last_offset_delta
+                buf = bytearray(data)
+                buf[0:8] = base.to_bytes(8, "big", signed=True)
+                buf[12:16] = (0).to_bytes(4, "big")          # partitionLeaderEpoch 0: one leader, ever
+                max_ts = h.max_timestamp
+                append_time = -1
+                if log_append:
+                    max_ts = append_time = now_ms()
+                    buf[21:23] = (h.attributes | ATTR_LOG_APPEND_TIME).to_bytes(2, "big")
+                    buf[35:43] = max_ts.to_bytes(8, "big", signed=True)
+                    buf[17:21] = hp.crc32c(memoryview(buf)[21:]).to_bytes(4, "big")
+                elif h.log_append_time:
+                    buf[21:23] = (h.attributes & ~ATTR_LOG_APPEND_TIME).to_bytes(2, "big")
+                    buf[17:21] = hp.crc32c(memoryview(buf)[21:]).to_bytes(4, "big")
+                position = fields[st.F_ACTIVE_SIZE]
+                try:
+                    hp.pwrite_all(seg.open(), buf, position, seg.log_path)
+                    self._index_locked(seg, fields, position, len(buf), last, max_ts, interval)
+                except OSError as e:
+                    raise _storage_error(e, "append", seg.log_path) from e
+                if fields[st.F_ROLL_TIMESTAMP] < 0 and position == 0:
+                    fields[st.F_ROLL_TIMESTAMP] = max_ts
+                if state.flushed_offset() >= base:     # this append opens the unflushed window
+                    fields[st.F_FIRST_UNFLUSHED_MS] = now_ms()
+                fields[st.F_ACTIVE_SIZE] = position + len(buf)
+                fields[st.F_LOG_END] = last + 1
+                fields[st.F_HIGH_WATERMARK] = last + 1
+                results.append(AppendResult(base, last, append_time))
+            state.publish(fields)
+        except BaseException:
+            # Leave in_append set: the next lock holder recovers the unknown tail.
+            raise
+        state.set_in_append(0)
+        return fields[st.F_LOG_END]
+
+    def _index_locked(self, seg, fields, position, size, last_offset, max_ts, interval):
+        if max_ts > fields[st.F_MAX_TIMESTAMP] or position == 0:
+            fields[st.F_MAX_TIMESTAMP] = max_ts
+            fields[st.F_OFFSET_OF_MAX_TIMESTAMP] = last_offset
+        if fields[st.F_BYTES_SINCE_INDEX] > interval:
+            base = seg.base_offset
+            seg.index.write_entries(fields[st.F_INDEX_ENTRIES],
+                                    OffsetIndex.entry(last_offset - base, position))
+            fields[st.F_INDEX_ENTRIES] += 1
+            if fields[st.F_MAX_TIMESTAMP] > fields[st.F_LAST_TIMEINDEX_TS]:
+                seg.timeindex.write_entries(
+                    fields[st.F_TIMEINDEX_ENTRIES],
+                    TimeIndex.entry(fields[st.F_MAX_TIMESTAMP], fields[st.F_OFFSET_OF_MAX_TIMESTAMP] - base))
+                fields[st.F_TIMEINDEX_ENTRIES] += 1
+                fields[st.F_LAST_TIMEINDEX_TS] = fields[st.F_MAX_TIMESTAMP]
+            fields[st.F_BYTES_SINCE_INDEX] = 0
+        fields[st.F_BYTES_SINCE_INDEX] += size
+
+    def _should_roll(self, fields, h, size) -> bool:
+        """Kafka's LogSegment.shouldRoll (FORMAT.md §5.2)."""
+        active = fields[st.F_ACTIVE_SIZE]
+        if active == 0:
+            return False
+        cfg = self.config
+        if active > cfg["segment.bytes"] - size:
+            return True
+        seg_ms = cfg["segment.ms"] - (cfg["segment.jitter.ms"] and
+                                      fields[st.F_ACTIVE_BASE] % cfg["segment.jitter.ms"])
+        roll_ts = fields[st.F_ROLL_TIMESTAMP]
+        if roll_ts >= 0 and h.max_timestamp >= 0:
+            if h.max_timestamp - roll_ts > seg_ms:
+                return True
+        elif now_ms() - fields[st.F_CREATED_MS] > seg_ms:
+            return True
+        index_bytes = cfg["segment.index.bytes"]
+        if (fields[st.F_INDEX_ENTRIES] + 1) * 8 > index_bytes or \
+                (fields[st.F_TIMEINDEX_ENTRIES] + 2) * 12 > index_bytes:
+            return True
+        return fields[st.F_LOG_END] + h.last_offset_delta - fields[st.F_ACTIVE_BASE] > MAX_RELATIVE_OFFSET
+
+    def _roll_locked(self, fields):
+        """Close the active segment (final time-index entry, fdatasync) and start a new one
+        at the log end offset. The append lock is held and in_append is set."""
+        old = self._segment(fields[st.F_ACTIVE_BASE])
+        try:
+            if fields[st.F_MAX_TIMESTAMP] > fields[st.F_LAST_TIMEINDEX_TS]:
+                old.timeindex.write_entries(
+                    fields[st.F_TIMEINDEX_ENTRIES],
+                    TimeIndex.entry(fields[st.F_MAX_TIMESTAMP],
+                                    fields[st.F_OFFSET_OF_MAX_TIMESTAMP] - old.base_offset))
+                fields[st.F_TIMEINDEX_ENTRIES] += 1
+            old.index.truncate(fields[st.F_INDEX_ENTRIES])
+            old.timeindex.truncate(fields[st.F_TIMEINDEX_ENTRIES])
+            hp.ftruncate(old.open(), fields[st.F_ACTIVE_SIZE], old.log_path)
+            self._fsync(old.open(), old.log_path)
+            for idx in (old.index, old.timeindex):
+                self._fsync(idx.open(), idx.path)
+            base = fields[st.F_LOG_END]
+            new = Segment.create(self.path, base)
+            st.fsync_dir(self.path)
+        except OSError as e:
+            raise _storage_error(e, "segment roll", old.log_path) from e
+        self._segments[base] = new
+        self._bases.append(base)
+        self.state.raise_flushed_offset(base)
+        fields[st.F_ACTIVE_BASE] = base
+        fields[st.F_ACTIVE_SIZE] = 0
+        fields[st.F_INDEX_ENTRIES] = fields[st.F_TIMEINDEX_ENTRIES] = 0
+        fields[st.F_BYTES_SINCE_INDEX] = 0
+        fields[st.F_MAX_TIMESTAMP] = -1
+        fields[st.F_OFFSET_OF_MAX_TIMESTAMP] = base
+        fields[st.F_ROLL_TIMESTAMP] = -1
+        fields[st.F_LAST_TIMEINDEX_TS] = -1
+        fields[st.F_CREATED_MS] = now_ms()
+        fields[st.F_SEGMENTS_VERSION] += 1
+        self._segments_version = fields[st.F_SEGMENTS_VERSION]
+        st.write_checkpoint(self.path, clean=False, recovery_point=base,
+                            log_start_offset=fields[st.F_LOG_START])
+
+    def _fsync(self, fd, path):
+        try:
+            hp.fdatasync(fd, path)
+        except OSError as e:
+            self._failed = f"fdatasync of {path}: {e.strerror}"
+            raise StorageError(f"fdatasync failed for {path}: {e.strerror}; partition "
+                               f"{self.topic}-{self.partition} refuses further appends until reopened",
+                               path=str(path), errno=e.errno) from e
+
+    def _sync_to(self, end_offset: int):
+        """Group commit: make every offset below end_offset durable, sharing fdatasync calls
+        with concurrent writers in any process."""
+        state = self.state
+        if state.flushed_offset() >= end_offset:
+            return
+        with self._mutex:
+            self._lock(st.LOCK_SYNC)
+            try:
+                if state.flushed_offset() >= end_offset:
+                    return                      # another writer's fsync covered us
+                fields = self._fields()
+                self._refresh_segments(fields[st.F_SEGMENTS_VERSION])
+                seg = self._segment(fields[st.F_ACTIVE_BASE])
+                covered = fields[st.F_LOG_END]
+                self._fsync(seg.open(), seg.log_path)
+                state.raise_flushed_offset(covered)
+            finally:
+                state.unlock(st.LOCK_SYNC)
+
+    def flush(self):
+        """fdatasync everything appended so far (by any process)."""
+        self._check_open()
+        self._sync_to(self._fields()[st.F_LOG_END])
+
+    # ============================================================ offsets
+    @property
+    def log_start_offset(self) -> int:
+        return self._fields()[st.F_LOG_START]
+
+    @property
+    def log_end_offset(self) -> int:
+        return self._fields()[st.F_LOG_END]
+
+    @property
+    def high_watermark(self) -> int:
+        return self._fields()[st.F_HIGH_WATERMARK]
+
+    @property
+    def flushed_offset(self) -> int:
+        """Every offset below this is on disk (survives power loss)."""
+        return self.state.flushed_offset()
+
+    def watermarks(self) -> tuple[int, int]:
+        f = self._fields()
+        return f[st.F_LOG_START], f[st.F_HIGH_WATERMARK]
+
+    def size_bytes(self) -> int:
+        f = self._fields()
+        with self._mutex:
+            self._refresh_segments(f[st.F_SEGMENTS_VERSION])
+            return sum(self._segment(b).file_size() for b in self._bases[:-1]) + f[st.F_ACTIVE_SIZE]
+
+    def wait(self, offset: int, timeout: float | None = None) -> bool:
+        """Block until the high watermark passes `offset` (data at `offset` is readable),
+        or the timeout runs out. Sleeps on a futex: no polling."""
+        self._check_open()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            seen = self.state.notify_value()
+            if self._fields()[st.F_HIGH_WATERMARK] > offset:
+                return True
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            self.state.wait(seen, None if left is None else min(left, 1.0))
+
+    # ============================================================ read
+    def read(self, offset: int, *, max_bytes: int = DEFAULT_MAX_BYTES,
+             max_records: int | None = None) -> list[Record]:
+        """Records from `offset` on (whole records only; at least one batch even if it is
+        larger than max_bytes). Offsets of compacted-away records are skipped."""
+        cols = self.read_columns(offset, max_bytes=max_bytes, max_records=max_records)
+        return list(map(Record, *cols))
+
+    def read_columns(self, offset: int, *, max_bytes: int = DEFAULT_MAX_BYTES,
+                     max_records: int | None = None) -> Columns:
+        """Like read(), as parallel lists (offsets, timestamps, keys, values, headers)."""
+        out = Columns([], [], [], [], [])
+        for buf, pos, h, path, fpos in self._read_batches(offset, max_bytes):
+            cols = decode_columns(buf, pos, h, path=path, file_position=fpos)
+            skip = 0
+            if h.base_offset < offset:
+                while skip < len(cols.offsets) and cols.offsets[skip] < offset:
+                    skip += 1
+            take = len(cols.offsets)
+            if max_records is not None:
+                take = min(take, skip + max_records - len(out.offsets))
+            for dst, src in zip(out, cols):
+                dst.extend(src[skip:take] if skip or take < len(src) else src)
+            if max_records is not None and len(out.offsets) >= max_records:
+                break
+        return out
+
+    def read_raw(self, offset: int, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+        """Whole batches, byte for byte as stored, from the batch holding `offset` on:
+        what a Kafka Fetch response carries for this partition."""
+        parts = []
+        for buf, pos, h, _path, _fpos in self._read_batches(offset, max_bytes):
+            parts.append(bytes(memoryview(buf)[pos:pos + h.size]))
+        return b"".join(parts)
+
+    def _read_batches(self, offset: int, max_bytes: int) -> list:
+        """(buffer, position, header, path, file_position) for whole, CRC-checked batches
+        from the one holding `offset`, up to max_bytes (at least one batch)."""
+        self._check_open()
+        fields = self._fields()
+        log_start, hw = fields[st.F_LOG_START], fields[st.F_HIGH_WATERMARK]
+        if offset < log_start or offset > hw:
+            raise OffsetOutOfRangeError(
+                f"offset {offset} is out of range for {self.topic}-{self.partition} "
+                f"(log start {log_start}, high watermark {hw})",
+                offset=offset, log_start_offset=log_start, log_end_offset=hw)
+        out = []
+        budget = max_bytes
+        with self._mutex:
+            self._refresh_segments(fields[st.F_SEGMENTS_VERSION])
+            bases = self._bases
+            i = max(0, self._segment_for(offset))
+            while i < len(bases) and offset < hw and (budget > 0 or not out):
+                seg = self._segment(bases[i])
+                items = self._read_segment(seg, fields, offset, budget if out else max(budget, 1), hw,
+                                           at_least_one=not out)
+                for item in items:
+                    budget -= item[2].size
+                    offset = item[2].next_offset
+                out.extend(items)
+                if items and budget <= 0:
+                    break
+                i += 1
+                if i < len(bases):
+                    offset = max(offset, bases[i])
+        return out
+
+    def _segment_size(self, seg, fields) -> tuple[bool, int]:
+        active = seg.base_offset == fields[st.F_ACTIVE_BASE]
+        return active, (fields[st.F_ACTIVE_SIZE] if active else seg.file_size())
+
+    def _read_segment(self, seg, fields, offset, budget, hw, at_least_one=True) -> list:
+        """Whole batches of one segment from the one holding `offset`, within `budget`
+        bytes (the first may exceed it when at_least_one: KIP-74)."""
+        active, log_size = self._segment_size(seg, fields)
+        for attempt in (0, 1):
+            try:
+                self._load_indexes(seg, fields, active, log_size)
+                pos, h = seg.find_position(offset, log_size)
+                break
+            except (IndexCorrupt, CorruptRecordError):
+                if attempt:
+                    raise
+                self._rebuild_index(seg, active)
+        fd = seg.open()
+        out = []
+        while pos < log_size:
+            if h is None:
+                h = peek_header(os.pread(fd, HEADER_SIZE, pos))
+                if h is None:
+                    raise CorruptRecordError(f"truncated batch in {seg.log_path} at position {pos}",
+                                             path=seg.log_path, position=pos)
+            first_size = h.size if h.magic == MAGIC and h.batch_length >= HEADER_SIZE - 12 else HEADER_SIZE
+            if first_size > budget and not (at_least_one and not out):
+                break
+            want = min(max(budget, first_size), log_size - pos)
+            buf = os.pread(fd, want, pos)
+            got = 0
+            for bpos, bh in iter_batches(buf, path=seg.log_path, base_position=pos):
+                if bh.base_offset >= hw:
+                    return out
+                got = bpos + bh.size
+                out.append((buf, bpos, bh, seg.log_path, pos + bpos))
+                budget -= bh.size
+            if got == 0:
+                # Nothing whole where a whole batch must be: damage, never skipped.
+                parse_header(buf, 0, path=seg.log_path, file_position=pos)
+                raise CorruptRecordError(f"batch at position {pos} of {seg.log_path} runs past the "
+                                         f"published end of the segment ({log_size})",
+                                         path=seg.log_path, position=pos)
+            pos += got
+            h = None
+            if budget <= 0:
+                break
+        return out
+
+    def _load_indexes(self, seg, fields, active, log_size):
+        if active:
+            seg.load_indexes(fields[st.F_INDEX_ENTRIES], fields[st.F_TIMEINDEX_ENTRIES], log_size)
+        else:
+            seg.load_indexes(None, None, log_size)
+
+    def _rebuild_index(self, seg, active):
+        """A damaged index is disposable (FORMAT.md §4): rebuild it from the log."""
+        seg.index.reset()
+        seg.timeindex.reset()
+        if active:
+            return  # the active segment's entries are bounded by the state; walk from 0
+        self._lock()
+        try:
+            seg.rebuild_indexes(self.config["index.interval.bytes"], closed=True)
+        finally:
+            self.state.unlock(st.LOCK_APPEND)
+
+    # ============================================================ time lookup
+    def offset_for_time(self, timestamp: int) -> tuple[int, int] | None:
+        """(offset, timestamp) of the first record whose timestamp is >= `timestamp`, as
+        Kafka's ListOffsets answers it; None if there is none. Uses the time index."""
+        self._check_open()
+        fields = self._fields()
+        with self._mutex:
+            self._refresh_segments(fields[st.F_SEGMENTS_VERSION])
+            for base in list(self._bases):
+                seg = self._segment(base)
+                active, log_size = self._segment_size(seg, fields)
+                try:
+                    self._load_indexes(seg, fields, active, log_size)
+                except IndexCorrupt:
+                    self._rebuild_index(seg, active)
+                    self._load_indexes(seg, fields, active, log_size)
+                largest = fields[st.F_MAX_TIMESTAMP] if active else seg.timeindex.last_timestamp()
+                if largest is None or largest < timestamp:
+                    continue
+                rel = seg.timeindex.lookup_before(timestamp)
+                start = base + rel + 1 if rel >= 0 else base
+                start = max(start, fields[st.F_LOG_START])
+                hw = fields[st.F_HIGH_WATERMARK]
+                while start < hw:
+                    items = self._read_segment(seg, fields, start, DEFAULT_MAX_BYTES, hw)
+                    if not items:
+                        break
+                    for buf, pos, h, path, fpos in items:
+                        start = h.next_offset
+                        if h.max_timestamp < timestamp:
+                            continue
+                        cols = decode_columns(buf, pos, h, path=path, file_position=fpos)
+                        for off, ts in zip(cols.offsets, cols.timestamps):
+                            if ts >= timestamp:
+                                return off, ts
+        return None
+
+    # ============================================================ close
+    def close(self):
+        """Flush and, if no append raced us, write a clean checkpoint so the next open after
+        a reboot need not scan."""
+        if self._closed:
+            return
+        try:
+            if self._fork_generation == _fork_generation and not self._failed:
+                with self._mutex:
+                    self._lock()
+                    try:
+                        fields = self._ensure_state_locked()
+                        if fields[st.F_LOG_END] > self.state.flushed_offset() or \
+                                not st.read_checkpoint(self.path).get("clean"):
+                            self._refresh_segments(fields[st.F_SEGMENTS_VERSION])
+                            seg = self._segment(fields[st.F_ACTIVE_BASE])
+                            self._fsync(seg.open(), seg.log_path)
+                            for idx in (seg.index, seg.timeindex):
+                                self._fsync(idx.open(), idx.path)
+                            self.state.raise_flushed_offset(fields[st.F_LOG_END])
+                            st.write_checkpoint(self.path, clean=True, recovery_point=fields[st.F_LOG_END],
+                                                log_start_offset=fields[st.F_LOG_START], fields=fields)
+                    finally:
+                        self.state.unlock(st.LOCK_APPEND)
+        finally:
+            self._closed = True
+            for seg in self._segments.values():
+                seg.close()
+            self._segments.clear()
+            self.state.close()

@@ -1,0 +1,205 @@
+"""One segment: a `.log` of back-to-back RecordBatches and its two indexes (FORMAT.md §2-§4).
+
+Files are named by the segment's base offset, zero-padded to 20 digits, so that
+`ls` sorts them: 00000000000000000000.log, .index, .timeindex. The .log is the
+source of truth; the indexes are derived (see _index.py).
+
+Not thread-safe: the Partition serializes access.
+"""
+from __future__ import annotations
+
+import os
+import re
+
+from . import _hotpath as hp
+from ._index import IndexCorrupt, OffsetIndex, TimeIndex
+from ._records import HEADER_SIZE
+
+SEGMENT_RE = re.compile(r"^(\d{20})\.log$")
+MAX_RELATIVE_OFFSET = 2**31 - 1
+SCAN_CHUNK = 4096            # batch infos per el_scan_fd call
+SCRATCH_BYTES = 1 << 20
+
+
+def segment_name(base_offset: int) -> str:
+    return f"{base_offset:020d}"
+
+
+def list_segments(dir_path) -> list[int]:
+    """Base offsets of the segments in a partition folder, sorted (never readdir order)."""
+    out = []
+    for name in os.listdir(dir_path):
+        m = SEGMENT_RE.match(name)
+        if m:
+            out.append(int(m.group(1)))
+    out.sort()
+    return out
+
+
+class ScanResult:
+    """What a validating scan of a segment found (see Segment.scan)."""
+
+    __slots__ = ("batches", "valid_size", "stop_reason", "next_offset", "index", "timeindex",
+                 "bytes_since_index", "max_timestamp", "offset_of_max_timestamp",
+                 "roll_timestamp", "last_timeindex_ts")
+
+
+class Segment:
+    def __init__(self, dir_path, base_offset: int):
+        self.dir = dir_path
+        self.base_offset = base_offset
+        stem = os.path.join(dir_path, segment_name(base_offset))
+        self.log_path = stem + ".log"
+        self.index = OffsetIndex(stem + ".index")
+        self.timeindex = TimeIndex(stem + ".timeindex")
+        self.fd = None
+
+    def __repr__(self):
+        return f"Segment({self.log_path!r})"
+
+    def open(self):
+        if self.fd is None:
+            self.fd = os.open(self.log_path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
+        return self.fd
+
+    def close(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        self.index.close()
+        self.timeindex.close()
+
+    def file_size(self) -> int:
+        return os.fstat(self.open()).st_size
+
+    @classmethod
+    def create(cls, dir_path, base_offset: int) -> "Segment":
+        """Create empty .log/.index/.timeindex (a leftover from a dead roll is emptied)."""
+        seg = cls(dir_path, base_offset)
+        flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+        seg.fd = os.open(seg.log_path, flags, 0o644)
+        for idx in (seg.index, seg.timeindex):
+            idx.fd = os.open(idx.path, flags, 0o644)
+        return seg
+
+    def delete_files(self):
+        self.close()
+        for p in (self.log_path, self.index.path, self.timeindex.path):
+            try:
+                os.unlink(p)
+            except FileNotFoundError:
+                pass
+
+    # ------------------------------------------------------------ scanning
+    def scan(self, start_offset: int, index_interval: int, end: int = -1) -> ScanResult:
+        """Validate every batch (length, magic, CRC, offsets) from position 0 and compute the
+        index entries they imply, exactly as the append path would have written them."""
+        fd = self.open()
+        scratch = hp.new("uint8_t[]", SCRATCH_BYTES)
+        infos = hp.new("el_batch_info[]", SCAN_CHUNK)
+        stop_pos = hp.new("int64_t *")
+        stop_reason = hp.new("int *")
+        r = ScanResult()
+        r.batches = 0
+        r.index, r.timeindex = [], []
+        r.bytes_since_index = 0
+        r.max_timestamp, r.offset_of_max_timestamp = -1, self.base_offset
+        r.roll_timestamp, r.last_timeindex_ts = -1, -1
+        expected = max(start_offset, self.base_offset)
+        pos = 0
+        reason = 0
+        while True:
+            n = hp.lib.el_scan_fd(fd, pos, end, scratch, SCRATCH_BYTES, infos, SCAN_CHUNK, stop_pos, stop_reason)
+            if n < 0:
+                raise hp.oserror("read", self.log_path)
+            bad = False
+            for i in range(n):
+                b = infos[i]
+                last = b.base_offset + b.last_offset_delta
+                if (b.base_offset < expected or b.last_offset_delta < 0
+                        or last - self.base_offset > MAX_RELATIVE_OFFSET):
+                    reason, pos, bad = -6, b.position, True  # offsets out of order
+                    break
+                self._account(r, b.position, b.size, last, b.max_timestamp, index_interval)
+                r.batches += 1
+                expected = last + 1
+                pos = b.position + b.size
+            if bad:
+                break
+            if n < SCAN_CHUNK:
+                reason = stop_reason[0]
+                pos = stop_pos[0]
+                break
+        r.valid_size = pos
+        r.stop_reason = reason
+        r.next_offset = expected
+        return r
+
+    def _account(self, r: ScanResult, position: int, size: int, last_offset: int, batch_max_ts: int,
+                 index_interval: int):
+        """The append path's index bookkeeping for one batch (Kafka LogSegment.append)."""
+        if r.roll_timestamp < 0 and r.batches == 0:
+            r.roll_timestamp = batch_max_ts
+        if batch_max_ts > r.max_timestamp:
+            r.max_timestamp, r.offset_of_max_timestamp = batch_max_ts, last_offset
+        if r.bytes_since_index > index_interval:
+            r.index.append(OffsetIndex.entry(last_offset - self.base_offset, position))
+            if r.max_timestamp > r.last_timeindex_ts:
+                r.timeindex.append(TimeIndex.entry(r.max_timestamp, r.offset_of_max_timestamp - self.base_offset))
+                r.last_timeindex_ts = r.max_timestamp
+            r.bytes_since_index = 0
+        r.bytes_since_index += size
+
+    def final_time_entry(self, r: ScanResult):
+        """Kafka appends the segment's max timestamp to the time index when it closes."""
+        if r.max_timestamp > r.last_timeindex_ts and r.batches:
+            r.timeindex.append(TimeIndex.entry(r.max_timestamp, r.offset_of_max_timestamp - self.base_offset))
+            r.last_timeindex_ts = r.max_timestamp
+
+    def write_indexes(self, r: ScanResult):
+        for idx, entries in ((self.index, r.index), (self.timeindex, r.timeindex)):
+            idx.truncate(0)
+            if entries:
+                idx.write_entries(0, b"".join(entries))
+            idx.reset()
+
+    def rebuild_indexes(self, index_interval: int, closed: bool) -> ScanResult:
+        r = self.scan(self.base_offset, index_interval, end=self.file_size())
+        if closed:
+            self.final_time_entry(r)
+        self.write_indexes(r)
+        return r
+
+    # ------------------------------------------------------------ lookups
+    def load_indexes(self, index_entries: int | None, time_entries: int | None, log_size: int):
+        """Load index entries (None: all in the file, for a closed segment)."""
+        if index_entries is None:
+            index_entries = self.index.file_entries()
+        if time_entries is None:
+            time_entries = self.timeindex.file_entries()
+        self.index.load(index_entries, log_size)
+        self.timeindex.load(time_entries, MAX_RELATIVE_OFFSET)
+
+    def find_position(self, offset: int, log_size: int) -> tuple[int, object]:
+        """(position, header) of the first batch whose last offset is >= `offset`, walking
+        batch headers from the offset index's answer; (log_size, None) if none."""
+        from ._records import peek_header
+        pos = self.index.lookup(offset - self.base_offset)
+        fd = self.open()
+        while pos < log_size:
+            chunk = os.pread(fd, min(65536, log_size - pos), pos)
+            at = 0
+            while len(chunk) - at >= HEADER_SIZE:
+                h = peek_header(chunk, at)
+                if h.magic != 2 or h.batch_length < HEADER_SIZE - 12:
+                    return pos + at, h  # the reader reports the damage
+                if h.last_offset >= offset:
+                    return pos + at, h
+                at += h.size
+            if at == 0:
+                return pos, None  # fewer than 61 bytes left: torn (cannot be below log_size)
+            pos += at
+        return log_size, None
+
+
+__all__ = ["Segment", "list_segments", "segment_name", "IndexCorrupt", "ScanResult"]

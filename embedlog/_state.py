@@ -1,0 +1,213 @@
+"""The per-partition shared state file `partition.state` and checkpoint `partition.checkpoint`
+(FORMAT.md §6, §7).
+
+`partition.state` is 4096 bytes, memory-mapped by every process that opens the
+partition. It caches what readers need on every poll (log end offset, high watermark,
+active segment and its committed size) so they never scan files, and it carries the
+futex word tailing readers sleep on. It is a cache, not a source of truth: it is
+rebuilt from the segments after a reboot (its boot id differs) or when a writer died
+in the middle of a change (`in_append` left set).
+
+Layout (little-endian, native atomics):
+    0   u64  magic  b"ELSTATE1"
+    8   u64  seq    seqlock: odd while a writer publishes fields
+    16  u32  notify futex word, +1 on every publish
+    20  u32  waiters  readers sleeping on notify
+    24  u64  in_append  pid of the writer between its first write and its publish, else 0
+    32  16B  boot_id   the kernel boot the state was built in
+    48  u32  version   1
+    56  u64  flushed_offset  every offset below it is fdatasync'd (atomic max)
+    64  u64  fields[N_FIELDS]  (the F_* indexes below)
+
+Byte-range locks on this file (open-file-description locks, released by the kernel
+when the holder dies): byte 0 is the append lock, byte 1 the group-commit sync lock.
+
+`partition.checkpoint` is JSON written by write-temp, fsync, rename, fsync-dir: the
+recovery point, the log start offset, and whether the last writer closed cleanly.
+"""
+from __future__ import annotations
+
+import json
+import mmap
+import os
+
+from . import _hotpath as hp
+from ._errors import FormatVersionError, StorageError
+
+STATE_FILE = "partition.state"
+CHECKPOINT_FILE = "partition.checkpoint"
+STATE_SIZE = 4096
+MAGIC = b"ELSTATE1"
+VERSION = 1
+CHECKPOINT_VERSION = 1
+
+(F_LOG_START, F_LOG_END, F_HIGH_WATERMARK, F_ACTIVE_BASE, F_ACTIVE_SIZE, F_SEGMENTS_VERSION,
+ F_INDEX_ENTRIES, F_TIMEINDEX_ENTRIES, F_BYTES_SINCE_INDEX, F_MAX_TIMESTAMP,
+ F_OFFSET_OF_MAX_TIMESTAMP, F_ROLL_TIMESTAMP, F_CREATED_MS, F_UNFLUSHED_RECORDS,
+ F_FIRST_UNFLUSHED_MS, F_LAST_TIMEINDEX_TS) = range(16)
+N_FIELDS = 16
+
+LOCK_APPEND = 0
+LOCK_SYNC = 1
+
+_OFF_IN_APPEND = 24
+_OFF_BOOT = 32
+_OFF_VERSION = 48
+_OFF_FLUSHED = 56
+
+
+def _read_boot_id() -> bytes:
+    try:
+        with open("/proc/sys/kernel/random/boot_id", "rb") as f:
+            return bytes.fromhex(f.read().strip().decode().replace("-", ""))[:16].ljust(16, b"\0")
+    except OSError:  # not Linux: fall back to the boot time where the OS exposes it
+        try:
+            return int(os.stat("/").st_ctime).to_bytes(16, "big")
+        except OSError:
+            return bytes(16)
+
+
+BOOT_ID = _read_boot_id()
+
+
+class SharedState:
+    """The mmap of one partition's state file, with seqlock access to its fields."""
+
+    def __init__(self, path):
+        self.path = path
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+        try:
+            self.fd = os.open(path, flags, 0o644)
+            if os.fstat(self.fd).st_size < STATE_SIZE:
+                os.ftruncate(self.fd, STATE_SIZE)  # zero-filled: magic absent = not valid
+            self.mm = mmap.mmap(self.fd, STATE_SIZE)
+        except OSError as e:
+            raise StorageError(f"cannot open partition state {path}: {e.strerror}",
+                               path=str(path), errno=e.errno) from e
+        self.ptr = hp.from_buffer(self.mm)
+        self._buf = hp.new(f"uint64_t[{N_FIELDS}]")
+        self._view = memoryview(hp.ffi.buffer(self._buf)).cast("q")
+
+    def close(self):
+        if self.mm is not None:
+            self._view.release()
+            self._view = None
+            self.ptr = None
+            self.mm.close()
+            self.mm = None
+            os.close(self.fd)
+
+    # -- validity
+    def valid(self) -> bool:
+        """True when the state was built in this boot by a compatible version."""
+        mm = self.mm
+        if mm[0:8] != MAGIC:
+            return False
+        version = int.from_bytes(mm[_OFF_VERSION:_OFF_VERSION + 4], "little")
+        if version > VERSION:
+            raise FormatVersionError(
+                f"{self.path} was written by a newer embedlog (state version {version}, "
+                f"this one reads up to {VERSION})")
+        return mm[_OFF_BOOT:_OFF_BOOT + 16] == BOOT_ID
+
+    def invalidate(self):
+        self.mm[0:8] = bytes(8)
+
+    def initialize(self, fields: list[int], flushed_offset: int):
+        """Publish fresh fields and stamp magic/version/boot (caller holds the append lock)."""
+        self.publish(fields)
+        hp.lib.el_atomic_store_u64(self.ptr + _OFF_FLUSHED, flushed_offset)
+        self.mm[_OFF_BOOT:_OFF_BOOT + 16] = BOOT_ID
+        self.mm[_OFF_VERSION:_OFF_VERSION + 4] = VERSION.to_bytes(4, "little")
+        self.set_in_append(0)
+        self.mm[0:8] = MAGIC
+
+    # -- fields
+    def load(self) -> list[int]:
+        if hp.lib.el_state_load(self.ptr, self._buf, N_FIELDS) < 0:
+            return None  # a writer died mid-publish; the caller repairs under the lock
+        return self._view.tolist()
+
+    def publish(self, fields: list[int]):
+        for i, v in enumerate(fields):
+            self._view[i] = v
+        hp.lib.el_state_publish(self.ptr, self._buf, N_FIELDS)
+
+    def notify_value(self) -> int:
+        return hp.lib.el_state_notify_value(self.ptr)
+
+    def wait(self, seen: int, timeout: float | None) -> bool:
+        """Sleep until a publish after `seen` (True) or the timeout (False)."""
+        ns = -1 if timeout is None else max(0, int(timeout * 1e9))
+        return bool(hp.lib.el_state_wait(self.ptr, seen, ns))
+
+    def in_append(self) -> int:
+        return hp.lib.el_atomic_load_u64(self.ptr + _OFF_IN_APPEND)
+
+    def set_in_append(self, pid: int):
+        hp.lib.el_atomic_store_u64(self.ptr + _OFF_IN_APPEND, pid)
+
+    def flushed_offset(self) -> int:
+        return hp.lib.el_atomic_load_u64(self.ptr + _OFF_FLUSHED)
+
+    def raise_flushed_offset(self, offset: int) -> int:
+        return hp.lib.el_atomic_max_u64(self.ptr + _OFF_FLUSHED, offset)
+
+    # -- locks
+    def lock(self, which: int, timeout: float | None) -> bool:
+        try:
+            return hp.lock(self.fd, which, 1, True, timeout)
+        except OSError as e:
+            raise StorageError(f"cannot lock {self.path}: {e.strerror}", path=str(self.path),
+                               errno=e.errno) from e
+
+    def unlock(self, which: int):
+        hp.unlock(self.fd, which, 1)
+
+
+def fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path, data: bytes):
+    """Write-temp, fsync, rename, fsync-dir: after a crash the file is old or new, never torn."""
+    path = os.fspath(path)
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(os.path.dirname(path) or ".")
+
+
+def read_checkpoint(dir_path) -> dict:
+    path = os.path.join(dir_path, CHECKPOINT_FILE)
+    try:
+        with open(path, "rb") as f:
+            data = json.loads(f.read())
+    except FileNotFoundError:
+        return {"version": CHECKPOINT_VERSION, "clean": False, "recovery_point": 0, "log_start_offset": 0}
+    except (OSError, ValueError):
+        # Damaged checkpoint: recover everything from the segments (the safe direction).
+        return {"version": CHECKPOINT_VERSION, "clean": False, "recovery_point": 0,
+                "log_start_offset": 0, "damaged": True}
+    if data.get("version", 0) > CHECKPOINT_VERSION:
+        raise FormatVersionError(f"{path} was written by a newer embedlog (checkpoint version "
+                                 f"{data.get('version')}, this one reads up to {CHECKPOINT_VERSION})")
+    return data
+
+
+def write_checkpoint(dir_path, *, clean: bool, recovery_point: int, log_start_offset: int,
+                     fields: list[int] | None = None):
+    doc = {"version": CHECKPOINT_VERSION, "clean": clean, "recovery_point": recovery_point,
+           "log_start_offset": log_start_offset}
+    if fields is not None:
+        doc["fields"] = fields
+    write_atomic(os.path.join(dir_path, CHECKPOINT_FILE), json.dumps(doc).encode() + b"\n")

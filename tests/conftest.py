@@ -1,0 +1,33 @@
+import json
+import os
+import pathlib
+
+import pytest
+
+VECTORS_PATH = pathlib.Path(__file__).resolve().parents[1] / "tests" / "format" / "vectors.json"
+
+
+@pytest.fixture(scope="session")
+def vectors():
+    with open(VECTORS_PATH) as f:
+        return json.load(f)
+
+
+@pytest.fixture
+def log(tmp_path):
+    import embedlog
+    with embedlog.open(tmp_path / "log") as lg:
+        yield lg
+
+
+def pytest_addoption(parser):
+    parser.addoption("--crash-iterations", type=int, default=None,
+                     help="iterations for the kill -9 tests (default: a short run; EMBEDLOG_SOAK=1 for long)")
+
+
+@pytest.fixture
+def crash_iterations(request):
+    n = request.config.getoption("--crash-iterations")
+    if n is None:
+        n = 2000 if os.environ.get("EMBEDLOG_SOAK") else 60
+    return n
