@@ -300,6 +300,15 @@ class Log:
             for p in range(meta["partitions"]):
                 shutil.rmtree(os.path.join(self.path, f"{name}-{p}"), ignore_errors=True)
 
+    def _abandon(self):
+        """Drop every handle without flush or clean checkpoint (crash simulation in tests)."""
+        self._closed = True
+        for t in self._topics.values():
+            for part in t._partitions.values():
+                part._abandon()
+        self._topics.clear()
+        os.close(self._lock_fd)
+
     def close(self):
         if self._closed:
             return

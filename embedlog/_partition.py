@@ -699,6 +699,15 @@ class Partition:
         return None
 
     # ============================================================ close
+    def _abandon(self):
+        """Close every descriptor without flushing or checkpointing, as a killed process
+        would leave things (tests use it to simulate crashes in-process)."""
+        self._closed = True
+        for seg in self._segments.values():
+            seg.close()
+        self._segments.clear()
+        self.state.close()
+
     def close(self):
         """Flush and, if no append raced us, write a clean checkpoint so the next open after
         a reboot need not scan."""
