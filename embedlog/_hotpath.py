@@ -52,11 +52,15 @@ def i64(arr):
 
 def crc32c(data, crc: int = 0) -> int:
     """CRC-32C (Castagnoli) of `data`, continuing from `crc` (0 to start)."""
+    if not isinstance(data, bytes):
+        data = ffi.from_buffer(data)
     return lib.el_crc32c(crc, data, len(data))
 
 
 def crc32c_software(data, crc: int = 0) -> int:
     """The portable table implementation, for tests and machines without the instruction."""
+    if not isinstance(data, bytes):
+        data = ffi.from_buffer(data)
     return lib.el_crc32c_sw(crc, data, len(data))
 
 

@@ -27,7 +27,7 @@ from ._errors import (ConfigError, FormatVersionError, InvalidPartitionsError, I
 from ._partition import DEFAULT_LOCK_TIMEOUT, AppendResult, Partition
 from ._partitioner import StickyPartitioner, partitions_for_keys
 from ._records import build_batch
-from ._state import fsync_dir, write_atomic
+from ._state import fsync_dir, remove_temp_files, write_atomic
 
 FORMAT_NAME = "embedlog"
 FORMAT_VERSION = 1
@@ -241,6 +241,7 @@ class Log:
             if self._read_meta(name) is not None:
                 raise TopicExistsError(f"topic {name!r} already exists in {self.path}")
             try:
+                remove_temp_files(os.path.join(self.path, TOPICS_DIR))
                 for p in range(partitions):
                     pdir = os.path.join(self.path, f"{name}-{p}")
                     if os.path.exists(pdir):    # debris of a create that crashed
@@ -279,7 +280,7 @@ class Log:
             names = os.listdir(os.path.join(self.path, TOPICS_DIR))
         except FileNotFoundError:
             return []
-        return sorted(n[:-5] for n in names if n.endswith(".json"))
+        return sorted(n[:-5] for n in names if n.endswith(".json") and not n.startswith("."))
 
     def __contains__(self, name) -> bool:
         return isinstance(name, str) and name in self.topics()

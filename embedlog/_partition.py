@@ -169,6 +169,7 @@ class Partition:
     def _recover_locked(self) -> list[int]:
         """Rebuild the state from the files (append lock held). FORMAT.md §8."""
         self.state.set_in_append(os.getpid())   # a crash during recovery re-runs it
+        st.remove_temp_files(self.path)
         ck = st.read_checkpoint(self.path)
         interval = self.config["index.interval.bytes"]
         bases = list_segments(self.path)
@@ -625,12 +626,17 @@ class Partition:
             want = min(max(budget, first_size), log_size - pos)
             buf = os.pread(fd, want, pos)
             got = 0
-            for bpos, bh in iter_batches(buf, path=seg.log_path, base_position=pos):
-                if bh.base_offset >= hw:
-                    return out
-                got = bpos + bh.size
-                out.append((buf, bpos, bh, seg.log_path, pos + bpos))
-                budget -= bh.size
+            try:
+                for bpos, bh in iter_batches(buf, path=seg.log_path, base_position=pos):
+                    if bh.base_offset >= hw:
+                        return out
+                    got = bpos + bh.size
+                    out.append((buf, bpos, bh, seg.log_path, pos + bpos))
+                    budget -= bh.size
+            except CorruptRecordError:
+                if out:
+                    return out   # hand out what precedes the damage; the next read raises
+                raise
             if got == 0:
                 # Nothing whole where a whole batch must be: damage, never skipped.
                 parse_header(buf, 0, path=seg.log_path, file_position=pos)

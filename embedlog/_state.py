@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import mmap
 import os
+import re
 
 from . import _hotpath as hp
 from ._errors import FormatVersionError, StorageError
@@ -176,7 +177,8 @@ def fsync_dir(path):
 def write_atomic(path, data: bytes):
     """Write-temp, fsync, rename, fsync-dir: after a crash the file is old or new, never torn."""
     path = os.fspath(path)
-    tmp = path + ".tmp"
+    # A short temp name: "<name>.tmp" could pass NAME_MAX for a 249-character topic.
+    tmp = os.path.join(os.path.dirname(path), f".{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o644)
     try:
         os.write(fd, data)
@@ -185,6 +187,19 @@ def write_atomic(path, data: bytes):
         os.close(fd)
     os.replace(tmp, path)
     fsync_dir(os.path.dirname(path) or ".")
+
+
+TEMP_RE = re.compile(r"^\.\d+\.tmp$")
+
+
+def remove_temp_files(dir_path):
+    """Drop temp files a crashed write_atomic left (call with the folder's lock held)."""
+    for name in os.listdir(dir_path):
+        if TEMP_RE.match(name):
+            try:
+                os.unlink(os.path.join(dir_path, name))
+            except FileNotFoundError:
+                pass
 
 
 def read_checkpoint(dir_path) -> dict:
