@@ -107,11 +107,11 @@ class OffsetIndex(_IndexFile):
         self.pos.extend(pos)
         self.count = count
 
-    def lookup(self, relative_offset: int) -> int:
-        """Position of the batch of the greatest entry whose offset is <= the target: the
-        batch holding the target starts there or later. 0 if there is none."""
+    def lookup(self, relative_offset: int) -> tuple[int, int]:
+        """(position, relative offset) of the greatest entry whose offset is <= the target:
+        the batch holding the target starts there or later. (0, -1) if there is none."""
         i = bisect_right(self.rel, relative_offset) - 1
-        return self.pos[i] if i >= 0 else 0
+        return (self.pos[i], self.rel[i]) if i >= 0 else (0, -1)
 
     @staticmethod
     def entry(relative_offset: int, position: int) -> bytes:

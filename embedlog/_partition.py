@@ -219,7 +219,7 @@ class Partition:
         for i in range(start_i, len(bases)):
             seg = Segment(self.path, bases[i])
             try:
-                r = seg.scan(next_offset, interval, end=seg.file_size())
+                r = seg.scan(next_offset, interval, end=seg.file_size(), dense=self._dense())
                 last = i == len(bases) - 1
                 torn = r.valid_size < seg.file_size()
                 if torn:
@@ -582,14 +582,14 @@ class Partition:
             i = max(0, self._segment_for(offset))
             while i < len(bases) and offset < hw and (budget > 0 or not out):
                 seg = self._segment(bases[i])
-                items = self._read_segment(seg, fields, offset, budget if out else max(budget, 1), hw,
-                                           at_least_one=not out)
+                items, whole = self._read_segment(seg, fields, offset, budget if out else max(budget, 1), hw,
+                                                  at_least_one=not out)
                 for item in items:
                     budget -= item[2].size
                     offset = item[2].next_offset
                 out.extend(items)
-                if items and budget <= 0:
-                    break
+                if not whole or (items and budget <= 0):
+                    break           # budget spent, or damage ahead: never skip to the next segment
                 i += 1
                 if i < len(bases):
                     offset = max(offset, bases[i])
@@ -599,14 +599,16 @@ class Partition:
         active = seg.base_offset == fields[st.F_ACTIVE_BASE]
         return active, (fields[st.F_ACTIVE_SIZE] if active else seg.file_size())
 
-    def _read_segment(self, seg, fields, offset, budget, hw, at_least_one=True) -> list:
+    def _read_segment(self, seg, fields, offset, budget, hw, at_least_one=True) -> tuple[list, bool]:
         """Whole batches of one segment from the one holding `offset`, within `budget`
-        bytes (the first may exceed it when at_least_one: KIP-74)."""
+        bytes (the first may exceed it when at_least_one: KIP-74), and whether the read
+        reached the end of the segment (False when it stopped at the budget or damage)."""
         active, log_size = self._segment_size(seg, fields)
+        dense = self._dense()
         for attempt in (0, 1):
             try:
                 self._load_indexes(seg, fields, active, log_size)
-                pos, h = seg.find_position(offset, log_size)
+                pos, h, expected = seg.find_position(offset, log_size, dense)
                 break
             except (IndexCorrupt, CorruptRecordError):
                 if attempt:
@@ -622,20 +624,25 @@ class Partition:
                                              path=seg.log_path, position=pos)
             first_size = h.size if h.magic == MAGIC and h.batch_length >= HEADER_SIZE - 12 else HEADER_SIZE
             if first_size > budget and not (at_least_one and not out):
-                break
+                return out, False
             want = min(max(budget, first_size), log_size - pos)
             buf = os.pread(fd, want, pos)
             got = 0
             try:
                 for bpos, bh in iter_batches(buf, path=seg.log_path, base_position=pos):
                     if bh.base_offset >= hw:
-                        return out
+                        return out, True
+                    if expected is not None and (bh.base_offset != expected if dense else bh.base_offset < expected):
+                        raise CorruptRecordError(
+                            f"batch at position {pos + bpos} of {seg.log_path} has base offset "
+                            f"{bh.base_offset}, expected {expected}", path=seg.log_path, position=pos + bpos)
+                    expected = bh.next_offset
                     got = bpos + bh.size
                     out.append((buf, bpos, bh, seg.log_path, pos + bpos))
                     budget -= bh.size
             except CorruptRecordError:
                 if out:
-                    return out   # hand out what precedes the damage; the next read raises
+                    return out, False   # hand out what precedes the damage; the next read raises
                 raise
             if got == 0:
                 # Nothing whole where a whole batch must be: damage, never skipped.
@@ -646,8 +653,13 @@ class Partition:
             pos += got
             h = None
             if budget <= 0:
-                break
-        return out
+                return out, pos >= log_size
+        return out, True
+
+    def _dense(self) -> bool:
+        """Offsets have no gaps (no compaction ever ran), so each batch must start exactly
+        where the previous one ended. TODO(#6): the cleaner records gaps per partition."""
+        return "compact" not in self.config["cleanup.policy"]
 
     def _load_indexes(self, seg, fields, active, log_size):
         if active:
@@ -663,7 +675,7 @@ class Partition:
             return  # the active segment's entries are bounded by the state; walk from 0
         self._lock()
         try:
-            seg.rebuild_indexes(self.config["index.interval.bytes"], closed=True)
+            seg.rebuild_indexes(self.config["index.interval.bytes"], closed=True, dense=self._dense())
         finally:
             self.state.unlock(st.LOCK_APPEND)
 
@@ -691,7 +703,7 @@ class Partition:
                 start = max(start, fields[st.F_LOG_START])
                 hw = fields[st.F_HIGH_WATERMARK]
                 while start < hw:
-                    items = self._read_segment(seg, fields, start, DEFAULT_MAX_BYTES, hw)
+                    items, _ = self._read_segment(seg, fields, start, DEFAULT_MAX_BYTES, hw)
                     if not items:
                         break
                     for buf, pos, h, path, fpos in items:

@@ -91,7 +91,7 @@ class Segment:
                 pass
 
     # ------------------------------------------------------------ scanning
-    def scan(self, start_offset: int, index_interval: int, end: int = -1) -> ScanResult:
+    def scan(self, start_offset: int, index_interval: int, end: int = -1, dense: bool = False) -> ScanResult:
         """Validate every batch (length, magic, CRC, offsets) from position 0 and compute the
         index entries they imply, exactly as the append path would have written them."""
         fd = self.open()
@@ -116,7 +116,8 @@ class Segment:
             for i in range(n):
                 b = infos[i]
                 last = b.base_offset + b.last_offset_delta
-                if (b.base_offset < expected or b.last_offset_delta < 0
+                if (b.base_offset < expected or (dense and b.base_offset != expected)
+                        or b.last_offset_delta < 0
                         or last - self.base_offset > MAX_RELATIVE_OFFSET):
                     reason, pos, bad = -6, b.position, True  # offsets out of order
                     break
@@ -163,8 +164,8 @@ class Segment:
                 idx.write_entries(0, b"".join(entries))
             idx.reset()
 
-    def rebuild_indexes(self, index_interval: int, closed: bool) -> ScanResult:
-        r = self.scan(self.base_offset, index_interval, end=self.file_size())
+    def rebuild_indexes(self, index_interval: int, closed: bool, dense: bool = False) -> ScanResult:
+        r = self.scan(self.base_offset, index_interval, end=self.file_size(), dense=dense)
         if closed:
             self.final_time_entry(r)
         self.write_indexes(r)
@@ -180,11 +181,19 @@ class Segment:
         self.index.load(index_entries, log_size)
         self.timeindex.load(time_entries, MAX_RELATIVE_OFFSET)
 
-    def find_position(self, offset: int, log_size: int) -> tuple[int, object]:
-        """(position, header) of the first batch whose last offset is >= `offset`, walking
-        batch headers from the offset index's answer; (log_size, None) if none."""
+    def find_position(self, offset: int, log_size: int, dense: bool) -> tuple[int, object, int]:
+        """(position, header, expected base offset) of the first batch whose last offset is
+        >= `offset`, walking batch headers from the offset index's answer; (log_size, None,
+        next offset) if there is none.
+
+        baseOffset is outside the CRC, so offsets are checked for continuity on the way:
+        the batch an index entry points at must end at the entry's offset (IndexCorrupt
+        otherwise: the index is rebuilt), and each next batch must start right after the
+        previous one (`dense`, no compaction) or at least after it (CorruptRecordError)."""
+        from ._errors import CorruptRecordError
         from ._records import peek_header
-        pos = self.index.lookup(offset - self.base_offset)
+        pos, rel = self.index.lookup(offset - self.base_offset)
+        expected = None if rel >= 0 else self.base_offset
         fd = self.open()
         while pos < log_size:
             chunk = os.pread(fd, min(65536, log_size - pos), pos)
@@ -192,14 +201,23 @@ class Segment:
             while len(chunk) - at >= HEADER_SIZE:
                 h = peek_header(chunk, at)
                 if h.magic != 2 or h.batch_length < HEADER_SIZE - 12:
-                    return pos + at, h  # the reader reports the damage
+                    return pos + at, h, expected  # the reader reports the damage
+                if expected is None:
+                    if h.last_offset != self.base_offset + rel:
+                        raise IndexCorrupt(f"{self.index.path}: entry ({rel}, {pos}) points at a batch "
+                                           f"ending at offset {h.last_offset}")
+                elif h.base_offset != expected if dense else h.base_offset < expected:
+                    raise CorruptRecordError(
+                        f"batch at position {pos + at} of {self.log_path} has base offset {h.base_offset}, "
+                        f"expected {expected}", path=self.log_path, position=pos + at)
                 if h.last_offset >= offset:
-                    return pos + at, h
+                    return pos + at, h, h.base_offset
+                expected = h.next_offset
                 at += h.size
             if at == 0:
-                return pos, None  # fewer than 61 bytes left: torn (cannot be below log_size)
+                return pos, None, expected  # fewer than 61 bytes left: torn (cannot be below log_size)
             pos += at
-        return log_size, None
+        return log_size, None, expected
 
 
 __all__ = ["Segment", "list_segments", "segment_name", "IndexCorrupt", "ScanResult"]

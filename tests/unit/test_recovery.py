@@ -218,3 +218,18 @@ def test_newer_state_version_is_refused(tmp_path):
         f.write((7).to_bytes(4, "little"))
     with pytest.raises(embedlog.FormatVersionError, match="newer embedlog"):
         embedlog.open(path).partition("t", 0)
+
+
+def test_damaged_base_offset_outside_the_crc_is_caught(tmp_path):
+    """baseOffset is not covered by the CRC (Kafka stamps it at append time), so a flipped
+    bit there must be caught by the offset continuity check, never handed out as data."""
+    path, log, p = make(tmp_path)
+    batch_size = len(embedlog.build_batch([b"v%05d" % j for j in range(4)], keys=[b"k"] * 4))
+    with open(seg_file(path, 0), "r+b") as f:
+        f.seek(2 * batch_size + 7)                 # low byte of the third batch's baseOffset
+        f.write(b"\x30")
+    got = p.read(0, max_bytes=1 << 20)
+    assert [r.value for r in got] == expected_values(8)   # the two batches in front of it
+    with pytest.raises(CorruptRecordError, match="base offset 48, expected 8"):
+        p.read(8)
+    log.close()
