@@ -14,6 +14,10 @@ from ._log import open_log as open  # embedlog.open(path), like sqlite3.connect
 from ._partition import AppendResult, Partition
 from ._records import BatchHeader, Record, build_batch, decode_records, parse_header
 from ._version import __version__
+from ._kafka import (OFFSET_BEGINNING, OFFSET_END, OFFSET_INVALID, OFFSET_STORED, TIMESTAMP_CREATE_TIME,
+                     TIMESTAMP_LOG_APPEND_TIME, TIMESTAMP_NOT_AVAILABLE, KafkaError, KafkaException, Message,
+                     TopicPartition)
+from ._producer import Producer
 
 __all__ = sorted([
     "AppendResult", "BatchHeader", "ConfigError", "CorruptRecordError", "EmbedlogError",
@@ -21,11 +25,14 @@ __all__ = sorted([
     "LogClosedError", "OffsetOutOfRangeError", "Partition", "Record", "RecordTooLargeError",
     "StorageError", "Topic", "TopicExistsError", "UnknownTopicOrPartitionError", "__version__",
     "build_batch", "decode_records", "open", "parse_header",
+    "KafkaError", "KafkaException", "Message", "TopicPartition", "Producer",
+    "OFFSET_BEGINNING", "OFFSET_END", "OFFSET_INVALID", "OFFSET_STORED", "TIMESTAMP_CREATE_TIME",
+    "TIMESTAMP_LOG_APPEND_TIME", "TIMESTAMP_NOT_AVAILABLE",
 ])
 
 for _name in __all__:
     _obj = globals()[_name]
-    if hasattr(_obj, "__module__") and not isinstance(_obj, str):
+    if isinstance(_obj, type) or callable(_obj):
         try:
             _obj.__module__ = "embedlog"
         except (AttributeError, TypeError):

@@ -153,3 +153,178 @@ def topic_config(config: dict | None) -> dict:
 def topic_overrides(config: dict) -> dict:
     """Only the keys that differ from the defaults (what is persisted and described)."""
     return {k: v for k, v in config.items() if TOPIC_CONFIG[k].default != v}
+
+
+# ---------------------------------------------------------------- client configs
+# confluent-kafka (librdkafka) names. Aliases map to one canonical key, as librdkafka's do.
+
+def _callable(name, value):
+    if value is not None and not callable(value):
+        raise ConfigError(f"{name} must be callable, not {type(value).__name__}")
+    return value
+
+
+def _acks(name, value):
+    v = str(value).strip().lower()
+    if v in ("all", "-1"):
+        return -1
+    if v in ("0", "1"):
+        return int(v)
+    raise ConfigError(f"{name} must be 0, 1, -1 or all; got {value!r}")
+
+
+def _offset_reset(name, value):
+    v = str(value).strip().lower()
+    table = {"earliest": "earliest", "smallest": "earliest", "beginning": "earliest",
+             "latest": "latest", "largest": "latest", "end": "latest", "error": "error"}
+    if v not in table:
+        raise ConfigError(f"{name} must be earliest, latest or error; got {value!r}")
+    return table[v]
+
+
+def _strategy(name, value):
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    out = [str(i).strip() for i in items if str(i).strip()]
+    bad = [i for i in out if i not in ("range", "roundrobin", "cooperative-sticky")]
+    if not out or bad:
+        raise ConfigError(f"{name}: unknown assignor {bad[0] if bad else value!r}; use range, roundrobin "
+                          "or cooperative-sticky")
+    return out
+
+
+def _any(name, value):
+    return value
+
+
+def _noop(name, default=None, parse=_any, doc="no meaning on a single node; accepted and ignored"):
+    return Key(name, default, parse, doc, noop=True)
+
+
+_COMMON_KEYS = [
+    Key("bootstrap.servers", None, _str, "the log directory: file:///path or a path"),
+    Key("embedlog.path", None, _str, "the log directory (wins over bootstrap.servers)"),
+    Key("embedlog.lock.timeout.ms", 30000, _int(0), "longest wait for a partition lock"),
+    Key("client.id", "rdkafka", _str, "a name for this client in errors and group descriptions"),
+    Key("error_cb", None, _callable, "called with a KafkaError for errors outside any one message"),
+    Key("logger", None, _any, "a logging.Logger for embedlog's log lines"),
+    Key("request.timeout.ms", 30000, _int(1), "bound on blocking calls such as lock waits"),
+    Key("allow.auto.create.topics", True, _bool, "create an unknown topic on first use"),
+    Key("embedlog.num.partitions", 1, _int(1, 1 << 20), "partitions of auto-created topics (num.partitions)"),
+] + [_noop(k) for k in (
+    "security.protocol", "sasl.mechanism", "sasl.mechanisms", "sasl.username", "sasl.password",
+    "sasl.oauthbearer.config", "ssl.ca.location", "ssl.certificate.location", "ssl.key.location",
+    "ssl.key.password", "ssl.endpoint.identification.algorithm", "enable.ssl.certificate.verification",
+    "socket.timeout.ms", "socket.keepalive.enable", "socket.connection.setup.timeout.ms",
+    "connections.max.idle.ms", "metadata.max.age.ms", "topic.metadata.refresh.interval.ms",
+    "api.version.request", "broker.version.fallback", "reconnect.backoff.ms",
+    "reconnect.backoff.max.ms", "retry.backoff.ms", "retry.backoff.max.ms", "statistics.interval.ms",
+    "stats_cb", "throttle_cb", "oauth_cb", "client.rack", "debug", "log_level", "log.connection.close",
+    "client.dns.lookup", "default.topic.config", "enable.metrics.push")]
+
+_PRODUCER_KEYS = [
+    Key("acks", -1, _acks, "0: no wait; 1: written to the OS; all/-1: fdatasync'd (and mirrored)"),
+    Key("enable.idempotence", False, _bool, "producer id + sequence numbers; retried batches stored once"),
+    Key("retries", 2147483647, _int(0, INT_MAX), "attempts after a retriable append error"),
+    Key("max.in.flight.requests.per.connection", 1000000, _int(1, 1000000),
+        "batches in flight per partition (idempotence needs <= 5)"),
+    Key("linger.ms", 5, _float(0, 900000), "how long a batch waits for more records"),
+    Key("batch.size", 1000000, _int(1, INT_MAX), "bytes at which a batch is sent"),
+    Key("batch.num.messages", 10000, _int(1, 1000000), "records at which a batch is sent"),
+    Key("compression.type", "none", _choice("none", "gzip", "snappy", "lz4", "zstd"), "batch codec"),
+    Key("compression.level", -1, _int(-1, 22), "codec level (-1: the codec's default)"),
+    Key("queue.buffering.max.messages", 100000, _int(0, 2147483647),
+        "records queued in the producer before produce() raises BufferError"),
+    Key("queue.buffering.max.kbytes", 1048576, _int(1, INT_MAX), "KiB queued before BufferError"),
+    Key("message.max.bytes", 1000000, _int(1000, 1000000000), "largest record batch the producer builds"),
+    Key("delivery.timeout.ms", 300000, _int(0, INT_MAX), "time a record may wait for delivery"),
+    Key("partitioner", "murmur2_random", _choice("murmur2_random", "murmur2", "consistent_random",
+                                                  "consistent", "random", "fnv1a", "fnv1a_random"),
+        "key -> partition; murmur2_random is the Java client's"),
+    Key("on_delivery", None, _callable, "delivery report callback (err, msg)"),
+    Key("delivery.report.only.error", False, _bool, "report only failed deliveries"),
+    Key("transactional.id", None, _str, "transactions are not supported yet: setting it is an error"),
+    Key("sticky.partitioning.linger.ms", 10, _int(0, 900000), "accepted; null keys stick per batch", noop=True),
+    Key("enable.gapless.guarantee", False, _bool, "accepted; appends never leave gaps", noop=True),
+]
+_PRODUCER_ALIASES = {
+    "request.required.acks": "acks", "message.send.max.retries": "retries",
+    "max.in.flight": "max.in.flight.requests.per.connection", "queue.buffering.max.ms": "linger.ms",
+    "compression.codec": "compression.type", "message.timeout.ms": "delivery.timeout.ms",
+    "dr_cb": "on_delivery", "dr_msg_cb": "on_delivery", "retries.max": "retries",
+}
+
+_CONSUMER_KEYS = [
+    Key("group.id", None, _str, "consumer group; needed for subscribe() and commits"),
+    Key("group.instance.id", None, _str, "static membership id (a restart keeps the assignment)"),
+    Key("auto.offset.reset", "latest", _offset_reset, "where to start with no committed offset"),
+    Key("enable.auto.commit", True, _bool, "commit stored offsets every auto.commit.interval.ms"),
+    Key("auto.commit.interval.ms", 5000, _int(0, 86400000), "auto-commit period"),
+    Key("enable.auto.offset.store", True, _bool, "store each delivered message's offset for commit"),
+    Key("enable.partition.eof", False, _bool, "emit _PARTITION_EOF when a partition is drained"),
+    Key("session.timeout.ms", 45000, _int(1, 3600000), "a member that stops heartbeating is removed"),
+    Key("heartbeat.interval.ms", 3000, _int(1, 3600000), "how often membership is refreshed"),
+    Key("max.poll.interval.ms", 300000, _int(1, 86400000), "a member that stops polling is removed"),
+    Key("partition.assignment.strategy", ["range", "roundrobin"], _strategy, "assignors, in preference order"),
+    Key("isolation.level", "read_committed", _choice("read_committed", "read_uncommitted"),
+        "without transactions both read the same records"),
+    Key("fetch.max.bytes", 52428800, _int(0, INT_MAX), "bytes per poll/consume across partitions"),
+    Key("max.partition.fetch.bytes", 1048576, _int(1, INT_MAX), "bytes per partition per fetch"),
+    Key("fetch.min.bytes", 1, _int(1, 100000000), "accepted", noop=True),
+    Key("fetch.wait.max.ms", 500, _int(0, 300000), "accepted; poll wakes on the append", noop=True),
+    Key("fetch.error.backoff.ms", 500, _int(0, 300000), "accepted", noop=True),
+    Key("queued.min.messages", 100000, _int(1, 10000000), "records prefetched per partition"),
+    Key("queued.max.messages.kbytes", 65536, _int(1, 2097151), "accepted", noop=True),
+    Key("check.crcs", True, _bool, "CRCs are always checked", noop=True),
+    Key("on_commit", None, _callable, "called with (err, [TopicPartition]) after each commit"),
+    Key("group.protocol", "classic", _choice("classic", "consumer"), "accepted", noop=True),
+    Key("group.remote.assignor", None, _str, "accepted", noop=True),
+]
+_CONSUMER_ALIASES = {
+    "fetch.message.max.bytes": "max.partition.fetch.bytes", "topic.auto.offset.reset": "auto.offset.reset",
+}
+
+PRODUCER_CONFIG = {k.name: k for k in _COMMON_KEYS + _PRODUCER_KEYS}
+CONSUMER_CONFIG = {k.name: k for k in _COMMON_KEYS + _CONSUMER_KEYS}
+ADMIN_CONFIG = {k.name: k for k in _COMMON_KEYS}
+
+
+def client_config(conf, table: dict, aliases: dict, scope: str) -> dict:
+    """Validated client config with defaults; aliases resolved; unknown keys rejected."""
+    if not isinstance(conf, dict):
+        raise ConfigError(f"{scope} config must be a dict, not {type(conf).__name__}")
+    values = {k.name: k.default for k in table.values()}
+    given = {}
+    for name, value in conf.items():
+        canonical = aliases.get(name, name)
+        if canonical not in table:
+            raise _unknown(name, {**table, **aliases}, scope)
+        if canonical == "default.topic.config" and isinstance(value, dict):
+            for k, v in value.items():   # librdkafka's legacy nesting of topic-level keys
+                canonical_k = aliases.get(k, k)
+                if canonical_k in table:
+                    given[canonical_k] = table[canonical_k].parse(canonical_k, v)
+            continue
+        given[canonical] = table[canonical].parse(canonical, value)
+    values.update(given)
+    values["_given"] = set(given)
+    return values
+
+
+def producer_config(conf) -> dict:
+    return client_config(conf, PRODUCER_CONFIG, _PRODUCER_ALIASES, "producer")
+
+
+def consumer_config(conf) -> dict:
+    return client_config(conf, CONSUMER_CONFIG, _CONSUMER_ALIASES, "consumer")
+
+
+def admin_config(conf) -> dict:
+    return client_config(conf, ADMIN_CONFIG, {}, "admin client")
+
+
+def log_path(values: dict) -> str:
+    path = values.get("embedlog.path") or values.get("bootstrap.servers")
+    if not path:
+        raise ConfigError("no log directory: set 'bootstrap.servers' to 'file:///path/to/dir' "
+                          "(or 'embedlog.path')")
+    return path

@@ -12,7 +12,9 @@
     ├─ UnknownTopicOrPartitionError       no such topic or partition
     ├─ TopicExistsError                   create_topic on an existing name
     ├─ RecordTooLargeError                a batch over max.message.bytes
-    └─ InvalidPartitionsError             a partition count that cannot be applied
+    ├─ InvalidPartitionsError             a partition count that cannot be applied
+    ├─ OutOfOrderSequenceError            an idempotent batch that skips or repeats sequences
+    └─ InvalidProducerEpochError          a batch from a fenced (older) producer epoch
 
 `code` is Kafka's error code for the condition (protocol `Errors.java`) and
 `retriable` says whether retrying the same call may succeed.
@@ -121,3 +123,15 @@ class InvalidPartitionsError(EmbedlogError, ValueError):
     """Raised when a partition count is below 1 or would shrink a topic."""
 
     code = 37
+
+
+class OutOfOrderSequenceError(EmbedlogError):
+    """Raised when an idempotent producer's batch does not continue its sequence."""
+
+    code = 45
+
+
+class InvalidProducerEpochError(EmbedlogError):
+    """Raised when a batch carries an older epoch than the producer id's current one."""
+
+    code = 47

@@ -30,8 +30,9 @@ import time
 
 from . import _hotpath as hp
 from . import _state as st
-from ._errors import (CorruptRecordError, LockTimeoutError, LogClosedError,
-                      OffsetOutOfRangeError, RecordTooLargeError, StorageError)
+from . import _failpoints
+from ._errors import (CorruptRecordError, InvalidProducerEpochError, LockTimeoutError, LogClosedError,
+                      OffsetOutOfRangeError, OutOfOrderSequenceError, RecordTooLargeError, StorageError)
 from ._index import IndexCorrupt, OffsetIndex, TimeIndex
 from ._records import (ATTR_CONTROL, ATTR_LOG_APPEND_TIME, HEADER_SIZE, MAGIC, Columns, Record,
                        build_batch, decode_columns, iter_batches, now_ms, parse_header, peek_header)
@@ -39,6 +40,8 @@ from ._segment import MAX_RELATIVE_OFFSET, Segment, list_segments
 
 DEFAULT_LOCK_TIMEOUT = 30.0
 DEFAULT_MAX_BYTES = 1 << 20
+PRODUCER_BATCHES_RETAINED = 5      # Kafka's ProducerStateEntry.NUM_BATCHES_TO_RETAIN
+INT32_MAX = 2**31 - 1
 _fork_generation = 0
 
 
@@ -85,6 +88,10 @@ class Partition:
         self._closed = False
         self._fork_generation = _fork_generation
         self._dirty_clean_checkpoint = True   # first append must clear a clean checkpoint
+        # Idempotent producers: pid -> [epoch, [(base_seq, last_seq, base_offset, last_offset)...]],
+        # learned from batch headers up to _pstate_end (None: not loaded yet).
+        self._pstate: dict[int, list] = {}
+        self._pstate_end: int | None = None
         try:
             os.makedirs(self.path, exist_ok=True)
         except OSError as e:
@@ -334,6 +341,11 @@ class Partition:
         state.set_in_append(os.getpid())
         try:
             for data, h in zip(batches, headers):
+                if h.producer_id >= 0:
+                    dup = self._check_sequence_locked(fields, h)
+                    if dup is not None:
+                        results.append(dup)      # a retry of a stored batch: stored once
+                        continue
                 if self._should_roll(fields, h, len(data)):
                     self._roll_locked(fields)
                 seg = self._segment(fields[st.F_ACTIVE_BASE])
@@ -366,12 +378,81 @@ class Partition:
                 fields[st.F_LOG_END] = last + 1
                 fields[st.F_HIGH_WATERMARK] = last + 1
                 results.append(AppendResult(base, last, append_time))
+                if h.producer_id >= 0:
+                    self._remember_batch(h, base, last)
+                if self._pstate_end == base:
+                    self._pstate_end = last + 1
             state.publish(fields)
+            _failpoints.hit("partition.after_publish")
         except BaseException:
             # Leave in_append set: the next lock holder recovers the unknown tail.
             raise
         state.set_in_append(0)
         return fields[st.F_LOG_END]
+
+    # ------------------------------------------------------------ idempotence
+    def _remember_batch(self, h, base_offset, last_offset):
+        entry = self._pstate.get(h.producer_id)
+        if entry is None or h.producer_epoch > entry[0]:
+            entry = self._pstate[h.producer_id] = [h.producer_epoch, []]
+        last_seq = (h.base_sequence + h.last_offset_delta) % (INT32_MAX + 1)
+        entry[1].append((h.base_sequence, last_seq, base_offset, last_offset))
+        del entry[1][:-PRODUCER_BATCHES_RETAINED]
+
+    def _check_sequence_locked(self, fields, h) -> AppendResult | None:
+        """Kafka's producer-state rules for a batch carrying a producer id (append lock
+        held): the AppendResult of the stored copy for a duplicate, None to append, or
+        an error for a fenced epoch or a sequence gap."""
+        self._load_producer_state_locked(fields)
+        entry = self._pstate.get(h.producer_id)
+        if entry is None:
+            return None                       # unknown producer: any sequence is accepted
+        epoch, batches = entry
+        if h.producer_epoch < epoch:
+            raise InvalidProducerEpochError(
+                f"producer {h.producer_id} epoch {h.producer_epoch} is older than {epoch} "
+                f"on {self.topic}-{self.partition}")
+        if h.producer_epoch > epoch:
+            if h.base_sequence != 0:
+                raise OutOfOrderSequenceError(
+                    f"producer {h.producer_id} new epoch {h.producer_epoch} must start at sequence 0, "
+                    f"not {h.base_sequence}")
+            return None
+        last_seq = (h.base_sequence + h.last_offset_delta) % (INT32_MAX + 1)
+        for base_seq, cached_last, base_off, last_off in batches:
+            if base_seq == h.base_sequence and cached_last == last_seq:
+                return AppendResult(base_off, last_off)
+        expected = (batches[-1][1] + 1) % (INT32_MAX + 1) if batches else None
+        if expected is not None and h.base_sequence != expected:
+            raise OutOfOrderSequenceError(
+                f"producer {h.producer_id} sent sequence {h.base_sequence} to {self.topic}-{self.partition}, "
+                f"expected {expected}")
+        return None
+
+    def _load_producer_state_locked(self, fields):
+        """Learn producer ids from batch headers other writers appended since we last
+        looked (first use: from the start of the active segment; older producer state
+        is treated as expired, as Kafka does after producer.id.expiration.ms)."""
+        end = fields[st.F_LOG_END]
+        if self._pstate_end is None or self._pstate_end > end:
+            self._pstate, self._pstate_end = {}, fields[st.F_ACTIVE_BASE]
+        if self._pstate_end >= end:
+            return
+        self._refresh_segments(fields[st.F_SEGMENTS_VERSION])
+        offset = self._pstate_end
+        i = max(0, self._segment_for(offset))
+        while offset < end and i < len(self._bases):
+            seg = self._segment(self._bases[i])
+            while offset < end:
+                items, whole = self._read_segment(seg, fields, offset, DEFAULT_MAX_BYTES, end)
+                for _buf, _pos, bh, _path, _fpos in items:
+                    if bh.producer_id >= 0:
+                        self._remember_batch(bh, bh.base_offset, bh.last_offset)
+                    offset = bh.next_offset
+                if whole or not items:
+                    break
+            i += 1
+        self._pstate_end = end
 
     def _index_locked(self, seg, fields, position, size, last_offset, max_ts, interval):
         if max_ts > fields[st.F_MAX_TIMESTAMP] or position == 0:

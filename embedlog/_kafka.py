@@ -1,0 +1,205 @@
+"""confluent-kafka's value types, so programs written for it run unchanged: KafkaError,
+KafkaException, TopicPartition, Message, and the OFFSET_* constants.
+
+Error codes are librdkafka's (negative: local conditions such as _PARTITION_EOF) and
+Kafka's protocol codes (positive: OFFSET_OUT_OF_RANGE = 1, ...).
+"""
+from __future__ import annotations
+
+OFFSET_BEGINNING = -2
+OFFSET_END = -1
+OFFSET_STORED = -1000
+OFFSET_INVALID = -1001
+
+TIMESTAMP_NOT_AVAILABLE = 0
+TIMESTAMP_CREATE_TIME = 1
+TIMESTAMP_LOG_APPEND_TIME = 2
+
+_CODES = {
+    # librdkafka local codes
+    "_BAD_MSG": -199, "_BAD_COMPRESSION": -198, "_DESTROY": -197, "_FAIL": -196,
+    "_TRANSPORT": -195, "_MSG_TIMED_OUT": -192, "_PARTITION_EOF": -191,
+    "_UNKNOWN_PARTITION": -190, "_FS": -189, "_UNKNOWN_TOPIC": -188, "_INVALID_ARG": -186,
+    "_TIMED_OUT": -185, "_QUEUE_FULL": -184, "_ISR_INSUFF": -183, "_UNKNOWN_GROUP": -179,
+    "_ASSIGN_PARTITIONS": -175, "_REVOKE_PARTITIONS": -174, "_STATE": -172,
+    "_NOT_IMPLEMENTED": -170, "_NO_OFFSET": -168, "_INVALID_TYPE": -154,
+    "_PURGE_QUEUE": -152, "_FATAL": -150, "_MAX_POLL_EXCEEDED": -147, "_FENCED": -144,
+    "_ASSIGNMENT_LOST": -142, "_AUTO_OFFSET_RESET": -140,
+    # Kafka protocol codes
+    "NO_ERROR": 0, "OFFSET_OUT_OF_RANGE": 1, "CORRUPT_MESSAGE": 2, "UNKNOWN_TOPIC_OR_PART": 3,
+    "INVALID_FETCH_SIZE": 4, "MSG_SIZE_TOO_LARGE": 10, "REQUEST_TIMED_OUT": 7,
+    "INVALID_TOPIC_EXCEPTION": 17, "NOT_ENOUGH_REPLICAS": 19, "NOT_ENOUGH_REPLICAS_AFTER_APPEND": 20,
+    "ILLEGAL_GENERATION": 22, "INCONSISTENT_GROUP_PROTOCOL": 23, "INVALID_GROUP_ID": 24,
+    "UNKNOWN_MEMBER_ID": 25, "INVALID_SESSION_TIMEOUT": 26, "REBALANCE_IN_PROGRESS": 27,
+    "INVALID_COMMIT_OFFSET_SIZE": 28, "TOPIC_ALREADY_EXISTS": 36, "INVALID_PARTITIONS": 37,
+    "INVALID_REPLICATION_FACTOR": 38, "INVALID_CONFIG": 40, "INVALID_REQUEST": 42,
+    "OUT_OF_ORDER_SEQUENCE_NUMBER": 45, "DUPLICATE_SEQUENCE_NUMBER": 46,
+    "INVALID_PRODUCER_EPOCH": 47, "KAFKA_STORAGE_ERROR": 56, "GROUP_ID_NOT_FOUND": 69,
+    "NON_EMPTY_GROUP": 68, "FENCED_INSTANCE_ID": 82,
+}
+_NAMES = {v: k for k, v in _CODES.items()}
+
+
+class KafkaError:
+    """An error as confluent-kafka reports it: code(), name(), str(), fatal(), retriable()."""
+
+    __slots__ = ("_code", "_str", "_fatal", "_retriable", "_txn_requires_abort")
+
+    def __init__(self, error, reason=None, fatal=False, retriable=False, txn_requires_abort=False):
+        self._code = int(error)
+        self._str = reason if reason is not None else _NAMES.get(self._code, f"error {self._code}")
+        self._fatal = fatal
+        self._retriable = retriable
+        self._txn_requires_abort = txn_requires_abort
+
+    def code(self) -> int:
+        return self._code
+
+    def name(self) -> str:
+        return _NAMES.get(self._code, f"ERR_{self._code}")
+
+    def str(self) -> str:
+        return self._str
+
+    def fatal(self) -> bool:
+        return self._fatal
+
+    def retriable(self) -> bool:
+        return self._retriable
+
+    def txn_requires_abort(self) -> bool:
+        return self._txn_requires_abort
+
+    def __eq__(self, other):
+        if isinstance(other, KafkaError):
+            return self._code == other._code
+        if isinstance(other, int):
+            return self._code == other
+        return NotImplemented
+
+    def __hash__(self):
+        return hash(self._code)
+
+    def __str__(self):
+        return f"KafkaError{{code={self.name()},val={self._code},str=\"{self._str}\"}}"
+
+    __repr__ = __str__
+
+
+for _name, _code in _CODES.items():
+    setattr(KafkaError, _name, _code)
+
+
+class KafkaException(Exception):
+    """Raised with a KafkaError as args[0], as confluent-kafka does."""
+
+    def __init__(self, kafka_error=None, *args, **kwargs):
+        if not isinstance(kafka_error, KafkaError):
+            kafka_error = KafkaError(KafkaError._FAIL, str(kafka_error) if kafka_error is not None else None)
+        super().__init__(kafka_error, *args)
+
+
+def error_from(exc: BaseException) -> KafkaError:
+    """The KafkaError for one of embedlog's exceptions (they carry Kafka's code)."""
+    code = getattr(exc, "code", -1)
+    if code is None or code < 0:
+        code = KafkaError._FAIL
+    return KafkaError(code, str(exc), retriable=bool(getattr(exc, "retriable", False)))
+
+
+class TopicPartition:
+    """confluent-kafka's TopicPartition(topic, partition=-1, offset=OFFSET_INVALID, ...)."""
+
+    __slots__ = ("topic", "partition", "offset", "metadata", "leader_epoch", "error")
+
+    def __init__(self, topic, partition=-1, offset=OFFSET_INVALID, metadata=None, leader_epoch=None):
+        if not isinstance(topic, str):
+            raise TypeError(f"topic must be a str, not {type(topic).__name__}")
+        self.topic = topic
+        self.partition = int(partition)
+        self.offset = int(offset)
+        self.metadata = metadata
+        self.leader_epoch = leader_epoch
+        self.error = None
+
+    def __repr__(self):
+        err = f",error={self.error}" if self.error else ""
+        return f"TopicPartition{{topic={self.topic},partition={self.partition},offset={self.offset}{err}}}"
+
+    def __eq__(self, other):
+        return isinstance(other, TopicPartition) and (self.topic, self.partition) == (other.topic, other.partition)
+
+    def __lt__(self, other):
+        return (self.topic, self.partition) < (other.topic, other.partition)
+
+    def __hash__(self):
+        return hash((self.topic, self.partition))
+
+
+class Message:
+    """confluent-kafka's Message: accessor methods, not attributes."""
+
+    __slots__ = ("_topic", "_partition", "_offset", "_key", "_value", "_headers", "_ts", "_error",
+                 "_latency", "_leader_epoch")
+
+    def __init__(self, topic=None, partition=-1, offset=-1001, key=None, value=None, headers=None,
+                 timestamp=(TIMESTAMP_NOT_AVAILABLE, 0), error=None, latency=None, leader_epoch=None):
+        self._topic = topic
+        self._partition = partition
+        self._offset = offset
+        self._key = key
+        self._value = value
+        self._headers = headers
+        self._ts = timestamp
+        self._error = error
+        self._latency = latency
+        self._leader_epoch = leader_epoch
+
+    def topic(self):
+        return self._topic
+
+    def partition(self):
+        return self._partition
+
+    def offset(self):
+        return self._offset
+
+    def key(self):
+        return self._key
+
+    def value(self):
+        return self._value
+
+    def headers(self):
+        """A list of (str, bytes|None) pairs, or None when the record has no headers."""
+        return self._headers
+
+    def timestamp(self):
+        """(TIMESTAMP_CREATE_TIME | TIMESTAMP_LOG_APPEND_TIME | TIMESTAMP_NOT_AVAILABLE, ms)."""
+        return self._ts
+
+    def error(self):
+        return self._error
+
+    def latency(self):
+        return self._latency
+
+    def leader_epoch(self):
+        return self._leader_epoch
+
+    def set_key(self, key):
+        self._key = key
+
+    def set_value(self, value):
+        self._value = value
+
+    def set_headers(self, headers):
+        self._headers = headers
+
+    def __len__(self):
+        return len(self._value) if self._value is not None else 0
+
+    def __repr__(self):
+        if self._error is not None:
+            return f"<Message error={self._error} {self._topic}[{self._partition}]@{self._offset}>"
+        return f"<Message {self._topic}[{self._partition}]@{self._offset} key={self._key!r}>"

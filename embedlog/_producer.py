@@ -1,0 +1,518 @@
+"""Producer with confluent-kafka's shape (DESIGN.md; issue #3).
+
+produce() only queues: it appends the record to its topic's accumulator under a lock
+(no I/O, no partitioning, no encoding). A topic's accumulator is sent when it holds
+`batch.size` bytes or `batch.num.messages` records (by the producing thread itself),
+or when its oldest record is `linger.ms` old (by a background sender thread), or on
+flush(). Sending partitions the whole chunk in one C call (murmur2 of every key), builds
+one RecordBatch per partition in one C call each, and appends it: with acks=all the
+append returns after fdatasync, shared with concurrent writers (group commit).
+Delivery reports are queued and served by poll()/flush() in the caller's thread.
+
+Records of one producer to one partition keep produce order: chunks are taken and
+sent under one send lock.
+"""
+from __future__ import annotations
+
+import random
+import threading
+import time
+import zlib
+from collections import deque
+
+from . import _compression
+from ._clients import acquire_log, get_topic, release_log
+from ._config import producer_config
+from ._errors import ConfigError, EmbedlogError, LogClosedError
+from ._kafka import (OFFSET_INVALID, TIMESTAMP_CREATE_TIME, TIMESTAMP_LOG_APPEND_TIME, KafkaError,
+                     KafkaException, Message, error_from)
+from ._partitioner import StickyPartitioner, partitions_for_keys
+from ._records import HEADER_SIZE, LOG_OVERHEAD, build_batch, now_ms
+
+_RECORD_OVERHEAD = 24           # varints + attributes per record, an upper bound for sizing
+
+
+class _Sent:
+    """One appended batch, shared by the delivery reports of its records."""
+
+    __slots__ = ("topic", "partition", "base_offset", "keys", "values", "headers", "timestamps",
+                 "ts_type", "error")
+
+
+class _DeliveryReport(Message):
+    """The Message a delivery callback receives; fields are read from the batch lazily."""
+
+    __slots__ = ("_sent", "_i")
+
+    def __init__(self, sent: _Sent, i: int):
+        self._sent = sent
+        self._i = i
+
+    def topic(self):
+        return self._sent.topic
+
+    def partition(self):
+        return self._sent.partition
+
+    def offset(self):
+        s = self._sent
+        return OFFSET_INVALID if s.base_offset < 0 else s.base_offset + self._i
+
+    def key(self):
+        return self._sent.keys[self._i]
+
+    def value(self):
+        return self._sent.values[self._i]
+
+    def headers(self):
+        h = self._sent.headers
+        return None if h is None or not h[self._i] else list(h[self._i])
+
+    def timestamp(self):
+        return self._sent.ts_type, self._sent.timestamps[self._i]
+
+    def error(self):
+        return self._sent.error
+
+    def latency(self):
+        return None
+
+    def leader_epoch(self):
+        return None
+
+    def __len__(self):
+        v = self.value()
+        return len(v) if v is not None else 0
+
+    def __repr__(self):
+        return f"<Message {self.topic()}[{self.partition()}]@{self.offset()} (delivery report)>"
+
+
+class _Acc:
+    """Records queued for one topic, as parallel lists (cheap appends in produce())."""
+
+    __slots__ = ("topic", "values", "keys", "callbacks", "explicit", "timestamps", "headers",
+                 "bytes", "first_ms")
+
+    def __init__(self, topic):
+        self.topic = topic
+        self.reset()
+
+    def reset(self):
+        self.values = []
+        self.keys = []
+        self.callbacks = []
+        self.explicit = None     # {index: partition} for records that named one
+        self.timestamps = None   # {index: ms} for records that gave one
+        self.headers = None      # {index: headers}
+        self.bytes = 0
+        self.first_ms = 0.0
+
+
+def _fnv1a(key: bytes) -> int:
+    h = 0x811C9DC5
+    for b in key:
+        h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
+    return h
+
+
+def _as_bytes(x, what):
+    if x is None or x.__class__ is bytes:
+        return x
+    if isinstance(x, str):
+        return x.encode()
+    if isinstance(x, (bytearray, memoryview)):
+        return bytes(x)
+    raise TypeError(f"{what} must be bytes, str or None, not {type(x).__name__}")
+
+
+class Producer:
+    """confluent_kafka.Producer for a log directory: Producer({'bootstrap.servers': 'file:///dir', ...})."""
+
+    def __init__(self, conf=None, **kwargs):
+        conf = dict(conf or {}, **kwargs)
+        values = producer_config(conf)
+        if values["transactional.id"] is not None:
+            raise ConfigError("transactional.id: transactions are not supported by embedlog yet")
+        given = values["_given"]
+        if values["enable.idempotence"]:
+            if "acks" in given and values["acks"] != -1:
+                raise ConfigError("enable.idempotence needs acks=all (as in Kafka)")
+            if values["max.in.flight.requests.per.connection"] > 5 and \
+                    "max.in.flight.requests.per.connection" in given:
+                raise ConfigError("enable.idempotence needs max.in.flight.requests.per.connection <= 5")
+            if values["retries"] == 0:
+                raise ConfigError("enable.idempotence needs retries > 0")
+            values["acks"] = -1
+        self._conf = values
+        self._log = acquire_log(values)
+        self._acks = values["acks"]
+        self._codec = _compression.codec_id(values["compression.type"])
+        self._linger = values["linger.ms"] / 1000.0
+        self._batch_bytes = values["batch.size"]
+        self._batch_count = values["batch.num.messages"]
+        self._max_queued = values["queue.buffering.max.messages"] or 2**62
+        self._max_queued_bytes = values["queue.buffering.max.kbytes"] * 1024
+        self._max_message = values["message.max.bytes"]
+        self._default_cb = values["on_delivery"]
+        self._only_errors = values["delivery.report.only.error"]
+        self._partitioner = values["partitioner"]
+        self._sticky = StickyPartitioner()
+        self._rng = random.Random()
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._send_lock = threading.Lock()
+        self._reports_cond = threading.Condition(threading.Lock())
+        self._accs: dict[str, _Acc] = {}
+        self._topics: dict = {}
+        self._queued = 0                 # records accepted and not yet reported
+        self._queued_bytes = 0
+        self._reports: deque = deque()
+        self._closed = False
+        self._idempotent = values["enable.idempotence"]
+        self._producer_id = self._rng.getrandbits(62) if self._idempotent else -1
+        self._epoch = 0 if self._idempotent else -1
+        self._sequences: dict[tuple[str, int], int] = {}
+        self._sender = threading.Thread(target=self._sender_loop, name="embedlog-producer", daemon=True)
+        self._sender.start()
+
+    # ------------------------------------------------------------ produce
+    def produce(self, topic, value=None, key=None, partition=-1, on_delivery=None, timestamp=0,
+                headers=None, callback=None):
+        """Queue one record. Raises BufferError when the local queue is full (call poll()),
+        KafkaException for an unknown topic or a record over message.max.bytes."""
+        if value.__class__ is not bytes:
+            value = _as_bytes(value, "value")
+        if key.__class__ is not bytes:
+            key = _as_bytes(key, "key")
+        cb = on_delivery or callback or self._default_cb
+        size = (len(value) if value is not None else 0) + (len(key) if key is not None else 0)
+        acc = self._accs.get(topic)
+        if acc is None:
+            acc = self._new_topic(topic)
+        if size > self._max_message:
+            raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE,
+                                            f"record of {size} bytes exceeds message.max.bytes={self._max_message}"))
+        if partition != -1 or timestamp or headers is not None:
+            self._check_extras(topic, partition, timestamp, headers)
+        with self._lock:
+            if self._closed:
+                raise LogClosedError("producer is closed")
+            if self._queued >= self._max_queued or self._queued_bytes + size > self._max_queued_bytes:
+                raise BufferError("Local: Queue full")
+            i = len(acc.values)
+            if i == 0:
+                acc.first_ms = time.monotonic()
+                self._cond.notify()
+            acc.values.append(value)
+            acc.keys.append(key)
+            acc.callbacks.append(cb)
+            if partition != -1:
+                if acc.explicit is None:
+                    acc.explicit = {}
+                acc.explicit[i] = partition
+            if timestamp:
+                if acc.timestamps is None:
+                    acc.timestamps = {}
+                acc.timestamps[i] = timestamp
+            if headers is not None:
+                if acc.headers is None:
+                    acc.headers = {}
+                acc.headers[i] = headers
+            acc.bytes += size + _RECORD_OVERHEAD
+            self._queued += 1
+            self._queued_bytes += size
+            full = acc.bytes >= self._batch_bytes or i + 1 >= self._batch_count
+        if full:
+            self._send_topic(topic)
+
+    def _check_extras(self, topic, partition, timestamp, headers):
+        if partition != -1:
+            if not isinstance(partition, int) or isinstance(partition, bool):
+                raise TypeError(f"partition must be an int, not {type(partition).__name__}")
+            n = self._topics[topic].num_partitions
+            if not 0 <= partition < n:
+                raise KafkaException(KafkaError(KafkaError._UNKNOWN_PARTITION,
+                                                f"topic {topic} has partitions 0..{n - 1}, not {partition}"))
+        if not isinstance(timestamp, int) or isinstance(timestamp, bool) or timestamp < 0:
+            raise TypeError(f"timestamp must be a non-negative int (ms), not {timestamp!r}")
+        if headers is not None and not isinstance(headers, (list, tuple, dict)):
+            raise TypeError(f"headers must be a list of (str, bytes) pairs or a dict, not {type(headers).__name__}")
+
+    def _new_topic(self, topic) -> _Acc:
+        if not isinstance(topic, str):
+            raise TypeError(f"topic must be a str, not {type(topic).__name__}")
+        try:
+            t = get_topic(self._log, topic, self._conf)
+        except EmbedlogError as e:
+            raise KafkaException(KafkaError(KafkaError._UNKNOWN_TOPIC, str(e))) from e
+        with self._lock:
+            self._topics[topic] = t
+            return self._accs.setdefault(topic, _Acc(topic))
+
+    def __len__(self):
+        return self._queued
+
+    # ------------------------------------------------------------ sending
+    def _take(self, topic):
+        """Swap out a topic's queued records (the caller holds _send_lock)."""
+        with self._lock:
+            acc = self._accs[topic]
+            if not acc.values:
+                return None
+            chunk = (acc.values, acc.keys, acc.callbacks, acc.explicit, acc.timestamps, acc.headers)
+            acc.reset()
+            return chunk
+
+    def _send_topic(self, topic):
+        with self._send_lock:
+            chunk = self._take(topic)
+            if chunk is not None:
+                self._send_chunk(topic, *chunk)
+
+    def _send_all(self):
+        with self._send_lock:
+            for topic in list(self._accs):
+                chunk = self._take(topic)
+                if chunk is not None:
+                    self._send_chunk(topic, *chunk)
+
+    def _partitions(self, t, keys, explicit):
+        n = t.num_partitions
+        name = self._partitioner
+        if callable(name):
+            targets = [int(name(k, n)) if k is not None else -1 for k in keys]
+        elif name in ("murmur2_random", "murmur2"):
+            if name == "murmur2":
+                keys = [b"" if k is None else k for k in keys]
+            targets = partitions_for_keys(keys, n)
+        elif name in ("consistent_random", "consistent"):
+            targets = [(zlib.crc32(k) % n) if k is not None else (-1 if name.endswith("random") else 0)
+                       for k in keys]
+        elif name in ("fnv1a", "fnv1a_random"):
+            targets = [(_fnv1a(k) % n) if k is not None else (-1 if name.endswith("random") else _fnv1a(b"") % n)
+                       for k in keys]
+        else:  # random
+            targets = [-1] * len(keys)
+        if -1 in targets:
+            sticky = self._sticky.partition(t.name, n)
+            targets = [sticky if p < 0 else p for p in targets]
+            self._sticky.batch_complete(t.name, n)
+        if explicit:
+            for i, p in explicit.items():
+                targets[i] = p
+        return targets
+
+    def _send_chunk(self, topic, values, keys, callbacks, explicit, timestamps, headers):
+        t = self._topics[topic]
+        n = len(values)
+        targets = self._partitions(t, keys, explicit)
+        first = targets[0]
+        if targets.count(first) == n:
+            groups = {first: None}
+        else:
+            groups = {}
+            for i, p in enumerate(targets):
+                groups.setdefault(p, []).append(i)
+        ts_now = now_ms()
+        topic_codec = t.config["compression.type"]
+        codec = self._codec if topic_codec == "producer" else _compression.codec_id(topic_codec)
+        limit = min(self._max_message, t.config["max.message.bytes"] - LOG_OVERHEAD) - HEADER_SIZE
+        for p, idx in groups.items():
+            pick = (lambda seq: seq) if idx is None else (lambda seq: [seq[i] for i in idx])
+            v, k, cbs = pick(values), pick(keys), pick(callbacks)
+            ts = None
+            if timestamps:
+                ts = [timestamps.get(i, ts_now) for i in (range(n) if idx is None else idx)]
+            hs = None
+            if headers:
+                hs = [headers.get(i) for i in (range(n) if idx is None else idx)]
+            for lo, hi in self._split(v, k, limit):
+                self._send_batch(t, p, v[lo:hi], k[lo:hi], cbs[lo:hi],
+                                 None if ts is None else ts[lo:hi], None if hs is None else hs[lo:hi],
+                                 codec, ts_now)
+
+    @staticmethod
+    def _split(values, keys, limit):
+        """Index ranges whose estimated encoded size stays under the batch size limit."""
+        n = len(values)
+        start, size = 0, 0
+        for i in range(n):
+            v, k = values[i], keys[i]
+            s = (len(v) if v is not None else 0) + (len(k) if k is not None else 0) + _RECORD_OVERHEAD
+            if size + s > limit and i > start:
+                yield start, i
+                start, size = i, 0
+            size += s
+        yield start, n
+
+    def _send_batch(self, t, p, values, keys, callbacks, timestamps, headers, codec, ts_now):
+        sent = _Sent()
+        sent.topic, sent.partition = t.name, p
+        sent.keys, sent.values, sent.headers = keys, values, headers
+        sent.error = None
+        sent.base_offset = -1
+        pid_fields = {}
+        if self._idempotent:
+            seq = self._sequences.get((t.name, p), 0)
+            pid_fields = dict(producer_id=self._producer_id, producer_epoch=self._epoch, base_sequence=seq)
+            self._sequences[(t.name, p)] = (seq + len(values)) % 2**31
+        try:
+            batch = build_batch(values, keys, timestamps, headers, compression=codec, timestamp=ts_now,
+                                **pid_fields)
+            res = self._append_with_retries(t.partition(p), batch)
+            sent.base_offset = res.base_offset if self._acks != 0 else -1
+            if res.log_append_time >= 0:
+                sent.ts_type, sent.timestamps = TIMESTAMP_LOG_APPEND_TIME, [res.log_append_time] * len(values)
+            else:
+                sent.ts_type = TIMESTAMP_CREATE_TIME
+                sent.timestamps = timestamps if timestamps is not None else [ts_now] * len(values)
+        except (EmbedlogError, OSError, TypeError, ValueError) as e:
+            sent.error = error_from(e) if isinstance(e, EmbedlogError) else KafkaError(KafkaError._FAIL, str(e))
+            sent.ts_type = TIMESTAMP_CREATE_TIME
+            sent.timestamps = timestamps if timestamps is not None else [ts_now] * len(values)
+        self._report(sent, callbacks)
+
+    def _append_with_retries(self, part, batch):
+        deadline = time.monotonic() + self._conf["delivery.timeout.ms"] / 1000.0
+        attempts = 0
+        while True:
+            try:
+                return part.append(batch, sync=self._acks == -1)
+            except EmbedlogError as e:
+                attempts += 1
+                if not e.retriable or attempts > self._conf["retries"] or time.monotonic() >= deadline:
+                    raise
+                time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+
+    def _report(self, sent, callbacks):
+        """Queue delivery reports for records that have a callback; the others leave the
+        queue now (a record counts in len(producer) until its report is served)."""
+        queued = 0
+        if sent.error is not None or not self._only_errors:
+            with self._reports_cond:
+                for i, cb in enumerate(callbacks):
+                    if cb is not None:
+                        self._reports.append((cb, sent, i))
+                        queued += 1
+                self._reports_cond.notify_all()
+        nbytes = sum(map(len, filter(None, sent.values))) + sum(map(len, filter(None, sent.keys)))
+        with self._lock:
+            self._queued -= len(callbacks) - queued
+            self._queued_bytes -= nbytes
+
+    def _sender_loop(self):
+        """Send each topic's records once the oldest is linger.ms old."""
+        while True:
+            with self._lock:
+                if self._closed:
+                    return
+                now = time.monotonic()
+                due, wait = [], None
+                for topic, acc in self._accs.items():
+                    if acc.values:
+                        left = acc.first_ms + self._linger - now
+                        if left <= 0:
+                            due.append(topic)
+                        elif wait is None or left < wait:
+                            wait = left
+                if not due:
+                    self._cond.wait(wait)
+                    continue
+            for topic in due:
+                try:
+                    self._send_topic(topic)
+                except Exception as e:  # never let the sender die silently
+                    cb = self._conf.get("error_cb")
+                    if cb:
+                        cb(KafkaError(KafkaError._FAIL, f"sending to {topic}: {e}"))
+
+    # ------------------------------------------------------------ reports
+    def poll(self, timeout=None):
+        """Serve queued delivery callbacks; wait up to `timeout` seconds for one. Returns
+        the number served."""
+        served = self._serve()
+        if served or timeout == 0:
+            return served
+        deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
+        with self._reports_cond:
+            while not self._reports:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                if self._queued == 0 and deadline is None:
+                    break
+                self._reports_cond.wait(left if left is not None else 0.1)
+        return self._serve()
+
+    def _serve(self) -> int:
+        served = 0
+        reports = self._reports
+        while reports:
+            try:
+                cb, sent, i = reports.popleft()
+            except IndexError:
+                break
+            with self._lock:
+                self._queued -= 1
+                served += 1
+            cb(sent.error, _DeliveryReport(sent, i))
+        return served
+
+    def flush(self, timeout=None):
+        """Send everything queued, wait for it to be appended (and fsync'd for acks=all),
+        serve the delivery callbacks. Returns the number of records still queued."""
+        deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
+        self._send_all()
+        while True:
+            self._serve()
+            if self._queued == 0:
+                return 0
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return self._queued
+            with self._reports_cond:
+                if not self._reports:
+                    self._reports_cond.wait(0.05 if left is None else min(left, 0.05))
+            self._send_all()
+
+    def purge(self, in_queue=True, in_flight=True, blocking=True):
+        """Drop queued records; their callbacks get _PURGE_QUEUE."""
+        with self._send_lock:
+            for topic in list(self._accs):
+                chunk = self._take(topic)
+                if chunk:
+                    values, keys, callbacks = chunk[0], chunk[1], chunk[2]
+                    sent = _Sent()
+                    sent.topic, sent.partition, sent.base_offset = topic, -1, -1
+                    sent.keys, sent.values, sent.headers = keys, values, None
+                    sent.error = KafkaError(KafkaError._PURGE_QUEUE, "Local: Purged in queue")
+                    sent.ts_type, sent.timestamps = TIMESTAMP_CREATE_TIME, [0] * len(values)
+                    self._report(sent, callbacks)
+
+    def list_topics(self, topic=None, timeout=-1):
+        from ._admin import cluster_metadata
+        return cluster_metadata(self._log, topic)
+
+    def init_transactions(self, *a, **k):
+        raise KafkaException(KafkaError(KafkaError._NOT_IMPLEMENTED, "transactions are not supported yet"))
+
+    begin_transaction = commit_transaction = abort_transaction = send_offsets_to_transaction = init_transactions
+
+    def close(self, timeout=None):
+        """Flush, stop the sender thread and release the log (an embedlog addition)."""
+        if self._closed:
+            return 0
+        left = self.flush(timeout)
+        with self._lock:
+            self._closed = True
+            self._cond.notify_all()
+        self._sender.join(1.0)
+        release_log(self._log)
+        return left
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
