@@ -18,6 +18,8 @@ from ._kafka import (OFFSET_BEGINNING, OFFSET_END, OFFSET_INVALID, OFFSET_STORED
                      TIMESTAMP_LOG_APPEND_TIME, TIMESTAMP_NOT_AVAILABLE, KafkaError, KafkaException, Message,
                      TopicPartition)
 from ._producer import Producer
+from ._consumer import Consumer
+from ._admin import AdminClient, NewPartitions, NewTopic
 
 __all__ = sorted([
     "AppendResult", "BatchHeader", "ConfigError", "CorruptRecordError", "EmbedlogError",
@@ -25,7 +27,8 @@ __all__ = sorted([
     "LogClosedError", "OffsetOutOfRangeError", "Partition", "Record", "RecordTooLargeError",
     "StorageError", "Topic", "TopicExistsError", "UnknownTopicOrPartitionError", "__version__",
     "build_batch", "decode_records", "open", "parse_header",
-    "KafkaError", "KafkaException", "Message", "TopicPartition", "Producer",
+    "KafkaError", "KafkaException", "Message", "TopicPartition", "Producer", "Consumer", "AdminClient",
+    "NewTopic", "NewPartitions",
     "OFFSET_BEGINNING", "OFFSET_END", "OFFSET_INVALID", "OFFSET_STORED", "TIMESTAMP_CREATE_TIME",
     "TIMESTAMP_LOG_APPEND_TIME", "TIMESTAMP_NOT_AVAILABLE",
 ])

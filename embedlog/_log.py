@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import threading
+import warnings
 from urllib.parse import unquote, urlparse
 
 from . import _config
@@ -284,6 +285,74 @@ class Log:
 
     def __contains__(self, name) -> bool:
         return isinstance(name, str) and name in self.topics()
+
+    def add_partitions(self, name: str, total: int, *, validate_only: bool = False) -> Topic:
+        """Grow a topic to `total` partitions (never shrink: Kafka cannot either). Keys map
+        to different partitions from then on: murmur2(key) % total changes."""
+        self._check_open()
+        validate_topic_name(name)
+        with self._mutex, self._dir_lock():
+            meta = self._read_meta(name)
+            if meta is None:
+                raise UnknownTopicOrPartitionError(f"unknown topic {name!r} in {self.path}")
+            current = meta["partitions"]
+            if not isinstance(total, int) or isinstance(total, bool) or total <= current:
+                raise InvalidPartitionsError(
+                    f"topic {name!r} has {current} partitions; the new count must be larger "
+                    f"(partitions can be added, never removed), not {total!r}")
+            if validate_only:
+                return self.topic(name)
+            warnings.warn(f"topic {name!r} grows from {current} to {total} partitions: keyed records "
+                          "map to different partitions from now on (murmur2(key) % partitions)",
+                          stacklevel=2)
+            values = _config.topic_config(meta.get("config"))
+            for p in range(current, total):
+                pdir = os.path.join(self.path, f"{name}-{p}")
+                if os.path.exists(pdir):
+                    shutil.rmtree(pdir)
+                Partition(pdir, name, p, values, lock_timeout=self.lock_timeout).close()
+            fsync_dir(self.path)
+            meta["partitions"] = total
+            write_atomic(self._meta_path(name), json.dumps(meta, indent=1).encode() + b"\n")
+            t = self._topics.get(name)
+            if t is not None:
+                t.num_partitions = total
+        return self.topic(name)
+
+    def alter_topic_config(self, name: str, changes: dict, *, incremental: bool = True,
+                           validate_only: bool = False) -> dict:
+        """Change a topic's config: `incremental` merges `changes` (a None value restores
+        the default), otherwise `changes` replaces all overrides. Takes effect at once in
+        this process; returns the new full config."""
+        self._check_open()
+        validate_topic_name(name)
+        with self._mutex, self._dir_lock():
+            meta = self._read_meta(name)
+            if meta is None:
+                raise UnknownTopicOrPartitionError(f"unknown topic {name!r} in {self.path}")
+            overrides = dict(meta.get("config") or {}) if incremental else {}
+            for key, value in (changes or {}).items():
+                if value is None:
+                    if key not in _config.TOPIC_CONFIG:
+                        raise _config._unknown(key, _config.TOPIC_CONFIG, "topic")
+                    overrides.pop(key, None)
+                else:
+                    overrides[key] = value
+            values = _config.topic_config(overrides)
+            if validate_only:
+                return values
+            meta["config"] = _config.topic_overrides(values)
+            write_atomic(self._meta_path(name), json.dumps(meta, indent=1).encode() + b"\n")
+            t = self._topics.get(name)
+            if t is not None:
+                t.config.clear()
+                t.config.update(values)      # partitions hold this dict: effective now
+        return values
+
+    def consumer_lag(self, group: str) -> list[dict]:
+        """[{group, topic, partition, committed, log_end_offset, lag}] for a group."""
+        from ._admin import consumer_lag
+        return consumer_lag(self, group)
 
     def delete_topic(self, name: str):
         """Remove a topic and its data (this process's open handles are closed)."""

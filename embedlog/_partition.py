@@ -636,6 +636,26 @@ class Partition:
                 break
         return out
 
+    def fetch(self, offset: int, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[Columns, int]:
+        """(records from `offset` on, next offset to fetch). The next offset is the end of
+        the last batch read, which passes over offsets compaction removed (even when no
+        record is returned), so a consumer always makes progress."""
+        items = self._read_batches(offset, max_bytes)
+        if not items:
+            return Columns([], [], [], [], []), offset
+        out = Columns([], [], [], [], [])
+        for buf, pos, h, path, fpos in items:
+            cols = decode_columns(buf, pos, h, path=path, file_position=fpos)
+            skip = 0
+            if h.base_offset < offset:
+                while skip < len(cols.offsets) and cols.offsets[skip] < offset:
+                    skip += 1
+            if len(items) == 1 and not skip:
+                return cols, h.next_offset
+            for dst, src in zip(out, cols):
+                dst.extend(src[skip:] if skip else src)
+        return out, items[-1][2].next_offset
+
     def read_raw(self, offset: int, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
         """Whole batches, byte for byte as stored, from the batch holding `offset` on:
         what a Kafka Fetch response carries for this partition."""

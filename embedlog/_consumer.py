@@ -1,0 +1,657 @@
+"""Consumer with confluent-kafka's shape (DESIGN.md; issue #3).
+
+Each assigned partition has a fetch position (next offset to read from the log) and an
+application position (next offset to hand out). poll() hands out the next record of
+the current fetched chunk; when the chunk is drained it fetches the next partition's
+records (round robin, max.partition.fetch.bytes each) or sleeps on the partitions'
+futexes until data arrives. Group membership, committed offsets, auto-commit and
+rebalance checks run at most every few milliseconds, off the per-record path.
+"""
+from __future__ import annotations
+
+import re
+import time
+
+from ._clients import acquire_log, release_log
+from ._config import consumer_config
+from ._errors import EmbedlogError, LogClosedError, OffsetOutOfRangeError, UnknownTopicOrPartitionError
+from ._groups import CommitFailedError, GroupMember
+from ._kafka import (OFFSET_BEGINNING, OFFSET_END, OFFSET_INVALID, OFFSET_STORED, TIMESTAMP_CREATE_TIME,
+                     TIMESTAMP_LOG_APPEND_TIME, KafkaError, KafkaException, Message, TopicPartition, error_from)
+from ._offsets import store_for
+
+_MAINTAIN_EVERY = 0.005      # seconds between group / auto-commit checks
+_EMPTY = ()
+
+
+class _Fetched(Message):
+    """A consumed record: fields are read from the fetched chunk's columns on access."""
+
+    __slots__ = ("_c", "_i")
+
+    def __init__(self, chunk, i):
+        self._c = chunk
+        self._i = i
+
+    def topic(self):
+        return self._c[0]
+
+    def partition(self):
+        return self._c[1]
+
+    def offset(self):
+        return self._c[2][self._i]
+
+    def timestamp(self):
+        return self._c[7], self._c[3][self._i]
+
+    def key(self):
+        return self._c[4][self._i]
+
+    def value(self):
+        return self._c[5][self._i]
+
+    def headers(self):
+        h = self._c[6][self._i]
+        return list(h) if h else None
+
+    def error(self):
+        return None
+
+    def latency(self):
+        return None
+
+    def leader_epoch(self):
+        return None
+
+    def __len__(self):
+        v = self._c[5][self._i]
+        return len(v) if v is not None else 0
+
+    def __repr__(self):
+        return f"<Message {self._c[0]}[{self._c[1]}]@{self.offset()}>"
+
+
+class _PState:
+    """One assigned partition."""
+
+    __slots__ = ("topic", "partition", "part", "fetch_pos", "position", "chunk", "i", "n", "paused",
+                 "eof_sent", "stored", "ts_type")
+
+    def __init__(self, topic, partition, part, ts_type):
+        self.topic, self.partition, self.part, self.ts_type = topic, partition, part, ts_type
+        self.fetch_pos = self.position = None     # None: not resolved yet (committed / reset)
+        self.chunk, self.i, self.n = None, 0, 0
+        self.paused = False
+        self.eof_sent = False
+        self.stored = None                        # offset stored for the next commit
+
+    def drop_buffer(self):
+        if self.chunk is not None and self.i > 0:
+            self.position = self.chunk[2][self.i - 1] + 1
+        self.chunk, self.i, self.n = None, 0, 0
+        self.fetch_pos = self.position
+
+    def app_position(self):
+        if self.chunk is not None and self.i > 0:
+            return self.chunk[2][self.i - 1] + 1
+        return self.position
+
+
+class Consumer:
+    """confluent_kafka.Consumer for a log directory: Consumer({'bootstrap.servers': 'file:///dir',
+    'group.id': 'g', ...})."""
+
+    def __init__(self, conf=None, **kwargs):
+        conf = dict(conf or {}, **kwargs)
+        self._conf = values = consumer_config(conf)
+        self._log = acquire_log(values)
+        self._group = values["group.id"]
+        self._reset = values["auto.offset.reset"]
+        self._auto_commit = values["enable.auto.commit"] and self._group is not None
+        self._auto_store = values["enable.auto.offset.store"]
+        self._commit_every = values["auto.commit.interval.ms"] / 1000.0
+        self._eof = values["enable.partition.eof"]
+        self._fetch_bytes = values["max.partition.fetch.bytes"]
+        self._on_commit = values["on_commit"]
+        self._assigned: dict[tuple[str, int], _PState] = {}
+        self._order: list[_PState] = []
+        self._rr = 0
+        self._cur = None
+        self._pending: list[Message] = []        # error/EOF events to hand out
+        self._commit_results = []                # (err, partitions) for on_commit in poll
+        self._member: GroupMember | None = None
+        self._on_assign = self._on_revoke = self._on_lost = None
+        self._in_assign_cb = False
+        self._assign_called = False
+        self._closed = False
+        now = time.monotonic()
+        self._next_maint = now
+        self._next_commit = now + self._commit_every
+        self._next_member_check = now
+        self._store = store_for(self._log)
+
+    # ------------------------------------------------------------ helpers
+    def _check(self):
+        if self._closed:
+            raise LogClosedError("Consumer closed")
+
+    def _need_group(self, what):
+        if self._group is None:
+            raise KafkaException(KafkaError(KafkaError._INVALID_ARG,
+                                            f"{what} needs 'group.id' in the consumer config"))
+
+    def _topic(self, name):
+        try:
+            return self._log.topic(name)
+        except EmbedlogError as e:
+            raise KafkaException(KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART, str(e))) from e
+
+    def _ps(self, tp) -> _PState:
+        ps = self._assigned.get((tp.topic, tp.partition))
+        if ps is None:
+            raise KafkaException(KafkaError(KafkaError._STATE,
+                                            f"{tp.topic} [{tp.partition}] is not assigned to this consumer"))
+        return ps
+
+    # ------------------------------------------------------------ subscribe / assign
+    def subscribe(self, topics, on_assign=None, on_revoke=None, on_lost=None):
+        """Join the group for these topics (names, or '^regex' patterns)."""
+        self._check()
+        self._need_group("subscribe()")
+        if isinstance(topics, str) or not all(isinstance(t, str) for t in topics):
+            raise TypeError("subscribe() takes a list of topic names or '^regex' patterns")
+        for t in topics:
+            if t.startswith("^"):
+                try:
+                    re.compile(t)
+                except re.error as e:
+                    raise KafkaException(KafkaError(KafkaError._INVALID_ARG, f"bad pattern {t!r}: {e}")) from e
+        self._on_assign, self._on_revoke, self._on_lost = on_assign, on_revoke, on_lost
+        if self._member is None:
+            self._member = GroupMember(self._log, self._group, self._conf["client.id"],
+                                       self._conf["partition.assignment.strategy"],
+                                       self._conf["embedlog.lock.timeout.ms"] / 1000.0)
+        self._member.join(list(topics))
+        self._maintain(time.monotonic(), force=True)
+
+    def unsubscribe(self):
+        self._check()
+        if self._member is not None:
+            self._revoke_all()
+            self._member.close()
+            self._member = None
+
+    def assign(self, partitions):
+        """Take exactly these partitions (no group membership); offsets in the
+        TopicPartitions are start positions (OFFSET_STORED/INVALID: committed or reset)."""
+        self._check()
+        if self._in_assign_cb:
+            self._assign_called = True
+        self._apply_assignment(list(partitions))
+
+    def incremental_assign(self, partitions):
+        self._check()
+        current = [TopicPartition(t, p, OFFSET_STORED) for (t, p) in self._assigned]
+        keep = {(tp.topic, tp.partition) for tp in partitions}
+        self._apply_assignment([tp for tp in current if (tp.topic, tp.partition) not in keep] + list(partitions))
+
+    def incremental_unassign(self, partitions):
+        self._check()
+        drop = {(tp.topic, tp.partition) for tp in partitions}
+        for key in list(self._assigned):
+            if key in drop:
+                self._remove(key)
+
+    def unassign(self):
+        self._check()
+        for key in list(self._assigned):
+            self._remove(key)
+
+    def assignment(self):
+        self._check()
+        return [TopicPartition(t, p) for (t, p) in self._assigned]
+
+    def _apply_assignment(self, partitions):
+        want = {}
+        for tp in partitions:
+            if not isinstance(tp, TopicPartition):
+                raise TypeError(f"expected TopicPartition, not {type(tp).__name__}")
+            want[(tp.topic, tp.partition)] = tp
+        for key in list(self._assigned):
+            if key not in want:
+                self._remove(key)
+        for key, tp in want.items():
+            ps = self._assigned.get(key)
+            if ps is None:
+                topic = self._topic(tp.topic)
+                try:
+                    part = topic.partition(tp.partition)
+                except UnknownTopicOrPartitionError as e:
+                    raise KafkaException(KafkaError(KafkaError._UNKNOWN_PARTITION, str(e))) from e
+                ts_type = TIMESTAMP_LOG_APPEND_TIME if topic.config["message.timestamp.type"] == "LogAppendTime" \
+                    else TIMESTAMP_CREATE_TIME
+                ps = self._assigned[key] = _PState(tp.topic, tp.partition, part, ts_type)
+                self._order.append(ps)
+            if tp.offset not in (OFFSET_STORED, OFFSET_INVALID):
+                self._seek_ps(ps, tp.offset)
+        self._cur = None
+
+    def _remove(self, key):
+        ps = self._assigned.pop(key)
+        self._order.remove(ps)
+        if self._cur is ps:
+            self._cur = None
+
+    # ------------------------------------------------------------ positions
+    def _resolve(self, ps):
+        """Starting position: the committed offset, else auto.offset.reset."""
+        if self._group is not None:
+            self._store.refresh()
+            c = self._store.committed(self._group, ps.topic, ps.partition)
+            if c is not None:
+                start, end = ps.part.watermarks()
+                if start <= c[0] <= end:
+                    ps.position = ps.fetch_pos = c[0]
+                    return
+                # A committed offset outside the log (retention, or lost in a power cut
+                # after the commit): Kafka's answer is the reset policy, never a silent skip.
+        self._apply_reset(ps, None)
+
+    def _apply_reset(self, ps, cause):
+        start, end = ps.part.watermarks()
+        if self._reset == "error":
+            ps.position = ps.fetch_pos = None
+            reason = f"no valid offset for {ps.topic} [{ps.partition}] and auto.offset.reset=error"
+            if cause is not None:
+                reason += f" ({cause})"
+            self._pending.append(Message(ps.topic, ps.partition, OFFSET_INVALID,
+                                         error=KafkaError(KafkaError._AUTO_OFFSET_RESET, reason)))
+            ps.paused = True        # nothing to fetch until the application seeks
+            return
+        ps.position = ps.fetch_pos = start if self._reset == "earliest" else end
+
+    def _seek_ps(self, ps, offset):
+        if offset == OFFSET_BEGINNING:
+            offset = ps.part.log_start_offset
+        elif offset == OFFSET_END:
+            offset = ps.part.high_watermark
+        elif offset < 0:
+            raise KafkaException(KafkaError(KafkaError._INVALID_ARG, f"invalid offset {offset}"))
+        ps.chunk, ps.i, ps.n = None, 0, 0
+        ps.position = ps.fetch_pos = offset
+        ps.eof_sent = False
+        if ps.paused and self._reset == "error":
+            ps.paused = False
+        if self._cur is ps:
+            self._cur = None
+
+    def seek(self, partition):
+        self._check()
+        ps = self._ps(partition)
+        self._seek_ps(ps, partition.offset)
+
+    def position(self, partitions):
+        self._check()
+        out = []
+        for tp in partitions:
+            ps = self._assigned.get((tp.topic, tp.partition))
+            pos = ps.app_position() if ps is not None else None
+            out.append(TopicPartition(tp.topic, tp.partition, OFFSET_INVALID if pos is None else pos))
+        return out
+
+    def pause(self, partitions):
+        self._check()
+        for tp in partitions:
+            ps = self._ps(tp)
+            ps.drop_buffer()
+            ps.paused = True
+            if self._cur is ps:
+                self._cur = None
+
+    def resume(self, partitions):
+        self._check()
+        for tp in partitions:
+            self._ps(tp).paused = False
+
+    # ------------------------------------------------------------ poll / consume
+    def poll(self, timeout=None):
+        """The next record (a Message), an event Message whose error() is set (e.g.
+        _PARTITION_EOF), or None after `timeout` seconds (None/-1: wait forever)."""
+        ps = self._cur
+        if ps is not None and ps.i < ps.n:
+            now = time.monotonic()
+            if now < self._next_maint:
+                i = ps.i
+                ps.i = i + 1
+                return _Fetched(ps.chunk, i)
+        return self._poll_slow(timeout)
+
+    def _poll_slow(self, timeout):
+        self._check()
+        deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
+        while True:
+            now = time.monotonic()
+            if now >= self._next_maint:
+                self._maintain(now)
+            if self._pending:
+                return self._pending.pop(0)
+            ps = self._cur
+            if ps is not None and ps.i < ps.n:
+                i = ps.i
+                ps.i = i + 1
+                return _Fetched(ps.chunk, i)
+            if self._fetch():
+                continue
+            if self._pending:
+                continue
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return None
+            self._wait(left)
+
+    def consume(self, num_messages=1, timeout=-1):
+        """Up to num_messages records (and events); waits up to `timeout` for the first."""
+        self._check()
+        if not isinstance(num_messages, int) or num_messages < 1 or num_messages > 1000000:
+            raise ValueError("num_messages must be an int between 1 and 1000000")
+        out = []
+        first = self.poll(timeout)
+        if first is None:
+            return out
+        out.append(first)
+        while len(out) < num_messages:
+            ps = self._cur
+            if ps is not None and ps.i < ps.n and not self._pending:
+                j = min(ps.n, ps.i + num_messages - len(out))
+                chunk = ps.chunk
+                out.extend([_Fetched(chunk, k) for k in range(ps.i, j)])
+                ps.i = j
+                continue
+            m = self.poll(0)
+            if m is None:
+                break
+            out.append(m)
+        return out
+
+    def __iter__(self):
+        """Records forever (an embedlog addition): `for msg in consumer: ...`."""
+        while True:
+            msg = self.poll(1.0)
+            if msg is not None:
+                yield msg
+
+    def _fetch(self) -> bool:
+        """Fetch the next partition's records into _cur; False if nothing is readable."""
+        order = self._order
+        n = len(order)
+        if self._cur is not None:
+            self._retire(self._cur)
+            self._cur = None
+        for k in range(n):
+            ps = order[(self._rr + k) % n]
+            if ps.paused:
+                continue
+            if ps.fetch_pos is None:
+                self._resolve(ps)
+                if ps.fetch_pos is None:
+                    continue
+            try:
+                hw = ps.part.high_watermark
+                if ps.fetch_pos >= hw:
+                    if self._eof and not ps.eof_sent and ps.fetch_pos == hw:
+                        ps.eof_sent = True
+                        self._pending.append(Message(ps.topic, ps.partition, hw,
+                                                     error=KafkaError(KafkaError._PARTITION_EOF,
+                                                                      f"Fetch from broker 0 reached end of partition at offset {hw} (HighwaterMark {hw})")))
+                        self._rr = (self._rr + k + 1) % n
+                        return True
+                    continue
+                cols, nxt = ps.part.fetch(ps.fetch_pos, self._fetch_bytes)
+            except OffsetOutOfRangeError as e:
+                self._apply_reset(ps, str(e))
+                return True
+            except EmbedlogError as e:
+                self._pending.append(Message(ps.topic, ps.partition, ps.fetch_pos, error=error_from(e)))
+                ps.paused = True       # do not spin on a damaged batch; seek() to go on
+                return True
+            ps.fetch_pos = nxt
+            ps.eof_sent = False
+            if not cols.offsets:
+                ps.position = nxt
+                continue
+            ps.chunk = (ps.topic, ps.partition, cols.offsets, cols.timestamps, cols.keys, cols.values,
+                        cols.headers, ps.ts_type)
+            ps.i, ps.n = 0, len(cols.offsets)
+            self._cur = ps
+            self._rr = (self._rr + k + 1) % n
+            return True
+        return False
+
+    def _retire(self, ps):
+        """A drained chunk: its partition's application position moves past it."""
+        if ps.chunk is not None:
+            if ps.i > 0:
+                ps.position = ps.chunk[2][ps.i - 1] + 1
+            if ps.i >= ps.n:
+                ps.position = max(ps.position, ps.fetch_pos)
+            ps.chunk, ps.i, ps.n = None, 0, 0
+            if ps.position != ps.fetch_pos:
+                ps.fetch_pos = ps.position
+
+    def _wait(self, left):
+        """Sleep until a partition has data (futex) or the timeout; short slices when
+        several partitions or a group need watching."""
+        active = [ps for ps in self._order if not ps.paused and ps.fetch_pos is not None]
+        slice_ = 0.1 if self._member is not None or self._auto_commit else None
+        if len(active) == 1:
+            t = left if slice_ is None else (slice_ if left is None else min(left, slice_))
+            active[0].part.wait(active[0].fetch_pos, t)
+        elif active:
+            t = 0.005 if left is None else min(left, 0.005)
+            active[0].part.wait(active[0].fetch_pos, t)
+        else:
+            time.sleep(0.01 if left is None else max(0.0, min(left, 0.01)))
+
+    # ------------------------------------------------------------ group maintenance
+    def _maintain(self, now, force=False):
+        self._next_maint = now + _MAINTAIN_EVERY
+        if self._commit_results:
+            results, self._commit_results = self._commit_results, []
+            if self._on_commit is not None:
+                for err, parts in results:
+                    self._on_commit(err, parts)
+        if self._member is not None:
+            if force or now >= self._next_member_check:
+                self._next_member_check = now + min(self._conf["heartbeat.interval.ms"] / 1000.0, 0.5)
+                self._member.check_members()
+            change = self._member.poll_assignment()
+            if change is not None:
+                self._rebalance(change[1])
+        if self._auto_commit and now >= self._next_commit:
+            self._next_commit = now + self._commit_every
+            try:
+                self._commit_positions(asynchronous=True)
+            except KafkaException:
+                pass
+
+    def _revoke_all(self):
+        if not self._assigned:
+            return
+        old = [TopicPartition(t, p) for (t, p) in self._assigned]
+        if self._auto_commit:
+            try:
+                self._commit_positions(asynchronous=False)
+            except KafkaException:
+                pass
+        if self._on_revoke is not None:
+            self._on_revoke(self, old)
+        self.unassign()
+
+    def _rebalance(self, assignment):
+        """Eager protocol: revoke everything, then assign the new generation's partitions."""
+        self._revoke_all()
+        new = [TopicPartition(t, p, OFFSET_INVALID) for t, p in assignment]
+        if self._on_assign is not None:
+            self._in_assign_cb, self._assign_called = True, False
+            try:
+                self._on_assign(self, new)
+            finally:
+                self._in_assign_cb = False
+            if self._assign_called:
+                return
+        self._apply_assignment(new)
+
+    # ------------------------------------------------------------ commits
+    def store_offsets(self, message=None, offsets=None):
+        self._check()
+        if message is not None:
+            ps = self._ps(TopicPartition(message.topic(), message.partition()))
+            ps.stored = message.offset() + 1
+        for tp in offsets or ():
+            self._ps(tp).stored = tp.offset
+
+    def _positions(self):
+        out = []
+        for ps in self._order:
+            pos = ps.app_position() if self._auto_store else ps.stored
+            if pos is not None:
+                out.append((ps.topic, ps.partition, pos, ""))
+        return out
+
+    def _commit_positions(self, asynchronous):
+        offsets = self._positions()
+        if offsets:
+            return self._do_commit(offsets, asynchronous)
+        return None
+
+    def commit(self, message=None, offsets=None, asynchronous=True):
+        """Commit offsets (the next offset to read): of `message` + 1, of `offsets`, or the
+        current positions. Synchronous calls return the committed TopicPartitions."""
+        self._check()
+        self._need_group("commit()")
+        if message is not None and offsets is not None:
+            raise KafkaException(KafkaError(KafkaError._INVALID_ARG, "pass message or offsets, not both"))
+        if message is not None:
+            if message.error() is not None:
+                raise KafkaException(KafkaError(KafkaError._INVALID_ARG, "cannot commit an error event"))
+            todo = [(message.topic(), message.partition(), message.offset() + 1, "")]
+        elif offsets is not None:
+            todo = []
+            for tp in offsets:
+                if not isinstance(tp, TopicPartition):
+                    raise TypeError(f"expected TopicPartition, not {type(tp).__name__}")
+                if tp.offset < 0:
+                    raise KafkaException(KafkaError(KafkaError._INVALID_ARG,
+                                                    f"cannot commit offset {tp.offset} for {tp.topic} [{tp.partition}]"))
+                todo.append((tp.topic, tp.partition, tp.offset, tp.metadata or ""))
+        else:
+            todo = self._positions()
+            if not todo:
+                raise KafkaException(KafkaError(KafkaError._NO_OFFSET, "no offsets to commit"))
+        return self._do_commit(todo, asynchronous)
+
+    def _do_commit(self, todo, asynchronous):
+        parts = [TopicPartition(t, p, o, m or None) for t, p, o, m in todo]
+        try:
+            if self._member is not None:
+                with self._member.commit_guard():
+                    self._member.validate_commit([(t, p) for t, p, _o, _m in todo])
+                    self._store.commit(self._group, todo)
+            else:
+                self._store.commit(self._group, todo)
+            err = None
+        except CommitFailedError as e:
+            err = KafkaError(e.code, str(e))
+        except EmbedlogError as e:
+            err = error_from(e)
+        if asynchronous:
+            self._commit_results.append((err, parts))
+            return None
+        if self._on_commit is not None:
+            self._on_commit(err, parts)
+        if err is not None:
+            raise KafkaException(err)
+        return parts
+
+    def committed(self, partitions, timeout=None):
+        self._check()
+        self._need_group("committed()")
+        self._store.refresh()
+        out = []
+        for tp in partitions:
+            c = self._store.committed(self._group, tp.topic, tp.partition)
+            out.append(TopicPartition(tp.topic, tp.partition, OFFSET_INVALID if c is None else c[0],
+                                      None if c is None else (c[1] or None)))
+        return out
+
+    # ------------------------------------------------------------ metadata
+    def get_watermark_offsets(self, partition, timeout=None, cached=False):
+        self._check()
+        part = self._topic(partition.topic).partition(partition.partition)
+        return part.watermarks()
+
+    def offsets_for_times(self, partitions, timeout=None):
+        """For each TopicPartition whose .offset holds a timestamp (ms): the earliest
+        offset whose timestamp is >= it, or OFFSET_END (-1) when there is none."""
+        self._check()
+        out = []
+        for tp in partitions:
+            part = self._topic(tp.topic).partition(tp.partition)
+            hit = part.offset_for_time(tp.offset)
+            out.append(TopicPartition(tp.topic, tp.partition, OFFSET_END if hit is None else hit[0]))
+        return out
+
+    def list_topics(self, topic=None, timeout=-1):
+        self._check()
+        from ._admin import cluster_metadata
+        return cluster_metadata(self._log, topic)
+
+    def memberid(self):
+        return self._member.member_id if self._member is not None else None
+
+    def consumer_group_metadata(self):
+        return {"group_id": self._group, "member_id": self.memberid(),
+                "generation_id": self._member.generation if self._member else -1}
+
+    def lag(self):
+        """[(TopicPartition with the committed offset, log end offset, lag)] for this
+        consumer's assignment (an embedlog addition)."""
+        self._check()
+        self._need_group("lag()")
+        self._store.refresh()
+        rows = []
+        for ps in self._order:
+            c = self._store.committed(self._group, ps.topic, ps.partition)
+            end = ps.part.high_watermark
+            committed = c[0] if c else OFFSET_INVALID
+            rows.append((TopicPartition(ps.topic, ps.partition, committed), end,
+                         end - (committed if c else ps.part.log_start_offset)))
+        return rows
+
+    # ------------------------------------------------------------ close
+    def close(self):
+        """Commit final offsets (enable.auto.commit), leave the group, release the log."""
+        if self._closed:
+            return
+        try:
+            if self._auto_commit:
+                try:
+                    self._commit_positions(asynchronous=False)
+                except KafkaException:
+                    pass
+            if self._member is not None:
+                self._member.close()
+                self._member = None
+        finally:
+            self._closed = True
+            self._assigned.clear()
+            self._order.clear()
+            self._cur = None
+            release_log(self._log)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,367 @@
+"""Consumer-group membership across processes, with the kernel as failure detector
+(DESIGN.md; FORMAT.md §13). Eager rebalancing with Kafka's range and roundrobin assignors.
+
+    <dir>/groups/<group-dir>/group.json      generation, protocol, members and assignment
+    <dir>/groups/<group-dir>/generation      8 bytes, memory-mapped: the current generation
+    <dir>/groups/<group-dir>/.lock           byte 0: exclusive for a rebalance, shared for a commit
+    <dir>/groups/<group-dir>/members/<id>    one file per live member, locked (OFD) by its owner
+
+A member's lock is released by the kernel when its process dies, so any member that
+can lock another's file knows that member is dead, removes it and rebalances. Every
+change of membership writes group.json with generation + 1. A commit takes the group
+lock shared and is accepted only from a member of the current generation for a
+partition assigned to it, so a partition is never committed by two members at once.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import mmap
+import os
+import re
+import uuid
+
+from . import _hotpath as hp
+from ._errors import EmbedlogError, LockTimeoutError
+from ._state import fsync_dir, remove_temp_files, write_atomic
+
+GROUPS_DIR = "groups"
+_SAFE = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
+
+
+class CommitFailedError(EmbedlogError):
+    """Raised when a commit comes from a member that is not in the group's current
+    generation or does not own the partition (Kafka's ILLEGAL_GENERATION)."""
+
+    code = 22
+
+
+class UnknownMemberError(CommitFailedError):
+    code = 25
+
+
+def group_dir_name(group: str) -> str:
+    if _SAFE.match(group) and group not in (".", ".."):
+        return group
+    return "g-" + hashlib.sha256(group.encode()).hexdigest()[:32]
+
+
+# ------------------------------------------------------------------ assignors
+
+def assign_range(members: dict[str, list[str]], partitions: dict[str, int]) -> dict[str, list]:
+    """Kafka's RangeAssignor: per topic, members sorted by id share the partitions in
+    contiguous ranges; the first (n % m) members get one extra."""
+    out = {m: [] for m in members}
+    for topic in sorted(partitions):
+        subs = sorted(m for m, topics in members.items() if topic in topics)
+        if not subs:
+            continue
+        n, m = partitions[topic], len(subs)
+        per, extra = divmod(n, m)
+        start = 0
+        for i, member in enumerate(subs):
+            count = per + (1 if i < extra else 0)
+            out[member].extend((topic, p) for p in range(start, start + count))
+            start += count
+    return out
+
+
+def assign_roundrobin(members: dict[str, list[str]], partitions: dict[str, int]) -> dict[str, list]:
+    """Kafka's RoundRobinAssignor: all partitions sorted, dealt to members sorted by id,
+    skipping members not subscribed to the partition's topic."""
+    out = {m: [] for m in members}
+    order = sorted(members)
+    if not order:
+        return out
+    i = 0
+    for topic in sorted(partitions):
+        for p in range(partitions[topic]):
+            for _ in range(len(order)):
+                member = order[i % len(order)]
+                i += 1
+                if topic in members[member]:
+                    out[member].append((topic, p))
+                    break
+    return out
+
+
+ASSIGNORS = {"range": assign_range, "roundrobin": assign_roundrobin,
+             # cooperative-sticky is assigned like roundrobin until issue #5 adds stickiness
+             "cooperative-sticky": assign_roundrobin}
+
+
+def resolve_subscription(patterns: list[str], topics: list[str]) -> list[str]:
+    """Names as given; '^regex' patterns matched against existing topics (internal
+    '__' topics excluded from patterns, as Kafka does)."""
+    out = set()
+    for pat in patterns:
+        if pat.startswith("^"):
+            rx = re.compile(pat)
+            out.update(t for t in topics if not t.startswith("__") and rx.match(t))
+        else:
+            out.add(pat)
+    return sorted(out)
+
+
+# ------------------------------------------------------------------ membership
+
+class GroupMember:
+    """This process's membership of one group (one per subscribed Consumer)."""
+
+    def __init__(self, log, group: str, client_id: str, strategies: list[str], lock_timeout: float):
+        self.log = log
+        self.group = group
+        self.dir = os.path.join(log.path, GROUPS_DIR, group_dir_name(group))
+        self.member_id = f"{client_id}-{uuid.uuid4()}"
+        self.client_id = client_id
+        self.strategies = strategies
+        self.lock_timeout = lock_timeout
+        self.generation = -1
+        self.assignment: list[tuple[str, int]] = []
+        self.subscription: list[str] = []
+        self._member_fd = None
+        os.makedirs(os.path.join(self.dir, "members"), exist_ok=True)
+        self._lock_fd = os.open(os.path.join(self.dir, ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        gen_path = os.path.join(self.dir, "generation")
+        self._gen_fd = os.open(gen_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        if os.fstat(self._gen_fd).st_size < 4096:
+            os.ftruncate(self._gen_fd, 4096)
+        self._gen_mm = mmap.mmap(self._gen_fd, 4096)
+        self._gen_ptr = hp.from_buffer(self._gen_mm)
+
+    # -- locks
+    def _group_lock(self, exclusive: bool):
+        if not hp.lock(self._lock_fd, 0, 1, exclusive, self.lock_timeout):
+            raise LockTimeoutError(f"timed out waiting for the lock of group {self.group!r} ({self.dir})",
+                                   path=os.path.join(self.dir, ".lock"))
+
+    def _group_unlock(self):
+        hp.unlock(self._lock_fd, 0, 1)
+
+    def current_generation(self) -> int:
+        return hp.lib.el_atomic_load_u64(self._gen_ptr)
+
+    # -- state
+    def read_state(self) -> dict:
+        try:
+            with open(os.path.join(self.dir, "group.json")) as f:
+                return json.load(f)
+        except FileNotFoundError:
+            return {"group": self.group, "generation": 0, "protocol": None, "members": {}}
+
+    def _write_state(self, state: dict):
+        write_atomic(os.path.join(self.dir, "group.json"), json.dumps(state, indent=1).encode() + b"\n")
+        hp.lib.el_atomic_store_u64(self._gen_ptr, state["generation"])
+
+    def _live_members(self) -> dict[str, dict]:
+        """Metadata of members whose owner holds its lock; dead members' files go."""
+        out = {}
+        mdir = os.path.join(self.dir, "members")
+        for name in sorted(os.listdir(mdir)):
+            path = os.path.join(mdir, name)
+            if name == self.member_id:
+                if self._member_fd is not None:
+                    out[name] = self._my_meta()
+                continue
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue
+            try:
+                if hp.lock(fd, 0, 1, True, 0):      # we got it: the owner is gone
+                    os.unlink(path)
+                    continue
+                with open(path) as f:
+                    text = f.read()
+                try:
+                    out[name] = json.loads(text)
+                except ValueError:
+                    continue                       # still being written by a joining member
+            finally:
+                os.close(fd)
+        return out
+
+    def _my_meta(self) -> dict:
+        return {"client_id": self.client_id, "pid": os.getpid(), "subscription": self.subscription,
+                "strategies": self.strategies}
+
+    def _rebalance_locked(self) -> dict:
+        """Recompute the assignment of the live members (group lock held exclusively)."""
+        members = self._live_members()
+        state = self.read_state()
+        topics = self.log.topics()
+        protocol = None
+        if members:
+            common = None
+            for meta in members.values():
+                s = meta.get("strategies") or ["range"]
+                common = [x for x in (common if common is not None else s) if x in s]
+            order = members[sorted(members)[0]].get("strategies") or ["range"]
+            protocol = next((x for x in order if x in (common or [])), None)
+            if protocol is None:
+                protocol = "range"
+        subs = {m: resolve_subscription(meta.get("subscription", []), topics) for m, meta in members.items()}
+        counts = {}
+        for t in sorted({t for ts in subs.values() for t in ts}):
+            if t in topics:
+                counts[t] = self.log.topic(t).num_partitions
+        assignment = ASSIGNORS[protocol](subs, counts) if members else {}
+        new = {"group": self.group, "generation": state.get("generation", 0) + 1, "protocol": protocol,
+               "leader": sorted(members)[0] if members else None,
+               "topics": {t: counts[t] for t in counts},
+               "members": {m: {"client_id": meta.get("client_id"), "pid": meta.get("pid"),
+                               "subscription": meta.get("subscription", []),
+                               "assignment": [list(tp) for tp in assignment.get(m, [])]}
+                           for m, meta in members.items()}}
+        self._write_state(new)
+        return new
+
+    # -- lifecycle
+    def join(self, subscription: list[str]):
+        self.subscription = list(subscription)
+        self._group_lock(True)
+        try:
+            remove_temp_files(self.dir)
+            if self._member_fd is None:
+                path = os.path.join(self.dir, "members", self.member_id)
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+                if not hp.lock(fd, 0, 1, True, 0):
+                    raise LockTimeoutError(f"cannot lock member file {path}", path=path)
+                self._member_fd = fd
+                fsync_dir(os.path.dirname(path))
+            os.ftruncate(self._member_fd, 0)
+            os.pwrite(self._member_fd, json.dumps(self._my_meta()).encode(), 0)
+            self._rebalance_locked()
+        finally:
+            self._group_unlock()
+
+    def poll_assignment(self):
+        """None if nothing changed, else (generation, assignment) of the new generation."""
+        gen = self.current_generation()
+        if gen == self.generation:
+            return None
+        self._group_lock(False)
+        try:
+            state = self.read_state()
+        finally:
+            self._group_unlock()
+        me = state["members"].get(self.member_id)
+        if me is None:   # removed (e.g. taken for dead after a session timeout): join again
+            self.join(self.subscription)
+            return self.poll_assignment()
+        self.generation = state["generation"]
+        self.assignment = [tuple(tp) for tp in me["assignment"]]
+        return self.generation, self.assignment
+
+    def check_members(self):
+        """Rebalance if a member died or a topic matching a pattern appeared."""
+        state = self.read_state()
+        mdir = os.path.join(self.dir, "members")
+        names = set(os.listdir(mdir))
+        changed = names != set(state["members"])
+        if not changed:
+            for name in names - {self.member_id}:
+                try:
+                    fd = os.open(os.path.join(mdir, name), os.O_RDWR | os.O_CLOEXEC)
+                except FileNotFoundError:
+                    changed = True
+                    break
+                try:
+                    if hp.lock(fd, 0, 1, True, 0):
+                        hp.unlock(fd, 0, 1)
+                        changed = True
+                        break
+                finally:
+                    os.close(fd)
+        if not changed and any(p.startswith("^") for p in self.subscription):
+            topics = self.log.topics()
+            want = set(resolve_subscription(self.subscription, topics))
+            have = set(state.get("topics", {}))
+            changed = not want <= have
+        if changed:
+            self._group_lock(True)
+            try:
+                self._rebalance_locked()
+            finally:
+                self._group_unlock()
+
+    def validate_commit(self, partitions):
+        """Call with the group lock held shared (see commit_guard)."""
+        state = self.read_state()
+        me = state["members"].get(self.member_id)
+        if me is None:
+            raise UnknownMemberError(f"member {self.member_id} is not in group {self.group!r} any more; "
+                                     "the commit was rejected")
+        if state["generation"] != self.generation:
+            raise CommitFailedError(
+                f"commit rejected: group {self.group!r} rebalanced (generation {state['generation']}, "
+                f"this member has {self.generation}); the partitions may belong to another member now")
+        owned = {tuple(tp) for tp in me["assignment"]}
+        for tp in partitions:
+            if tp not in owned:
+                raise CommitFailedError(f"commit rejected: {tp[0]}-{tp[1]} is not assigned to this member "
+                                        f"in generation {self.generation} of group {self.group!r}")
+
+    def commit_guard(self):
+        member = self
+
+        class _Guard:
+            def __enter__(self):
+                member._group_lock(False)
+
+            def __exit__(self, *exc):
+                member._group_unlock()
+
+        return _Guard()
+
+    def leave(self):
+        if self._member_fd is None:
+            return
+        self._group_lock(True)
+        try:
+            try:
+                os.unlink(os.path.join(self.dir, "members", self.member_id))
+            except FileNotFoundError:
+                pass
+            os.close(self._member_fd)
+            self._member_fd = None
+            self._rebalance_locked()
+        finally:
+            self._group_unlock()
+
+    def close(self):
+        try:
+            self.leave()
+        finally:
+            self._gen_ptr = None
+            self._gen_mm.close()
+            os.close(self._gen_fd)
+            os.close(self._lock_fd)
+
+
+def describe_group(log, group: str) -> dict | None:
+    path = os.path.join(log.path, GROUPS_DIR, group_dir_name(group), "group.json")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+
+
+def list_groups(log) -> list[str]:
+    root = os.path.join(log.path, GROUPS_DIR)
+    out = []
+    if os.path.isdir(root):
+        for name in sorted(os.listdir(root)):
+            st = describe_group_path(os.path.join(root, name, "group.json"))
+            if st is not None:
+                out.append(st.get("group", name))
+    return out
+
+
+def describe_group_path(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (FileNotFoundError, ValueError):
+        return None

@@ -1,0 +1,137 @@
+"""Committed offsets: records in the internal compacted topic `__consumer_offsets`
+(FORMAT.md §12), in Kafka's own key and value layouts, so the log is the only truth.
+
+    key   (OffsetCommitKey v1):   int16 version=1, string group, string topic, int32 partition
+    value (OffsetCommitValue v3): int16 version=3, int64 offset, int32 leader_epoch (-1),
+                                  string metadata, int64 commit_timestamp
+    a null value (tombstone) deletes the committed offset (offset reset / group deletion)
+
+Strings are int16 length + UTF-8 bytes. A committed offset is the next offset to read.
+Each process keeps an in-memory view, brought up to date incrementally by reading the
+topic from where it last stopped.
+"""
+from __future__ import annotations
+
+import struct
+import threading
+
+from ._errors import TopicExistsError, UnknownTopicOrPartitionError
+from ._records import now_ms
+
+OFFSETS_TOPIC = "__consumer_offsets"
+OFFSETS_TOPIC_CONFIG = {"cleanup.policy": "compact", "segment.bytes": 104857600,
+                        "min.cleanable.dirty.ratio": 0.5, "retention.ms": -1}
+_KEY_VERSION = 1
+_VALUE_VERSION = 3
+
+
+def _string(s: str) -> bytes:
+    b = s.encode()
+    return struct.pack(">h", len(b)) + b
+
+
+def _read_string(buf: bytes, pos: int) -> tuple[str, int]:
+    (n,) = struct.unpack_from(">h", buf, pos)
+    pos += 2
+    return buf[pos:pos + n].decode(), pos + n
+
+
+def encode_key(group: str, topic: str, partition: int) -> bytes:
+    return struct.pack(">h", _KEY_VERSION) + _string(group) + _string(topic) + struct.pack(">i", partition)
+
+
+def decode_key(buf: bytes):
+    (version,) = struct.unpack_from(">h", buf, 0)
+    if version not in (0, 1):
+        return None          # group metadata and future record types are not offsets
+    group, pos = _read_string(buf, 2)
+    topic, pos = _read_string(buf, pos)
+    (partition,) = struct.unpack_from(">i", buf, pos)
+    return group, topic, partition
+
+
+def encode_value(offset: int, metadata: str = "", timestamp: int | None = None) -> bytes:
+    return (struct.pack(">hqi", _VALUE_VERSION, offset, -1) + _string(metadata or "")
+            + struct.pack(">q", now_ms() if timestamp is None else timestamp))
+
+
+def decode_value(buf: bytes):
+    (version, offset) = struct.unpack_from(">hq", buf, 0)
+    pos = 10
+    if version >= 3:
+        pos += 4              # leader epoch
+    metadata, pos = _read_string(buf, pos)
+    (ts,) = struct.unpack_from(">q", buf, pos)
+    return offset, metadata, ts
+
+
+class OffsetStore:
+    """The committed offsets of every group, as of the last refresh()."""
+
+    def __init__(self, log):
+        self._log = log
+        self._lock = threading.Lock()
+        self._offsets: dict[tuple[str, str, int], tuple[int, str, int]] = {}
+        self._next = 0
+        self._partition = None
+
+    def _part(self):
+        if self._partition is None:
+            try:
+                t = self._log.topic(OFFSETS_TOPIC)
+            except UnknownTopicOrPartitionError:
+                try:
+                    t = self._log.create_topic(OFFSETS_TOPIC, partitions=1, config=OFFSETS_TOPIC_CONFIG)
+                except TopicExistsError:
+                    t = self._log.topic(OFFSETS_TOPIC)
+            self._partition = t.partition(0)
+        return self._partition
+
+    def refresh(self):
+        part = self._part()
+        with self._lock:
+            start, end = part.watermarks()
+            pos = max(self._next, start)
+            while pos < end:
+                cols = part.read_columns(pos, max_bytes=1 << 20)
+                if not cols.offsets:
+                    break
+                for key, value in zip(cols.keys, cols.values):
+                    k = decode_key(key) if key else None
+                    if k is None:
+                        continue
+                    if value is None:
+                        self._offsets.pop(k, None)
+                    else:
+                        self._offsets[k] = decode_value(value)
+                pos = cols.offsets[-1] + 1
+            self._next = max(pos, self._next)
+
+    def commit(self, group: str, offsets: list[tuple[str, int, int, str]]):
+        """Append one batch of commits, fdatasync'd before returning (D5: a commit that
+        returned is durable). offsets: (topic, partition, offset, metadata)."""
+        keys = [encode_key(group, t, p) for t, p, _o, _m in offsets]
+        ts = now_ms()
+        values = [encode_value(o, m, ts) if o is not None else None for _t, _p, o, m in offsets]
+        self._part().append_records(values, keys, sync=True)
+        self.refresh()
+
+    def delete(self, group: str, partitions: list[tuple[str, int]]):
+        self.commit(group, [(t, p, None, "") for t, p in partitions])
+
+    def committed(self, group: str, topic: str, partition: int):
+        """(offset, metadata, commit_timestamp) or None."""
+        return self._offsets.get((group, topic, partition))
+
+    def groups(self) -> set[str]:
+        return {g for g, _t, _p in self._offsets}
+
+    def group_offsets(self, group: str) -> dict[tuple[str, int], tuple[int, str, int]]:
+        return {(t, p): v for (g, t, p), v in self._offsets.items() if g == group}
+
+
+def store_for(log) -> OffsetStore:
+    store = getattr(log, "_offset_store", None)
+    if store is None:
+        store = log._offset_store = OffsetStore(log)
+    return store
