@@ -401,19 +401,25 @@ def _config_str(value) -> str:
 
 
 def consumer_lag(log, group: str) -> list[dict]:
-    """Committed offset, log end offset and lag of every partition a group has committed
-    for (an embedlog addition; the CLI's `groups describe`)."""
+    """Committed offset, log end offset and lag of every partition of the topics a group
+    has committed for (an embedlog addition; the CLI's `groups describe`). A partition
+    without a commit has committed None and its whole log as lag."""
     store = store_for(log)
     store.refresh()
+    offsets = store.group_offsets(group)
     rows = []
-    for (topic, partition), (offset, _meta, _ts) in sorted(store.group_offsets(group).items()):
+    for topic in sorted({t for t, _p in offsets}):
         try:
-            part = log.topic(topic).partition(partition)
+            t = log.topic(topic)
         except UnknownTopicOrPartitionError:
             continue
-        start, end = part.watermarks()
-        rows.append({"group": group, "topic": topic, "partition": partition, "committed": offset,
-                     "log_end_offset": end, "lag": max(0, end - max(offset, start))})
+        for partition in range(t.num_partitions):
+            start, end = t.partition(partition).watermarks()
+            c = offsets.get((topic, partition))
+            committed = c[0] if c else None
+            rows.append({"group": group, "topic": topic, "partition": partition, "committed": committed,
+                         "log_end_offset": end,
+                         "lag": max(0, end - (max(committed, start) if committed is not None else start))})
     return rows
 
 

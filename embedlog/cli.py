@@ -8,35 +8,66 @@ import tempfile
 
 
 def _demo(args) -> int:
-    import embedlog
+    """Create a topic, produce keyed records, consume half of them in a group, print lag."""
+    import json
+
+    from . import AdminClient, Consumer, KafkaError, NewTopic, Producer
+    from ._log import open_log
 
     path = args.dir or os.path.join(tempfile.gettempdir(), "embedlog-demo")
-    with embedlog.open(path) as log:
-        if "orders" not in log:
-            log.create_topic("orders", partitions=3, config={"compression.type": "producer"})
-        topic = log.topic("orders")
-        keys = [f"customer-{i % 7}".encode() for i in range(1000)]
-        values = [f'{{"order": {i}, "amount": {i * 3 % 100}}}'.encode() for i in range(1000)]
-        placed = topic.append(values, keys=keys, compression=3)  # lz4
-        print(f"log directory: {log.path}")
-        print(f"appended {len(values)} keyed records to 'orders' in {len(placed)} lz4 batches "
-              "(murmur2 key -> partition, as Kafka's Java client)")
-        print(f"{'PARTITION':>9} {'LOG-START':>9} {'LOG-END':>8} {'BYTES':>8}  LAST RECORD")
-        total = 0
-        for part in topic.partitions:
-            start, end = part.watermarks()
-            last = part.read(end - 1)[-1] if end > start else None
-            total += end - start
-            print(f"{part.partition:>9} {start:>9} {end:>8} {part.size_bytes():>8}  "
-                  f"{last.key.decode() if last else '-'} = {last.value.decode() if last else '-'}")
-        print(f"{total} records in the topic; read back with Partition.read(offset)")
+    conf = {"bootstrap.servers": f"file://{os.path.abspath(path)}"}
+    admin = AdminClient(conf)
+    created = admin.create_topics([NewTopic("orders", num_partitions=3)])["orders"]
+    try:
+        created.result()
+        print(f"created topic 'orders' with 3 partitions in {os.path.abspath(path)}")
+    except Exception:
+        print(f"topic 'orders' already exists in {os.path.abspath(path)}")
+    admin.close()
+
+    delivered = []
+    producer = Producer({**conf, "acks": "all", "enable.idempotence": True,
+                         "compression.type": "lz4", "linger.ms": 5})
+    for i in range(1000):
+        order = {"order": i, "customer": f"customer-{i % 7}", "amount": i * 3 % 100}
+        producer.produce("orders", key=order["customer"].encode(), value=json.dumps(order).encode(),
+                         on_delivery=lambda err, msg: delivered.append(err is None))
+        producer.poll(0)
+    producer.flush()
+    producer.close()
+    print(f"produced 1000 keyed orders (acks=all, idempotent, lz4): {sum(delivered)} delivered")
+
+    consumer = Consumer({**conf, "group.id": "billing", "auto.offset.reset": "earliest",
+                         "enable.auto.commit": False})
+    consumer.subscribe(["orders"])
+    consumed = 0
+    while consumed < 600:
+        msgs = consumer.consume(num_messages=100, timeout=5.0)
+        if not msgs:
+            break
+        for msg in msgs:
+            if msg.error() is None:
+                consumed += 1
+        consumer.commit(asynchronous=False)
+    consumer.close()
+    print(f"group 'billing' consumed {consumed} records and committed its offsets")
+
+    with open_log(path) as log:
+        rows = log.consumer_lag("billing")
+    print()
+    print(f"{'GROUP':<8} {'TOPIC':<7} {'PARTITION':>9} {'CURRENT-OFFSET':>14} {'LOG-END-OFFSET':>14} {'LAG':>5}")
+    for r in rows:
+        committed = "-" if r["committed"] is None else r["committed"]
+        print(f"{r['group']:<8} {r['topic']:<7} {r['partition']:>9} {committed:>14} "
+              f"{r['log_end_offset']:>14} {r['lag']:>5}")
+    print(f"total lag: {sum(r['lag'] for r in rows)}")
     return 0
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="embedlog", description="Kafka's data model in a local directory.")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="create a topic, append keyed records, read them back")
+    demo = sub.add_parser("demo", help="create a topic, produce, consume in a group, print the lag")
     demo.add_argument("dir", nargs="?", help="log directory (default: a folder in the temp dir)")
     demo.set_defaults(func=_demo)
     args = parser.parse_args(argv)
