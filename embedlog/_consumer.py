@@ -626,7 +626,7 @@ class Consumer:
             end = ps.part.high_watermark
             committed = c[0] if c else OFFSET_INVALID
             rows.append((TopicPartition(ps.topic, ps.partition, committed), end,
-                         end - (committed if c else ps.part.log_start_offset)))
+                         max(0, end - (committed if c else ps.part.log_start_offset))))
         return rows
 
     # ------------------------------------------------------------ close
