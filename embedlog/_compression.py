@@ -89,7 +89,10 @@ def decompress(codec: int, data, *, path=None, position=None) -> bytes:
         if codec == LZ4:
             return lz4.frame.decompress(data)
         if codec == GZIP:
-            return zlib.decompress(data, 47)  # 32+15: gzip or zlib header, auto-detected
+            data = bytes(data)
+            if data[:2] == b"\x1f\x8b":
+                return gzip.decompress(data)   # every member, as Java's GZIPInputStream reads
+            return zlib.decompress(data)
         if codec == SNAPPY:
             return _snappy_decompress(bytes(data))
         if codec == ZSTD:

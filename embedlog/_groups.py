@@ -112,7 +112,8 @@ class GroupMember:
         self.log = log
         self.group = group
         self.dir = os.path.join(log.path, GROUPS_DIR, group_dir_name(group))
-        self.member_id = f"{client_id}-{uuid.uuid4()}"
+        safe_client = re.sub(r"[^A-Za-z0-9._-]", "_", client_id)[:100] or "client"
+        self.member_id = f"{safe_client}-{uuid.uuid4()}"
         self.client_id = client_id
         self.strategies = strategies
         self.lock_timeout = lock_timeout

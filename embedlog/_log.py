@@ -28,13 +28,13 @@ from ._errors import (ConfigError, FormatVersionError, InvalidPartitionsError, I
 from ._partition import DEFAULT_LOCK_TIMEOUT, AppendResult, Partition
 from ._partitioner import StickyPartitioner, partitions_for_keys
 from ._records import build_batch
-from ._state import fsync_dir, remove_temp_files, write_atomic
+from ._state import TEMP_RE, fsync_dir, remove_temp_files, write_atomic
 
 FORMAT_NAME = "embedlog"
 FORMAT_VERSION = 1
 MARKER = "embedlog.json"
 TOPICS_DIR = "topics"
-TOPIC_RE = re.compile(r"^[a-zA-Z0-9._-]+$")
+TOPIC_RE = re.compile(r"[a-zA-Z0-9._-]+")
 MAX_TOPIC_LENGTH = 249
 
 
@@ -49,7 +49,7 @@ def validate_topic_name(name) -> str:
         raise InvalidTopicError(f"topic name {name!r} is not allowed")
     if len(name) > MAX_TOPIC_LENGTH:
         raise InvalidTopicError(f"topic name is {len(name)} characters; the limit is {MAX_TOPIC_LENGTH}")
-    if not TOPIC_RE.match(name):
+    if not TOPIC_RE.fullmatch(name):
         bad = sorted({c for c in name if not re.match(r"[a-zA-Z0-9._-]", c)})
         raise InvalidTopicError(
             f"topic name {name!r} contains {', '.join(repr(c) for c in bad)}; "
@@ -172,7 +172,8 @@ class Log:
             return
         if not create:
             raise FileNotFoundError(f"no embedlog directory at {self.path}")
-        if os.path.isdir(self.path) and any(not n.startswith(".") for n in os.listdir(self.path)):
+        ours = {TOPICS_DIR, MARKER, ".lock"}   # what a concurrent create may have made already
+        if os.path.isdir(self.path) and any(n not in ours and not TEMP_RE.match(n) for n in os.listdir(self.path)):
             raise FormatVersionError(
                 f"{self.path} exists, is not empty and has no {MARKER}: refusing to use it as a log directory")
         try:
@@ -281,7 +282,7 @@ class Log:
             names = os.listdir(os.path.join(self.path, TOPICS_DIR))
         except FileNotFoundError:
             return []
-        return sorted(n[:-5] for n in names if n.endswith(".json") and not n.startswith("."))
+        return sorted(n[:-5] for n in names if n.endswith(".json") and not TEMP_RE.match(n))
 
     def __contains__(self, name) -> bool:
         return isinstance(name, str) and name in self.topics()

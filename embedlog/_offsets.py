@@ -33,6 +33,8 @@ def _string(s: str) -> bytes:
 def _read_string(buf: bytes, pos: int) -> tuple[str, int]:
     (n,) = struct.unpack_from(">h", buf, pos)
     pos += 2
+    if n < 0:                      # a null string
+        return "", pos
     return buf[pos:pos + n].decode(), pos + n
 
 

@@ -175,6 +175,12 @@ class Partition:
     # ============================================================ recovery
     def _recover_locked(self) -> list[int]:
         """Rebuild the state from the files (append lock held). FORMAT.md §8."""
+        try:
+            return self._recover_files_locked()
+        except OSError as e:
+            raise _storage_error(e, "recovery", getattr(e, "filename", None) or self.path) from e
+
+    def _recover_files_locked(self) -> list[int]:
         self.state.set_in_append(os.getpid())   # a crash during recovery re-runs it
         st.remove_temp_files(self.path)
         ck = st.read_checkpoint(self.path)
@@ -214,36 +220,45 @@ class Partition:
                         raise IndexCorrupt(f"{idx.path} is missing")
                     idx.file_entries()
             except IndexCorrupt:
-                seg.rebuild_indexes(interval, closed=True)
+                seg.rebuild_indexes(interval, closed=True, dense=self._dense())
             finally:
                 seg.close()
 
     def _scan_recover(self, bases, recovery_point, interval):
+        dense = self._dense()
         start_i = max(0, self._segment_for_in(bases, recovery_point))
         self._check_index_files(bases[:start_i], interval)
         next_offset = bases[start_i]
         result = None
         for i in range(start_i, len(bases)):
+            if i > start_i and (bases[i] < next_offset or (dense and bases[i] != next_offset)):
+                # This segment does not continue the previous one: damage at a boundary.
+                self._drop_segments(bases[i:])
+                bases = bases[:i]
+                break
             seg = Segment(self.path, bases[i])
             try:
-                r = seg.scan(next_offset, interval, end=seg.file_size(), dense=self._dense())
+                size = seg.file_size()
+                r = seg.scan(next_offset, interval, end=size, dense=dense)
                 last = i == len(bases) - 1
-                torn = r.valid_size < seg.file_size()
+                torn = r.valid_size < size
+                if torn and not last:
+                    # Kafka: everything after the first damage goes. Drop the later segments
+                    # first, so a crash here finds the damage again on the next recovery.
+                    self._drop_segments(bases[i + 1:])
+                    bases = bases[:i + 1]
+                    last = True
                 if torn:
                     hp.ftruncate(seg.open(), r.valid_size, seg.log_path)
                     hp.fdatasync(seg.open(), seg.log_path)
-                if not (last or torn):
+                if not last:
                     seg.final_time_entry(r)
                 seg.write_indexes(r)
                 next_offset = max(r.next_offset, bases[i]) if r.batches else max(next_offset, bases[i])
                 result = (seg, r)
             finally:
                 seg.close()
-            if torn and not last:
-                for later in bases[i + 1:]:      # Kafka: everything after the first damage goes
-                    Segment(self.path, later).delete_files()
-                bases = bases[:i + 1]
-                st.fsync_dir(self.path)
+            if torn:
                 break
         seg, r = result
         fields = [0] * st.N_FIELDS
@@ -251,18 +266,28 @@ class Partition:
         fields[st.F_HIGH_WATERMARK] = next_offset
         fields[st.F_ACTIVE_BASE] = seg.base_offset
         fields[st.F_ACTIVE_SIZE] = r.valid_size
+        self._set_index_fields(fields, r)
+        fields[st.F_CREATED_MS] = now_ms()
+        fields[st.F_FIRST_UNFLUSHED_MS] = now_ms()
+        # Nothing scanned is known to be on disk until the next fsync.
+        flushed = bases[start_i]
+        return fields, flushed, bases
+
+    @staticmethod
+    def _set_index_fields(fields, r):
         fields[st.F_INDEX_ENTRIES] = len(r.index)
         fields[st.F_TIMEINDEX_ENTRIES] = len(r.timeindex)
         fields[st.F_BYTES_SINCE_INDEX] = r.bytes_since_index
         fields[st.F_MAX_TIMESTAMP] = r.max_timestamp
         fields[st.F_OFFSET_OF_MAX_TIMESTAMP] = r.offset_of_max_timestamp
         fields[st.F_ROLL_TIMESTAMP] = r.roll_timestamp
-        fields[st.F_CREATED_MS] = now_ms()
         fields[st.F_LAST_TIMEINDEX_TS] = r.last_timeindex_ts
-        fields[st.F_FIRST_UNFLUSHED_MS] = now_ms()
-        # Nothing scanned is known to be on disk until the next fsync.
-        flushed = bases[start_i]
-        return fields, flushed, bases
+
+    def _drop_segments(self, bases):
+        """Delete segments, newest first, and make the deletion durable."""
+        for base in sorted(bases, reverse=True):
+            Segment(self.path, base).delete_files()
+        st.fsync_dir(self.path)
 
     @staticmethod
     def _segment_for_in(bases, offset):
@@ -340,13 +365,18 @@ class Partition:
         state = self.state
         state.set_in_append(os.getpid())
         try:
+            refused = None
             for data, h in zip(batches, headers):
                 if h.producer_id >= 0:
-                    dup = self._check_sequence_locked(fields, h)
+                    try:
+                        dup = self._check_sequence_locked(fields, h)
+                    except (OutOfOrderSequenceError, InvalidProducerEpochError) as e:
+                        refused = e              # publish what went before, then raise
+                        break
                     if dup is not None:
                         results.append(dup)      # a retry of a stored batch: stored once
                         continue
-                if self._should_roll(fields, h, len(data)):
+                if self._should_roll(fields, h, len(data), now_ms() if log_append else h.max_timestamp):
                     self._roll_locked(fields)
                 seg = self._segment(fields[st.F_ACTIVE_BASE])
                 base = fields[st.F_LOG_END]
@@ -388,6 +418,8 @@ class Partition:
             # Leave in_append set: the next lock holder recovers the unknown tail.
             raise
         state.set_in_append(0)
+        if refused is not None:
+            raise refused
         return fields[st.F_LOG_END]
 
     # ------------------------------------------------------------ idempotence
@@ -472,19 +504,23 @@ class Partition:
             fields[st.F_BYTES_SINCE_INDEX] = 0
         fields[st.F_BYTES_SINCE_INDEX] += size
 
-    def _should_roll(self, fields, h, size) -> bool:
-        """Kafka's LogSegment.shouldRoll (FORMAT.md §5.2)."""
+    def _should_roll(self, fields, h, size, max_ts) -> bool:
+        """Kafka's LogSegment.shouldRoll (FORMAT.md §5.2); max_ts is the batch's max
+        timestamp as it will be stored (the append time under LogAppendTime)."""
         active = fields[st.F_ACTIVE_SIZE]
         if active == 0:
             return False
         cfg = self.config
         if active > cfg["segment.bytes"] - size:
             return True
-        seg_ms = cfg["segment.ms"] - (cfg["segment.jitter.ms"] and
-                                      fields[st.F_ACTIVE_BASE] % cfg["segment.jitter.ms"])
+        jitter_max = min(cfg["segment.jitter.ms"], cfg["segment.ms"])
+        # Kafka draws the jitter at random per segment; a hash of the base offset is as
+        # spread out and gives every process the same answer.
+        jitter = (fields[st.F_ACTIVE_BASE] * 2654435761 % 2**32) % jitter_max if jitter_max else 0
+        seg_ms = cfg["segment.ms"] - jitter
         roll_ts = fields[st.F_ROLL_TIMESTAMP]
-        if roll_ts >= 0 and h.max_timestamp >= 0:
-            if h.max_timestamp - roll_ts > seg_ms:
+        if roll_ts >= 0 and max_ts >= 0:
+            if max_ts - roll_ts > seg_ms:
                 return True
         elif now_ms() - fields[st.F_CREATED_MS] > seg_ms:
             return True
@@ -538,6 +574,9 @@ class Partition:
             hp.fdatasync(fd, path)
         except OSError as e:
             self._failed = f"fdatasync of {path}: {e.strerror}"
+            # fsyncgate: the kernel may have dropped the dirty pages. Nobody may trust the
+            # cached state any more; the next opener re-derives it from what is on disk.
+            self.state.invalidate()
             raise StorageError(f"fdatasync failed for {path}: {e.strerror}; partition "
                                f"{self.topic}-{self.partition} refuses further appends until reopened",
                                path=str(path), errno=e.errno) from e
@@ -565,6 +604,9 @@ class Partition:
     def flush(self):
         """fdatasync everything appended so far (by any process)."""
         self._check_open()
+        if self._failed:
+            raise StorageError(f"partition {self.topic}-{self.partition} is FAILED after an I/O error "
+                               f"({self._failed}); reopen the log to recover", path=self.path)
         self._sync_to(self._fields()[st.F_LOG_END])
 
     # ============================================================ offsets
@@ -711,10 +753,15 @@ class Partition:
                 self._load_indexes(seg, fields, active, log_size)
                 pos, h, expected = seg.find_position(offset, log_size, dense)
                 break
-            except (IndexCorrupt, CorruptRecordError):
+            except (IndexCorrupt, CorruptRecordError) as e:
                 if attempt:
+                    if isinstance(e, IndexCorrupt):
+                        raise CorruptRecordError(f"index of {seg.log_path} is still damaged after a rebuild: {e}",
+                                                 path=seg.index.path) from e
                     raise
-                self._rebuild_index(seg, active)
+                fresh = self._rebuild_index(seg, active)
+                if active:
+                    fields = fresh
         fd = seg.open()
         out = []
         while pos < log_size:
@@ -768,17 +815,32 @@ class Partition:
         else:
             seg.load_indexes(None, None, log_size)
 
-    def _rebuild_index(self, seg, active):
-        """A damaged index is disposable (FORMAT.md §4): rebuild it from the log."""
+    def _rebuild_index(self, seg, active) -> list[int]:
+        """A damaged index is disposable (FORMAT.md §4): rebuild it from the log under the
+        append lock, and for the active segment republish the index counters too.
+        Returns fresh fields."""
         seg.index.reset()
         seg.timeindex.reset()
-        if active:
-            return  # the active segment's entries are bounded by the state; walk from 0
-        self._lock()
-        try:
-            seg.rebuild_indexes(self.config["index.interval.bytes"], closed=True, dense=self._dense())
-        finally:
-            self.state.unlock(st.LOCK_APPEND)
+        with self._mutex:
+            self._lock()
+            try:
+                fields = self._ensure_state_locked()
+                interval = self.config["index.interval.bytes"]
+                if seg.base_offset == fields[st.F_ACTIVE_BASE]:
+                    self.state.set_in_append(os.getpid())
+                    r = seg.scan(seg.base_offset, interval, end=fields[st.F_ACTIVE_SIZE], dense=self._dense())
+                    seg.write_indexes(r)
+                    self._set_index_fields(fields, r)
+                    fields[st.F_SEGMENTS_VERSION] += 1
+                    self.state.publish(fields)
+                    self.state.set_in_append(0)
+                else:
+                    seg.rebuild_indexes(interval, closed=True, dense=self._dense())
+                return fields
+            except OSError as e:
+                raise _storage_error(e, "index rebuild", seg.index.path) from e
+            finally:
+                self.state.unlock(st.LOCK_APPEND)
 
     # ============================================================ time lookup
     def offset_for_time(self, timestamp: int) -> tuple[int, int] | None:
@@ -794,7 +856,8 @@ class Partition:
                 try:
                     self._load_indexes(seg, fields, active, log_size)
                 except IndexCorrupt:
-                    self._rebuild_index(seg, active)
+                    fresh = self._rebuild_index(seg, active)
+                    fields = fresh if active else fields
                     self._load_indexes(seg, fields, active, log_size)
                 largest = fields[st.F_MAX_TIMESTAMP] if active else seg.timeindex.last_timestamp()
                 if largest is None or largest < timestamp:

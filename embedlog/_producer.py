@@ -30,6 +30,7 @@ from ._partitioner import StickyPartitioner, partitions_for_keys
 from ._records import HEADER_SIZE, LOG_OVERHEAD, build_batch, now_ms
 
 _RECORD_OVERHEAD = 24           # varints + attributes per record, an upper bound for sizing
+_monotonic = time.monotonic
 
 
 class _Sent:
@@ -89,24 +90,17 @@ class _DeliveryReport(Message):
 
 
 class _Acc:
-    """Records queued for one topic, as parallel lists (cheap appends in produce())."""
+    """Records queued for one topic: a deque of (value, key, callback, extras) tuples.
+    deque.append and popleft are atomic, so produce() takes no lock; the sender pops
+    exactly the records it saw, and later ones wait for the next send."""
 
-    __slots__ = ("topic", "values", "keys", "callbacks", "explicit", "timestamps", "headers",
-                 "bytes", "first_ms")
+    __slots__ = ("topic", "q", "bytes", "first")
 
     def __init__(self, topic):
         self.topic = topic
-        self.reset()
-
-    def reset(self):
-        self.values = []
-        self.keys = []
-        self.callbacks = []
-        self.explicit = None     # {index: partition} for records that named one
-        self.timestamps = None   # {index: ms} for records that gave one
-        self.headers = None      # {index: headers}
-        self.bytes = 0
-        self.first_ms = 0.0
+        self.q = deque()
+        self.bytes = 0           # approximate (unlocked) size of what is queued
+        self.first = 0.0         # monotonic time the oldest queued record arrived
 
 
 def _fnv1a(key: bytes) -> int:
@@ -159,14 +153,14 @@ class Producer:
         self._partitioner = values["partitioner"]
         self._sticky = StickyPartitioner()
         self._rng = random.Random()
-        self._lock = threading.Lock()
-        self._cond = threading.Condition(self._lock)
-        self._send_lock = threading.Lock()
+        self._lock = threading.Lock()            # topic registration
+        self._wake = threading.Event()           # the sender has something to look at
+        self._send_lock = threading.RLock()      # one send at a time: produce order holds
         self._reports_cond = threading.Condition(threading.Lock())
         self._accs: dict[str, _Acc] = {}
         self._topics: dict = {}
-        self._queued = 0                 # records accepted and not yet reported
-        self._queued_bytes = 0
+        self._in_flight = 0              # taken from a queue, not yet reported (under _send_lock)
+        self._q_limit = self._max_queued # per-queue bound, lowered by in-flight and pending reports
         self._reports: deque = deque()
         self._closed = False
         self._idempotent = values["enable.idempotence"]
@@ -185,46 +179,29 @@ class Producer:
             value = _as_bytes(value, "value")
         if key.__class__ is not bytes:
             key = _as_bytes(key, "key")
-        cb = on_delivery or callback or self._default_cb
-        size = (len(value) if value is not None else 0) + (len(key) if key is not None else 0)
         acc = self._accs.get(topic)
         if acc is None:
             acc = self._new_topic(topic)
+        if self._closed:
+            raise LogClosedError("producer is closed")
+        size = (len(value) if value is not None else 0) + (len(key) if key is not None else 0)
         if size > self._max_message:
             raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE,
                                             f"record of {size} bytes exceeds message.max.bytes={self._max_message}"))
+        extras = None
         if partition != -1 or timestamp or headers is not None:
             self._check_extras(topic, partition, timestamp, headers)
-        with self._lock:
-            if self._closed:
-                raise LogClosedError("producer is closed")
-            if self._queued >= self._max_queued or self._queued_bytes + size > self._max_queued_bytes:
-                raise BufferError("Local: Queue full")
-            i = len(acc.values)
-            if i == 0:
-                acc.first_ms = time.monotonic()
-                self._cond.notify()
-            acc.values.append(value)
-            acc.keys.append(key)
-            acc.callbacks.append(cb)
-            if partition != -1:
-                if acc.explicit is None:
-                    acc.explicit = {}
-                acc.explicit[i] = partition
-            if timestamp:
-                if acc.timestamps is None:
-                    acc.timestamps = {}
-                acc.timestamps[i] = timestamp
-            if headers is not None:
-                if acc.headers is None:
-                    acc.headers = {}
-                acc.headers[i] = headers
-            acc.bytes += size + _RECORD_OVERHEAD
-            self._queued += 1
-            self._queued_bytes += size
-            full = acc.bytes >= self._batch_bytes or i + 1 >= self._batch_count
-        if full:
-            self._send_topic(topic)
+            extras = (partition, timestamp, headers)
+        q = acc.q
+        if len(q) >= self._q_limit or acc.bytes >= self._max_queued_bytes:
+            raise BufferError("Local: Queue full")
+        q.append((value, key, on_delivery or callback or self._default_cb, extras))
+        acc.bytes += size + _RECORD_OVERHEAD
+        if len(q) == 1:
+            acc.first = _monotonic()
+            self._wake.set()
+        elif len(q) >= self._batch_count or acc.bytes >= self._batch_bytes:
+            self._send_topic(acc)
 
     def _check_extras(self, topic, partition, timestamp, headers):
         if partition != -1:
@@ -251,31 +228,46 @@ class Producer:
             return self._accs.setdefault(topic, _Acc(topic))
 
     def __len__(self):
-        return self._queued
+        """Records queued, being appended, or waiting for their delivery report."""
+        return sum(len(a.q) for a in list(self._accs.values())) + self._in_flight + len(self._reports)
 
     # ------------------------------------------------------------ sending
-    def _take(self, topic):
-        """Swap out a topic's queued records (the caller holds _send_lock)."""
-        with self._lock:
-            acc = self._accs[topic]
-            if not acc.values:
-                return None
-            chunk = (acc.values, acc.keys, acc.callbacks, acc.explicit, acc.timestamps, acc.headers)
-            acc.reset()
-            return chunk
-
-    def _send_topic(self, topic):
+    def _send_topic(self, acc: _Acc):
         with self._send_lock:
-            chunk = self._take(topic)
-            if chunk is not None:
-                self._send_chunk(topic, *chunk)
+            q = acc.q
+            n = len(q)
+            if not n:
+                return
+            pop = q.popleft
+            items = [pop() for _ in range(n)]
+            acc.bytes = 0
+            acc.first = _monotonic() if q else 0.0
+            self._in_flight += n
+            try:
+                values, keys, callbacks, extras = zip(*items)
+                explicit = timestamps = headers = None
+                if extras.count(None) != n:
+                    explicit, timestamps, headers = {}, {}, {}
+                    for i, x in enumerate(extras):
+                        if x is not None:
+                            if x[0] != -1:
+                                explicit[i] = x[0]
+                            if x[1]:
+                                timestamps[i] = x[1]
+                            if x[2] is not None:
+                                headers[i] = x[2]
+                self._send_chunk(acc.topic, values, keys, callbacks, explicit or None, timestamps or None,
+                                 headers or None)
+            finally:
+                self._in_flight -= n
+                self._refresh_limit()
+
+    def _refresh_limit(self):
+        self._q_limit = max(1, self._max_queued - self._in_flight - len(self._reports))
 
     def _send_all(self):
-        with self._send_lock:
-            for topic in list(self._accs):
-                chunk = self._take(topic)
-                if chunk is not None:
-                    self._send_chunk(topic, *chunk)
+        for acc in list(self._accs.values()):
+            self._send_topic(acc)
 
     def _partitions(self, t, keys, explicit):
         n = t.num_partitions
@@ -336,6 +328,13 @@ class Producer:
     def _split(values, keys, limit):
         """Index ranges whose estimated encoded size stays under the batch size limit."""
         n = len(values)
+        try:
+            total = sum(map(len, values)) + sum(map(len, keys)) + n * _RECORD_OVERHEAD
+        except TypeError:          # null keys or values: the slow estimate below
+            total = limit + 1
+        if total <= limit:
+            yield 0, n
+            return
         start, size = 0, 0
         for i in range(n):
             v, k = values[i], keys[i]
@@ -386,46 +385,39 @@ class Producer:
                 time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
 
     def _report(self, sent, callbacks):
-        """Queue delivery reports for records that have a callback; the others leave the
-        queue now (a record counts in len(producer) until its report is served)."""
-        queued = 0
-        if sent.error is not None or not self._only_errors:
-            with self._reports_cond:
-                for i, cb in enumerate(callbacks):
-                    if cb is not None:
-                        self._reports.append((cb, sent, i))
-                        queued += 1
-                self._reports_cond.notify_all()
-        nbytes = sum(map(len, filter(None, sent.values))) + sum(map(len, filter(None, sent.keys)))
-        with self._lock:
-            self._queued -= len(callbacks) - queued
-            self._queued_bytes -= nbytes
+        """Queue delivery reports for the records that have a callback."""
+        if sent.error is None and self._only_errors:
+            return
+        reports = self._reports
+        if callbacks.count(None) == len(callbacks):
+            return
+        with self._reports_cond:
+            for i, cb in enumerate(callbacks):
+                if cb is not None:
+                    reports.append((cb, sent, i))
+            self._reports_cond.notify_all()
 
     def _sender_loop(self):
         """Send each topic's records once the oldest is linger.ms old."""
-        while True:
-            with self._lock:
-                if self._closed:
-                    return
-                now = time.monotonic()
-                due, wait = [], None
-                for topic, acc in self._accs.items():
-                    if acc.values:
-                        left = acc.first_ms + self._linger - now
-                        if left <= 0:
-                            due.append(topic)
-                        elif wait is None or left < wait:
-                            wait = left
-                if not due:
-                    self._cond.wait(wait)
-                    continue
-            for topic in due:
-                try:
-                    self._send_topic(topic)
-                except Exception as e:  # never let the sender die silently
-                    cb = self._conf.get("error_cb")
-                    if cb:
-                        cb(KafkaError(KafkaError._FAIL, f"sending to {topic}: {e}"))
+        while not self._closed:
+            now = _monotonic()
+            wait = None
+            for acc in list(self._accs.values()):
+                if acc.q:
+                    left = acc.first + self._linger - now if acc.first else 0.0
+                    if left <= 0:
+                        try:
+                            self._send_topic(acc)
+                        except Exception as e:  # never let the sender die silently
+                            cb = self._conf.get("error_cb")
+                            if cb:
+                                cb(KafkaError(KafkaError._FAIL, f"sending to {acc.topic}: {e}"))
+                        if acc.q and (wait is None or self._linger < wait):
+                            wait = self._linger
+                    elif wait is None or left < wait:
+                        wait = left
+            self._wake.wait(wait)
+            self._wake.clear()
 
     # ------------------------------------------------------------ reports
     def poll(self, timeout=None):
@@ -434,57 +426,59 @@ class Producer:
         served = self._serve()
         if served or timeout == 0:
             return served
-        deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
+        deadline = None if timeout is None or timeout < 0 else _monotonic() + timeout
         with self._reports_cond:
             while not self._reports:
-                left = None if deadline is None else deadline - time.monotonic()
+                left = None if deadline is None else deadline - _monotonic()
                 if left is not None and left <= 0:
                     break
-                if self._queued == 0 and deadline is None:
+                if deadline is None and len(self) == 0:
                     break
                 self._reports_cond.wait(left if left is not None else 0.1)
         return self._serve()
 
     def _serve(self) -> int:
         served = 0
-        reports = self._reports
-        while reports:
-            try:
-                cb, sent, i = reports.popleft()
-            except IndexError:
-                break
-            with self._lock:
-                self._queued -= 1
+        pop = self._reports.popleft
+        try:
+            while True:
+                cb, sent, i = pop()
                 served += 1
-            cb(sent.error, _DeliveryReport(sent, i))
+                cb(sent.error, _DeliveryReport(sent, i))
+        except IndexError:
+            pass
+        if served:
+            self._refresh_limit()
         return served
 
     def flush(self, timeout=None):
         """Send everything queued, wait for it to be appended (and fsync'd for acks=all),
         serve the delivery callbacks. Returns the number of records still queued."""
-        deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
-        self._send_all()
+        deadline = None if timeout is None or timeout < 0 else _monotonic() + timeout
         while True:
+            self._send_all()
             self._serve()
-            if self._queued == 0:
+            left_count = len(self)
+            if left_count == 0:
                 return 0
-            left = None if deadline is None else deadline - time.monotonic()
+            left = None if deadline is None else deadline - _monotonic()
             if left is not None and left <= 0:
-                return self._queued
+                return left_count
             with self._reports_cond:
                 if not self._reports:
                     self._reports_cond.wait(0.05 if left is None else min(left, 0.05))
-            self._send_all()
 
     def purge(self, in_queue=True, in_flight=True, blocking=True):
         """Drop queued records; their callbacks get _PURGE_QUEUE."""
         with self._send_lock:
-            for topic in list(self._accs):
-                chunk = self._take(topic)
-                if chunk:
-                    values, keys, callbacks = chunk[0], chunk[1], chunk[2]
+            for acc in list(self._accs.values()):
+                q = acc.q
+                items = [q.popleft() for _ in range(len(q))]
+                acc.bytes, acc.first = 0, 0.0
+                if items:
+                    values, keys, callbacks, _extras = zip(*items)
                     sent = _Sent()
-                    sent.topic, sent.partition, sent.base_offset = topic, -1, -1
+                    sent.topic, sent.partition, sent.base_offset = acc.topic, -1, -1
                     sent.keys, sent.values, sent.headers = keys, values, None
                     sent.error = KafkaError(KafkaError._PURGE_QUEUE, "Local: Purged in queue")
                     sent.ts_type, sent.timestamps = TIMESTAMP_CREATE_TIME, [0] * len(values)
@@ -504,9 +498,8 @@ class Producer:
         if self._closed:
             return 0
         left = self.flush(timeout)
-        with self._lock:
-            self._closed = True
-            self._cond.notify_all()
+        self._closed = True
+        self._wake.set()
         self._sender.join(1.0)
         release_log(self._log)
         return left

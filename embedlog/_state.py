@@ -8,7 +8,7 @@ futex word tailing readers sleep on. It is a cache, not a source of truth: it is
 rebuilt from the segments after a reboot (its boot id differs) or when a writer died
 in the middle of a change (`in_append` left set).
 
-Layout (little-endian, native atomics):
+Layout (host byte order: the file is a cache of this machine, never copied elsewhere):
     0   u64  magic  b"ELSTATE1"
     8   u64  seq    seqlock: odd while a writer publishes fields
     16  u32  notify futex word, +1 on every publish
@@ -61,11 +61,11 @@ def _read_boot_id() -> bytes:
     try:
         with open("/proc/sys/kernel/random/boot_id", "rb") as f:
             return bytes.fromhex(f.read().strip().decode().replace("-", ""))[:16].ljust(16, b"\0")
-    except OSError:  # not Linux: fall back to the boot time where the OS exposes it
-        try:
-            return int(os.stat("/").st_ctime).to_bytes(16, "big")
-        except OSError:
-            return bytes(16)
+    except OSError:
+        # Not Linux: the boot time, as wall clock minus time since boot, to the minute.
+        # Drift (sleep, clock changes) can only make a reboot look likely: the safe side.
+        import time
+        return int((time.time() - time.monotonic()) // 60).to_bytes(16, "big", signed=True)
 
 
 BOOT_ID = _read_boot_id()
@@ -181,7 +181,9 @@ def write_atomic(path, data: bytes):
     tmp = os.path.join(os.path.dirname(path), f".{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o644)
     try:
-        os.write(fd, data)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -145,3 +145,13 @@ def test_topic_append_routes_like_kafka(log, vectors):
     assert [r.value for r in t.partition(5).read(0)][-2:] == [b"x", b"y"]
     res = t.append([b"n1", b"n2", b"n3"])
     assert len(res) == 1 and res[0][1].last_offset - res[0][1].base_offset == 2
+
+
+def test_trailing_newline_is_not_a_valid_topic_name(log):
+    with pytest.raises(InvalidTopicError):
+        log.create_topic("abc\n")
+
+
+def test_dot_topics_are_listed(log):
+    log.create_topic(".hidden")
+    assert log.topics() == [".hidden"] and ".hidden" in log

@@ -235,3 +235,20 @@ def test_time_based_roll_uses_record_timestamps(log):
     assert len(list_segments(p.path)) == 1
     p.append_records([b"c"], timestamps=[base + 1001])
     assert list_segments(p.path) == [0, 2]
+
+
+def test_log_append_time_rolls_by_append_time_not_client_time(log):
+    log.create_topic("la", config={"message.timestamp.type": "LogAppendTime", "segment.ms": 60000})
+    p = log.partition("la", 0)
+    p.append_records([b"a"], timestamps=[1])
+    p.append_records([b"b"], timestamps=[10**13])                 # a client clock far ahead
+    assert list_segments(p.path) == [0]
+
+
+def test_segment_jitter_never_exceeds_segment_ms(log):
+    log.create_topic("j", config={"segment.ms": 1000, "segment.jitter.ms": 5000})
+    p = log.partition("j", 0)
+    base = 1_700_000_000_000
+    for i in range(20):
+        p.append_records([b"x"], timestamps=[base + i])           # all within 20 ms
+    assert list_segments(p.path) == [0]

@@ -233,3 +233,52 @@ def test_damaged_base_offset_outside_the_crc_is_caught(tmp_path):
     with pytest.raises(CorruptRecordError, match="base offset 48, expected 8"):
         p.read(8)
     log.close()
+
+
+def test_crash_while_dropping_segments_after_damage_leaves_no_gap(tmp_path, monkeypatch):
+    path, log, p = make(tmp_path, batches=60)
+    bases = list_segments(pdir(path))
+    assert len(bases) >= 5
+    log._abandon()
+    os.unlink(os.path.join(pdir(path), "partition.checkpoint"))      # scan everything
+    with open(seg_file(path, bases[1]), "r+b") as f:                    # damage segment 1
+        f.seek(150)
+        f.write(b"\xee" * 4)
+    reboot(path)
+    real = Segment.delete_files
+    calls = []
+
+    def dies_on_second(self):
+        calls.append(self.base_offset)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed while deleting segments")
+        return real(self)
+    monkeypatch.setattr(Segment, "delete_files", dies_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        embedlog.open(path).partition("t", 0)
+    monkeypatch.undo()
+    assert calls[0] == bases[-1]                       # newest first
+    with embedlog.open(path) as log2:
+        p2 = log2.partition("t", 0)
+        end = p2.log_end_offset
+        assert read_all(p2) == expected_values(end)    # a gap-free prefix
+        assert end < bases[2]
+        assert list_segments(pdir(path)) == bases[:2]
+
+
+def test_damaged_active_index_is_repaired_without_a_reboot(tmp_path):
+    path, log, p = make(tmp_path, batches=12, segment_bytes=1 << 20)
+    assert list_segments(pdir(path)) == [0]
+    idx = seg_file(path, 0, "index")
+    original = open(idx, "rb").read()
+    assert len(original) >= 16
+    with open(idx, "r+b") as f:
+        f.write(b"\x7f" * len(original))
+    log.close()
+    with embedlog.open(path) as log2:                  # state still valid: no recovery
+        p2 = log2.partition("t", 0)
+        for off in (47, 0, 30):
+            assert p2.read(off, max_records=1)[0].value == b"v%05d" % off
+        assert open(idx, "rb").read() == original
+        p2.append_records([b"more"])
+        assert p2.read(48)[0].value == b"more"
