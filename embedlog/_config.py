@@ -24,6 +24,10 @@ class Key:
     parse: Callable[[str, Any], Any]
     doc: str
     noop: bool = False
+    pending: str = ""      # stored and validated, but not yet acted on: which issue will
+
+
+_RETENTION = "retention and compaction (#6)"
 
 
 def _int(lo: int, hi: int = LONG_MAX) -> Callable[[str, Any], int]:
@@ -90,27 +94,27 @@ def _str(name, value):
 COMPRESSION_TYPES = ("producer", "uncompressed", "none", "gzip", "snappy", "lz4", "zstd")
 
 _TOPIC_KEYS = [
-    Key("cleanup.policy", "delete", _cleanup_policy, "delete, compact, or compact,delete"),
+    Key("cleanup.policy", "delete", _cleanup_policy, "delete, compact, or compact,delete", pending=_RETENTION),
     Key("compression.type", "producer", _choice(*COMPRESSION_TYPES),
         "codec batches are stored with; producer keeps the producer's codec"),
-    Key("delete.retention.ms", 86400000, _int(0), "how long tombstones survive after cleaning"),
-    Key("file.delete.delay.ms", 60000, _int(0), "delay before a deleted segment's files are removed"),
+    Key("delete.retention.ms", 86400000, _int(0), "how long tombstones survive after cleaning", pending=_RETENTION),
+    Key("file.delete.delay.ms", 60000, _int(0), "delay before a deleted segment's files are removed", pending=_RETENTION),
     Key("flush.messages", LONG_MAX, _int(1), "fdatasync after this many appended records"),
     Key("flush.ms", LONG_MAX, _int(0), "fdatasync when the oldest unsynced append is this old"),
     Key("index.interval.bytes", 4096, _int(0, INT_MAX), "bytes of log between offset-index entries"),
-    Key("max.compaction.lag.ms", LONG_MAX, _int(1), "longest a record may stay uncompacted"),
+    Key("max.compaction.lag.ms", LONG_MAX, _int(1), "longest a record may stay uncompacted", pending=_RETENTION),
     Key("max.message.bytes", 1048588, _int(0, INT_MAX), "largest batch, with its 12-byte log overhead"),
     Key("message.timestamp.type", "CreateTime", _choice("CreateTime", "LogAppendTime"),
         "whose timestamp records carry"),
-    Key("message.timestamp.before.max.ms", LONG_MAX, _int(0), "reject CreateTime older than this"),
-    Key("message.timestamp.after.max.ms", LONG_MAX, _int(0), "reject CreateTime further ahead than this"),
+    Key("message.timestamp.before.max.ms", LONG_MAX, _int(0), "reject CreateTime older than this", pending="timestamp validation"),
+    Key("message.timestamp.after.max.ms", LONG_MAX, _int(0), "reject CreateTime further ahead than this", pending="timestamp validation"),
     Key("message.timestamp.difference.max.ms", LONG_MAX, _int(0), "deprecated in Kafka; accepted", noop=True),
-    Key("min.cleanable.dirty.ratio", 0.5, _float(0.0, 1.0), "dirty share of the log that triggers cleaning"),
-    Key("min.compaction.lag.ms", 0, _int(0), "youngest a record may be and still be compacted"),
-    Key("min.insync.replicas", 1, _int(1, INT_MAX), "in-sync replicas acks=all needs"),
+    Key("min.cleanable.dirty.ratio", 0.5, _float(0.0, 1.0), "dirty share of the log that triggers cleaning", pending=_RETENTION),
+    Key("min.compaction.lag.ms", 0, _int(0), "youngest a record may be and still be compacted", pending=_RETENTION),
+    Key("min.insync.replicas", 1, _int(1, INT_MAX), "in-sync replicas acks=all needs", pending="mirroring (#7)"),
     Key("preallocate", False, _bool, "accepted; segments are not preallocated", noop=True),
-    Key("retention.bytes", -1, _int(-1), "largest size of one partition before old segments go; -1 unlimited"),
-    Key("retention.ms", 604800000, _int(-1), "age after which segments are deleted; -1 unlimited"),
+    Key("retention.bytes", -1, _int(-1), "largest size of one partition before old segments go; -1 unlimited", pending=_RETENTION),
+    Key("retention.ms", 604800000, _int(-1), "age after which segments are deleted; -1 unlimited", pending=_RETENTION),
     Key("segment.bytes", 1073741824, _int(14, INT_MAX), "size at which a segment rolls"),
     Key("segment.index.bytes", 10485760, _int(4, INT_MAX), "largest offset index; a full index rolls the segment"),
     Key("segment.jitter.ms", 0, _int(0), "random jitter subtracted from segment.ms"),
@@ -328,3 +332,46 @@ def log_path(values: dict) -> str:
         raise ConfigError("no log directory: set 'bootstrap.servers' to 'file:///path/to/dir' "
                           "(or 'embedlog.path')")
     return path
+
+
+def config_markdown() -> str:
+    """CONFIG.md: every key embedlog accepts, from the tables above (regenerate with
+    `python -m embedlog._config > CONFIG.md`; a test checks it is current)."""
+
+    def show(v):
+        if v is None:
+            return "—"
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, list):
+            return ",".join(v)
+        if isinstance(v, int) and v >= LONG_MAX:
+            return "Long.MAX"
+        if isinstance(v, int) and v == INT_MAX:
+            return "Int.MAX"
+        return f"{v}"
+
+    out = ["# Configuration", "",
+           "Every key embedlog accepts, with Kafka's names. Unknown keys are an error naming the",
+           "nearest known key. Keys marked *no-op* are Kafka keys with no meaning on one node:",
+           "accepted so that Kafka programs run unchanged, and ignored.", "",
+           "Generated from `embedlog/_config.py` by `python -m embedlog._config > CONFIG.md`.", ""]
+    sections = [("Topic configs (`create_topic(config=...)`, `NewTopic(config=...)`)", _TOPIC_KEYS, {}),
+                ("Common client configs (Producer, Consumer, AdminClient)", _COMMON_KEYS, {}),
+                ("Producer configs", _PRODUCER_KEYS, _PRODUCER_ALIASES),
+                ("Consumer configs", _CONSUMER_KEYS, _CONSUMER_ALIASES)]
+    for title, keys, aliases in sections:
+        out += [f"## {title}", "", "| key | default | meaning |", "|---|---|---|"]
+        for k in keys:
+            doc = k.doc + (" *(no-op)*" if k.noop else "") + \
+                (f" *(validated and stored; not enforced yet: {k.pending})*" if k.pending else "")
+            out.append(f"| `{k.name}` | {show(k.default)} | {doc} |")
+        if aliases:
+            out += ["", "Aliases (librdkafka names): " + ", ".join(
+                f"`{a}` = `{c}`" for a, c in sorted(aliases.items()))]
+        out.append("")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    print(config_markdown(), end="")
