@@ -421,6 +421,7 @@ int el_parse_records(const void *buf_, size_t len, int32_t count, int32_t origin
     const uint8_t *buf = buf_;
     const uint8_t *p = buf, *end = buf + len;
     int64_t v;
+    int flags = 31;
     for (int32_t i = 0; i < count; i++) {
         if (!(p = get_varint(p, end, 5, &v)) || v < 6 || v > end - p) return EL_EMALFORMED;
         const uint8_t *rend = p + v;
@@ -446,8 +447,13 @@ int el_parse_records(const void *buf_, size_t len, int32_t count, int32_t origin
             if (v > 0) p += v;
         }
         if (p != rend) return EL_EMALFORMED;
+        if (ts_delta[i] != 0) flags &= ~1;
+        if (offset_delta[i] != i) flags &= ~2;
+        if (key_len[i] < 0) flags &= ~4;
+        if (value_len[i] < 0) flags &= ~8;
+        if (hdr_count[i] != 0) flags &= ~16;
     }
-    return p == end ? 0 : EL_EMALFORMED;
+    return p == end ? flags : EL_EMALFORMED;
 }
 
 int64_t el_index_batches(const void *buf_, size_t len, int64_t *positions, int64_t cap)

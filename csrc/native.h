@@ -46,9 +46,11 @@ void el_finish_batch(void *buf, size_t len, const el_batch_header *h);
  * -1 fewer bytes than the header/batch needs, -2 bad magic, -3 bad length, -4 bad CRC. */
 int el_parse_header(const void *buf, size_t len, int verify_crc, el_batch_header *h);
 
-/* Parse `count` records from an (uncompressed) records section. Returns 0 or
- * -5 (malformed: overrun, bad varint, leftover bytes). Reported byte offsets are
- * origin + (position relative to buf), so they can index the caller's larger buffer. */
+/* Parse `count` records from an (uncompressed) records section. Returns a bitmask
+ * (>= 0) of properties that let the caller skip work: 1 every timestamp delta is 0,
+ * 2 offset deltas are exactly 0..count-1, 4 no null key, 8 no null value, 16 no
+ * headers; or -5 (malformed: overrun, bad varint, leftover bytes). Reported byte
+ * offsets are origin + (position relative to buf), to index the caller's buffer. */
 int el_parse_records(const void *buf, size_t len, int32_t count, int32_t origin,
                      int64_t *ts_delta, int32_t *offset_delta,
                      int32_t *key_off, int32_t *key_len,

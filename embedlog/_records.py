@@ -323,34 +323,37 @@ def decode_columns(buf: bytes, position: int, header: BatchHeader, *, path=None,
                                  f"at position {where}", path=path, position=where)
     ts_delta = hp.new("int64_t[]", n)
     ints = hp.new("int32_t[]", 7 * n)
-    rc = hp.lib.el_parse_records(cptr, length, n, origin, ts_delta, ints, ints + n, ints + 2 * n,
-                                 ints + 3 * n, ints + 4 * n, ints + 5 * n, ints + 6 * n)
-    if rc:
-        raise CorruptRecordError(f"{hp.REASONS[rc]}{' in ' + str(path) if path else ''} "
+    flags = hp.lib.el_parse_records(cptr, length, n, origin, ts_delta, ints, ints + n, ints + 2 * n,
+                                    ints + 3 * n, ints + 4 * n, ints + 5 * n, ints + 6 * n)
+    if flags < 0:
+        raise CorruptRecordError(f"{hp.REASONS[flags]}{' in ' + str(path) if path else ''} "
                                  f"at position {where}", path=path, position=where)
     iv = memoryview(hp.ffi.buffer(ints)).cast("i")
-    deltas = iv[0:n].tolist()
     ko, kl, vo, vl = (iv[k * n:(k + 1) * n].tolist() for k in range(1, 5))
-    hcount = iv[6 * n:7 * n].tolist()
     base = header.base_offset
-    offsets = [base + d for d in deltas]
+    if flags & 2:                      # offset deltas 0..n-1 (always, unless compacted)
+        offsets = list(range(base, base + n))
+    else:
+        offsets = [base + d for d in iv[0:n].tolist()]
     if header.log_append_time:
         timestamps = [header.max_timestamp] * n
+    elif flags & 1:                    # one timestamp for the batch (a producer's usual batch)
+        timestamps = [header.base_timestamp] * n
     else:
         bts = header.base_timestamp
         timestamps = [bts + d for d in memoryview(hp.ffi.buffer(ts_delta)).cast("q").tolist()]
-    if min(kl) >= 0:
+    if flags & 4:
         keys = [data[o:o + l] for o, l in zip(ko, kl)]
     else:
         keys = [data[o:o + l] if l >= 0 else None for o, l in zip(ko, kl)]
-    if min(vl) >= 0:
+    if flags & 8:
         values = [data[o:o + l] for o, l in zip(vo, vl)]
     else:
         values = [data[o:o + l] if l >= 0 else None for o, l in zip(vo, vl)]
-    if max(hcount) == 0:
+    if flags & 16:
         headers = [_EMPTY] * n
     else:
-        ho = iv[5 * n:6 * n].tolist()
+        ho, hcount = iv[5 * n:6 * n].tolist(), iv[6 * n:7 * n].tolist()
         headers = [_decode_headers(data, o, c) if c else _EMPTY for o, c in zip(ho, hcount)]
     return Columns(offsets, timestamps, keys, values, headers)
 

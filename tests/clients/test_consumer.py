@@ -21,6 +21,16 @@ def produce(conf, topic, values, keys=None, partitions=1, **extra):
     p.close()
 
 
+def settle(consumers, done, timeout=10.0):
+    """Poll every consumer until done() holds: members learn of a rebalance at their
+    next group check (every few ms inside poll), not instantly."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, "the group did not settle"
+        for c in consumers:
+            c.poll(0.01)
+
+
 def drain(c, expect, timeout=10.0):
     got = []
     deadline = time.monotonic() + timeout
@@ -173,8 +183,7 @@ def test_two_consumers_in_one_process_split_partitions_and_rebalance_on_close(co
     b = Consumer({**conf, "group.id": "split", "auto.offset.reset": "earliest", "client.id": "b"})
     a.subscribe(["t"], **cbs("a"))
     b.subscribe(["t"], **cbs("b"))
-    a.poll(0.1)
-    b.poll(0.1)
+    settle([a, b], lambda: len(a.assignment()) == len(b.assignment()) == 3)
     pa = {tp.partition for tp in a.assignment()}
     pb = {tp.partition for tp in b.assignment()}
     assert pa | pb == set(range(6)) and not pa & pb and len(pa) == len(pb) == 3
@@ -194,10 +203,7 @@ def test_roundrobin_assignor(conf):
     cs = [Consumer({**conf, "group.id": "rr", "partition.assignment.strategy": "roundrobin"}) for _ in range(2)]
     for c in cs:
         c.subscribe(["t"])
-    for c in cs:
-        c.poll(0.05)
-    for c in cs:
-        c.poll(0.05)
+    settle(cs, lambda: all(len(c.assignment()) == 2 for c in cs))
     parts = sorted(sorted(tp.partition for tp in c.assignment()) for c in cs)
     assert parts == [[0, 2], [1, 3]]
     for c in cs:
@@ -216,8 +222,7 @@ def test_commit_from_a_stale_generation_is_rejected(conf):
         a.commit(offsets=[TopicPartition("t", 0, 5), TopicPartition("t", 1, 5)], asynchronous=False)
     assert e.value.args[0].code() == KafkaError.ILLEGAL_GENERATION
     assert b.committed([TopicPartition("t", 0)])[0].offset == OFFSET_INVALID    # nothing moved
-    a.poll(0.1)                          # `a` joins the new generation: one partition each
-    b.poll(0.1)
+    settle([a, b], lambda: len(a.assignment()) == len(b.assignment()) == 1)   # one partition each
     mine = a.assignment()[0]
     assert len(a.assignment()) == 1
     a.commit(offsets=[TopicPartition(mine.topic, mine.partition, 3)], asynchronous=False)
