@@ -23,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include "native.h"
 
 #if defined(__linux__)
@@ -487,6 +488,21 @@ int el_pwrite_all(int fd, const void *buf_, size_t len, int64_t pos)
         pos += w;
     }
     return 0;
+}
+
+int el_pwrite2(int fd, const void *a_, size_t alen, const void *b_, size_t blen, int64_t pos)
+{
+    struct iovec iov[2] = {{(void *)a_, alen}, {(void *)b_, blen}};
+    ssize_t w;
+    do { w = pwritev(fd, iov, 2, (off_t)pos); } while (w < 0 && errno == EINTR);
+    if (w < 0) return -1;
+    if ((size_t)w == alen + blen) return 0;
+    /* A short write: finish what is left with the single-buffer loop. */
+    if ((size_t)w < alen) {
+        if (el_pwrite_all(fd, (const uint8_t *)a_ + w, alen - (size_t)w, pos + w) < 0) return -1;
+        return el_pwrite_all(fd, b_, blen, pos + (int64_t)alen);
+    }
+    return el_pwrite_all(fd, (const uint8_t *)b_ + (w - (ssize_t)alen), blen - (size_t)(w - (ssize_t)alen), pos + w);
 }
 
 int64_t el_pread_all(int fd, void *buf_, size_t len, int64_t pos)

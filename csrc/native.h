@@ -83,6 +83,8 @@ int64_t el_scan_fd(int fd, int64_t pos, int64_t end, void *scratch, size_t scrat
                    el_batch_info *out, int64_t cap, int64_t *stop_pos, int *stop_reason);
 
 int el_pwrite_all(int fd, const void *buf, size_t len, int64_t pos);
+/* Write a then b at pos (one pwritev when possible), retrying short writes. */
+int el_pwrite2(int fd, const void *a, size_t alen, const void *b, size_t blen, int64_t pos);
 int64_t el_pread_all(int fd, void *buf, size_t len, int64_t pos);
 int el_fdatasync(int fd);
 int el_ftruncate(int fd, int64_t len);

@@ -84,6 +84,12 @@ def pwrite_all(fd: int, data, position: int, path=None) -> None:
         raise oserror("write", path)
 
 
+def pwrite2(fd: int, first, second, position: int, path=None) -> None:
+    """first then second at position: a stamped batch header and the untouched rest."""
+    if lib.el_pwrite2(fd, from_buffer(first), len(first), from_buffer(second), len(second), position) < 0:
+        raise oserror("write", path)
+
+
 def pread(fd: int, size: int, position: int, path=None) -> bytes:
     """Up to `size` bytes at `position` (fewer at end of file)."""
     return os.pread(fd, size, position)

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import random
+import struct
 from array import array
 
 from . import _hotpath as hp
@@ -23,10 +24,10 @@ def partition_for_key(key, num_partitions: int) -> int:
 def partitions_for_keys(keys, num_partitions: int) -> list[int]:
     """partition_for_key over many keys in one C call; None keys give -1."""
     try:                                   # fast path: no null keys
-        lens = array("i", map(len, keys))
+        lens = struct.pack(f"{len(keys)}i", *map(len, keys))
         blob = b"".join(keys)
     except TypeError:
-        lens = array("i", (-1 if k is None else len(k) for k in keys))
+        lens = struct.pack(f"{len(keys)}i", *(-1 if k is None else len(k) for k in keys))
         blob = b"".join(k for k in keys if k is not None)
     out = array("i", bytes(4 * len(keys)))
     if hp.lib.el_partitions_for_keys(blob, hp.i32(lens), len(keys), num_partitions, hp.i32(out)) < 0:

@@ -382,7 +382,7 @@ class Producer:
         attempts = 0
         while True:
             try:
-                return part.append(batch, sync=self._acks == -1)
+                return part.append_batches([batch], sync=self._acks == -1, _built_here=True)[0]
             except EmbedlogError as e:
                 attempts += 1
                 if not e.retriable or attempts > self._conf["retries"] or time.monotonic() >= deadline:

@@ -8,6 +8,7 @@ recomputing it. Encoding, header parsing, CRC and record splitting run in C
 """
 from __future__ import annotations
 
+import struct
 import time
 from array import array
 from typing import NamedTuple
@@ -115,26 +116,26 @@ def decode_varint(buf, pos: int) -> tuple[int, int]:
 # ---------------------------------------------------------------- encoding
 
 def _as_bytes_list(items, what: str):
-    """(joined bytes, int32 lengths) for a list of bytes-like or None."""
+    """(joined bytes, native int32 lengths as bytes) for a list of bytes-like or None."""
     try:
-        lens = array("i", map(len, items))
+        lens = list(map(len, items))
         blob = b"".join(items)
-        if any(isinstance(x, str) for x in items[:1]):
-            raise TypeError
-        return blob, lens
+        if len(blob) == sum(lens):      # a multi-byte memoryview's len() counts items, not bytes
+            return blob, struct.pack(f"{len(lens)}i", *lens)
     except TypeError:
         pass
-    lens = array("i")
+    lens = []
     parts = []
     for i, x in enumerate(items):
         if x is None:
             lens.append(-1)
         elif isinstance(x, (bytes, bytearray, memoryview)):
+            x = memoryview(x).cast("B") if isinstance(x, memoryview) else x
             lens.append(len(x))
             parts.append(x)
         else:
             raise TypeError(f"record {i}: {what} must be bytes or None, not {type(x).__name__}")
-    return b"".join(parts), lens
+    return b"".join(parts), struct.pack(f"{len(lens)}i", *lens)
 
 
 def encode_headers(headers) -> bytes:
@@ -361,7 +362,7 @@ def decode_columns(buf: bytes, position: int, header: BatchHeader, *, path=None,
 def decode_records(buf: bytes, position: int = 0, header: BatchHeader | None = None, **kw) -> list[Record]:
     if header is None:
         header = parse_header(buf, position)
-    return list(map(Record, *decode_columns(buf, position, header, **kw)))
+    return [tuple.__new__(Record, r) for r in zip(*decode_columns(buf, position, header, **kw))]
 
 
 def iter_batches(buf: bytes, *, verify_crc: bool = True, path=None, base_position: int = 0):
