@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import random
 import threading
-from operator import itemgetter
+from bisect import bisect_right
+from itertools import accumulate
 import time
 import zlib
 from collections import deque
@@ -32,7 +33,6 @@ from ._records import HEADER_SIZE, LOG_OVERHEAD, build_batch, now_ms
 
 _RECORD_OVERHEAD = 24           # varints + attributes per record, an upper bound for sizing
 _monotonic = time.monotonic
-_first, _second, _third, _fourth = (itemgetter(i) for i in range(4))
 
 
 class _Sent:
@@ -92,16 +92,22 @@ class _DeliveryReport(Message):
 
 
 class _Acc:
-    """Records queued for one topic: a deque of (value, key, callback, extras) tuples.
-    deque.append and popleft are atomic, so produce() takes no lock; the sender pops
-    exactly the records it saw, and later ones wait for the next send."""
+    """Records queued for one topic, as parallel lists under a small lock: produce()
+    appends, a send swaps the lists out whole (no per-record work to take them)."""
 
-    __slots__ = ("topic", "q", "bytes", "first")
+    __slots__ = ("topic", "lock", "values", "keys", "callbacks", "extras", "bytes", "first")
 
     def __init__(self, topic):
         self.topic = topic
-        self.q = deque()
-        self.bytes = 0           # approximate (unlocked) size of what is queued
+        self.lock = threading.Lock()
+        self.reset()
+
+    def reset(self):
+        self.values = []
+        self.keys = []
+        self.callbacks = []
+        self.extras = None       # {index: (partition, timestamp, headers)} when any was given
+        self.bytes = 0
         self.first = 0.0         # monotonic time the oldest queued record arrived
 
 
@@ -146,6 +152,9 @@ class Producer:
         self._codec = _compression.codec_id(values["compression.type"])
         self._linger = values["linger.ms"] / 1000.0
         self._batch_bytes = values["batch.size"]
+        # Send a topic's chunk at batch.size, but below the largest batch we may build, so
+        # a chunk never spills one record into a batch of its own.
+        self._send_bytes = min(self._batch_bytes, values["message.max.bytes"] - HEADER_SIZE - 2 * _RECORD_OVERHEAD)
         self._batch_count = values["batch.num.messages"]
         self._max_queued = values["queue.buffering.max.messages"] or 2**62
         self._max_queued_bytes = values["queue.buffering.max.kbytes"] * 1024
@@ -194,15 +203,25 @@ class Producer:
         if partition != -1 or timestamp or headers is not None:
             self._check_extras(topic, partition, timestamp, headers)
             extras = (partition, timestamp, headers)
-        q = acc.q
-        if len(q) >= self._q_limit or acc.bytes >= self._max_queued_bytes:
-            raise BufferError("Local: Queue full")
-        q.append((value, key, on_delivery or callback or self._default_cb, extras))
-        acc.bytes += size + _RECORD_OVERHEAD
-        if len(q) == 1:
-            acc.first = _monotonic()
+        with acc.lock:
+            values = acc.values
+            n = len(values)
+            if n >= self._q_limit or acc.bytes >= self._max_queued_bytes:
+                raise BufferError("Local: Queue full")
+            values.append(value)
+            acc.keys.append(key)
+            acc.callbacks.append(on_delivery or callback or self._default_cb)
+            if extras is not None:
+                if acc.extras is None:
+                    acc.extras = {}
+                acc.extras[n] = extras
+            acc.bytes += size + _RECORD_OVERHEAD
+            if n == 0:
+                acc.first = _monotonic()
+            full = n + 1 >= self._batch_count or acc.bytes >= self._send_bytes
+        if n == 0:
             self._wake.set()
-        elif len(q) >= self._batch_count or acc.bytes >= self._batch_bytes:
+        elif full:
             self._send_topic(acc)
 
     def _check_extras(self, topic, partition, timestamp, headers):
@@ -231,36 +250,29 @@ class Producer:
 
     def __len__(self):
         """Records queued, being appended, or waiting for their delivery report."""
-        return sum(len(a.q) for a in list(self._accs.values())) + self._in_flight + len(self._reports)
+        return sum(len(a.values) for a in list(self._accs.values())) + self._in_flight + len(self._reports)
 
     # ------------------------------------------------------------ sending
     def _send_topic(self, acc: _Acc):
         with self._send_lock:
-            q = acc.q
-            n = len(q)
-            if not n:
-                return
-            pop = q.popleft
-            items = [pop() for _ in range(n)]
-            acc.bytes = 0
-            acc.first = _monotonic() if q else 0.0
+            with acc.lock:
+                values, keys, callbacks, extras = acc.values, acc.keys, acc.callbacks, acc.extras
+                if not values:
+                    return
+                acc.reset()
+            n = len(values)
             self._in_flight += n
             try:
-                values = list(map(_first, items))    # (zip(*items) is 3x slower on long lists)
-                keys = list(map(_second, items))
-                callbacks = list(map(_third, items))
-                extras = list(map(_fourth, items))
                 explicit = timestamps = headers = None
-                if extras.count(None) != n:
+                if extras:
                     explicit, timestamps, headers = {}, {}, {}
-                    for i, x in enumerate(extras):
-                        if x is not None:
-                            if x[0] != -1:
-                                explicit[i] = x[0]
-                            if x[1]:
-                                timestamps[i] = x[1]
-                            if x[2] is not None:
-                                headers[i] = x[2]
+                    for i, (part, ts, hs) in extras.items():
+                        if part != -1:
+                            explicit[i] = part
+                        if ts:
+                            timestamps[i] = ts
+                        if hs is not None:
+                            headers[i] = hs
                 self._send_chunk(acc.topic, values, keys, callbacks, explicit or None, timestamps or None,
                                  headers or None)
             finally:
@@ -276,6 +288,8 @@ class Producer:
 
     def _partitions(self, t, keys, explicit):
         n = t.num_partitions
+        if n == 1:
+            return [0] * len(keys)   # explicit partitions were checked to be 0
         name = self._partitioner
         if callable(name):
             targets = [int(name(k, n)) if k is not None else -1 for k in keys]
@@ -335,20 +349,21 @@ class Producer:
         n = len(values)
         try:
             total = sum(map(len, values)) + sum(map(len, keys)) + n * _RECORD_OVERHEAD
-        except TypeError:          # null keys or values: the slow estimate below
-            total = limit + 1
-        if total <= limit:
+        except TypeError:          # null keys or values
+            total = None
+        if total is not None and total <= limit:
             yield 0, n
             return
-        start, size = 0, 0
-        for i in range(n):
-            v, k = values[i], keys[i]
-            s = (len(v) if v is not None else 0) + (len(k) if k is not None else 0) + _RECORD_OVERHEAD
-            if size + s > limit and i > start:
-                yield start, i
-                start, size = i, 0
-            size += s
-        yield start, n
+        sizes = [(len(v) if v is not None else 0) + (len(k) if k is not None else 0) + _RECORD_OVERHEAD
+                 for v, k in zip(values, keys)]
+        ends = list(accumulate(sizes))
+        start, consumed = 0, 0
+        while start < n:
+            stop = bisect_right(ends, consumed + limit, lo=start + 1)
+            stop = max(stop, start + 1)          # a record larger than the limit goes alone
+            yield start, stop
+            consumed = ends[stop - 1]
+            start = stop
 
     def _send_batch(self, t, p, values, keys, callbacks, timestamps, headers, codec, ts_now):
         sent = _Sent()
@@ -408,7 +423,7 @@ class Producer:
             now = _monotonic()
             wait = None
             for acc in list(self._accs.values()):
-                if acc.q:
+                if acc.values:
                     left = acc.first + self._linger - now if acc.first else 0.0
                     if left <= 0:
                         try:
@@ -417,7 +432,7 @@ class Producer:
                             cb = self._conf.get("error_cb")
                             if cb:
                                 cb(KafkaError(KafkaError._FAIL, f"sending to {acc.topic}: {e}"))
-                        if acc.q and (wait is None or self._linger < wait):
+                        if acc.values and (wait is None or self._linger < wait):
                             wait = self._linger
                     elif wait is None or left < wait:
                         wait = left
@@ -477,11 +492,10 @@ class Producer:
         """Drop queued records; their callbacks get _PURGE_QUEUE."""
         with self._send_lock:
             for acc in list(self._accs.values()):
-                q = acc.q
-                items = [q.popleft() for _ in range(len(q))]
-                acc.bytes, acc.first = 0, 0.0
-                if items:
-                    values, keys, callbacks, _extras = zip(*items)
+                with acc.lock:
+                    values, keys, callbacks = acc.values, acc.keys, acc.callbacks
+                    acc.reset()
+                if values:
                     sent = _Sent()
                     sent.topic, sent.partition, sent.base_offset = acc.topic, -1, -1
                     sent.keys, sent.values, sent.headers = keys, values, None

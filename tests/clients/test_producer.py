@@ -313,3 +313,21 @@ def test_use_after_close(conf):
     assert p.close() == 0
     with pytest.raises(RuntimeError):
         p.produce("t", value=b"x")
+
+
+def test_a_full_chunk_is_one_batch_not_one_plus_a_straggler(conf, logdir):
+    """Regression: the send trigger (batch.size) sat above the largest batch, so every
+    full chunk was split into a big batch and a one-record batch (and two fsyncs)."""
+    p = Producer({**conf, "linger.ms": 60000})
+    for i in range(20000):
+        p.produce("b", value=b"v" * 100, key=b"k%014d" % i)
+    assert p.flush() == 0
+    with embedlog.open(logdir) as log:
+        raw = log.partition("b", 0).read_raw(0, 1 << 30)
+    counts, pos = [], 0
+    while pos < len(raw):
+        h = embedlog.parse_header(raw, pos)
+        counts.append(h.records_count)
+        pos += h.size
+    assert sum(counts) == 20000
+    assert min(counts[:-1]) > 1000, counts
