@@ -154,7 +154,7 @@ class Producer:
         self._batch_bytes = values["batch.size"]
         # Send a topic's chunk at batch.size, but below the largest batch we may build, so
         # a chunk never spills one record into a batch of its own.
-        self._send_bytes = min(self._batch_bytes, values["message.max.bytes"] - HEADER_SIZE - 2 * _RECORD_OVERHEAD)
+        self._send_bytes = min(self._batch_bytes, values["message.max.bytes"] - HEADER_SIZE)
         self._batch_count = values["batch.num.messages"]
         self._max_queued = values["queue.buffering.max.messages"] or 2**62
         self._max_queued_bytes = values["queue.buffering.max.kbytes"] * 1024
@@ -203,25 +203,31 @@ class Producer:
         if partition != -1 or timestamp or headers is not None:
             self._check_extras(topic, partition, timestamp, headers)
             extras = (partition, timestamp, headers)
-        with acc.lock:
-            values = acc.values
-            n = len(values)
-            if n >= self._q_limit or acc.bytes >= self._max_queued_bytes:
-                raise BufferError("Local: Queue full")
-            values.append(value)
-            acc.keys.append(key)
-            acc.callbacks.append(on_delivery or callback or self._default_cb)
-            if extras is not None:
-                if acc.extras is None:
-                    acc.extras = {}
-                acc.extras[n] = extras
-            acc.bytes += size + _RECORD_OVERHEAD
-            if n == 0:
-                acc.first = _monotonic()
-            full = n + 1 >= self._batch_count or acc.bytes >= self._send_bytes
+        size += _RECORD_OVERHEAD
+        while True:
+            with acc.lock:
+                values = acc.values
+                n = len(values)
+                if n >= self._q_limit or acc.bytes >= self._max_queued_bytes:
+                    raise BufferError("Local: Queue full")
+                spill = n and acc.bytes + size > self._send_bytes
+                if not spill:            # (a full chunk goes out first: one batch, no straggler)
+                    values.append(value)
+                    acc.keys.append(key)
+                    acc.callbacks.append(on_delivery or callback or self._default_cb)
+                    if extras is not None:
+                        if acc.extras is None:
+                            acc.extras = {}
+                        acc.extras[n] = extras
+                    acc.bytes += size
+                    if n == 0:
+                        acc.first = _monotonic()
+            if not spill:
+                break
+            self._send_topic(acc)
         if n == 0:
             self._wake.set()
-        elif full:
+        elif n + 1 >= self._batch_count:
             self._send_topic(acc)
 
     def _check_extras(self, topic, partition, timestamp, headers):
