@@ -4,40 +4,50 @@
         topic = log.create_topic("orders", partitions=3)
         topic.append([b"v1", b"v2"], keys=[b"k1", b"k2"])
         records = log.partition("orders", 0).read(0)
+
+Names are imported on first use (PEP 562), so `import embedlog` - and the pytest
+plugin that installing embedlog registers in every project - loads neither the C
+extension nor the clients until something asks for them.
 """
-from ._errors import (ConfigError, CorruptRecordError, EmbedlogError, FormatVersionError,
-                      InvalidPartitionsError, InvalidTopicError, LockTimeoutError, LogClosedError,
-                      OffsetOutOfRangeError, RecordTooLargeError, StorageError, TopicExistsError,
-                      UnknownTopicOrPartitionError)
-from ._log import Log, Topic
-from ._log import open_log as open  # embedlog.open(path), like sqlite3.connect
-from ._partition import AppendResult, Partition
-from ._records import BatchHeader, Record, build_batch, decode_records, parse_header
+import importlib
+
 from ._version import __version__
-from ._kafka import (OFFSET_BEGINNING, OFFSET_END, OFFSET_INVALID, OFFSET_STORED, TIMESTAMP_CREATE_TIME,
-                     TIMESTAMP_LOG_APPEND_TIME, TIMESTAMP_NOT_AVAILABLE, KafkaError, KafkaException, Message,
-                     TopicPartition)
-from ._producer import Producer
-from ._consumer import Consumer
-from ._admin import AdminClient, NewPartitions, NewTopic
 
-__all__ = sorted([
-    "AppendResult", "BatchHeader", "ConfigError", "CorruptRecordError", "EmbedlogError",
-    "FormatVersionError", "InvalidPartitionsError", "InvalidTopicError", "LockTimeoutError", "Log",
-    "LogClosedError", "OffsetOutOfRangeError", "Partition", "Record", "RecordTooLargeError",
-    "StorageError", "Topic", "TopicExistsError", "UnknownTopicOrPartitionError", "__version__",
-    "build_batch", "decode_records", "open", "parse_header",
-    "KafkaError", "KafkaException", "Message", "TopicPartition", "Producer", "Consumer", "AdminClient",
-    "NewTopic", "NewPartitions",
-    "OFFSET_BEGINNING", "OFFSET_END", "OFFSET_INVALID", "OFFSET_STORED", "TIMESTAMP_CREATE_TIME",
-    "TIMESTAMP_LOG_APPEND_TIME", "TIMESTAMP_NOT_AVAILABLE",
-])
+_EXPORTS = {
+    "_errors": ["ConfigError", "CorruptRecordError", "EmbedlogError", "FormatVersionError",
+                "InvalidPartitionsError", "InvalidTopicError", "LockTimeoutError", "LogClosedError",
+                "OffsetOutOfRangeError", "RecordTooLargeError", "StorageError", "TopicExistsError",
+                "UnknownTopicOrPartitionError"],
+    "_log": ["Log", "Topic"],
+    "_partition": ["AppendResult", "Partition"],
+    "_records": ["BatchHeader", "Record", "build_batch", "decode_records", "parse_header"],
+    "_kafka": ["OFFSET_BEGINNING", "OFFSET_END", "OFFSET_INVALID", "OFFSET_STORED", "TIMESTAMP_CREATE_TIME",
+               "TIMESTAMP_LOG_APPEND_TIME", "TIMESTAMP_NOT_AVAILABLE", "KafkaError", "KafkaException",
+               "Message", "TopicPartition"],
+    "_producer": ["Producer"],
+    "_consumer": ["Consumer"],
+    "_admin": ["AdminClient", "NewPartitions", "NewTopic"],
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+_WHERE["open"] = "_log"          # embedlog.open(path), like sqlite3.connect
+_RENAMED = {"open": "open_log"}
 
-for _name in __all__:
-    _obj = globals()[_name]
-    if isinstance(_obj, type) or callable(_obj):
+__all__ = sorted([*_WHERE, "__version__"])
+
+
+def __getattr__(name):
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'embedlog' has no attribute {name!r}")
+    obj = getattr(importlib.import_module(f"{__name__}.{module}"), _RENAMED.get(name, name))
+    if isinstance(obj, type) or callable(obj):
         try:
-            _obj.__module__ = "embedlog"
+            obj.__module__ = "embedlog"
         except (AttributeError, TypeError):
             pass
-del _name, _obj
+    globals()[name] = obj
+    return obj
+
+
+def __dir__():
+    return __all__

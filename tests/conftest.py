@@ -4,6 +4,10 @@ import pathlib
 
 import pytest
 
+# The pytest plugin (embedlog.pytest_plugin) is tested with pytester; pytest allows this
+# registration only in the top-level conftest.
+pytest_plugins = ["pytester"]
+
 VECTORS_PATH = pathlib.Path(__file__).resolve().parents[1] / "tests" / "format" / "vectors.json"
 
 

@@ -1,20 +1,31 @@
-"""The `embedlog` command line (grows with issue #4; `demo` is the README's first command)."""
+"""`embedlog demo [DIR]`: the README's first command. It creates a topic, produces keyed
+records, consumes part of them in a consumer group and prints the group's lag."""
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 import tempfile
 
+import click
 
-def _demo(args) -> int:
+
+@click.command()
+@click.argument("dir", required=False)
+def demo(dir):
+    """Try embedlog: produce, consume in a group, show the lag.
+
+    Creates topic 'orders' in DIR (default: a folder in the temp directory), produces
+    1000 keyed records, consumes 600 of them in group 'billing' and prints the lag."""
+    return run_demo(dir)
+
+
+def run_demo(path) -> int:
     """Create a topic, produce keyed records, consume half of them in a group, print lag."""
     import json
 
-    from . import AdminClient, Consumer, KafkaError, NewTopic, Producer
-    from ._log import open_log
+    from embedlog import AdminClient, Consumer, NewTopic, Producer
+    from embedlog._log import open_log
 
-    path = args.dir or os.path.join(tempfile.gettempdir(), "embedlog-demo")
+    path = path or os.path.join(tempfile.gettempdir(), "embedlog-demo")
     conf = {"bootstrap.servers": f"file://{os.path.abspath(path)}"}
     admin = AdminClient(conf)
     created = admin.create_topics([NewTopic("orders", num_partitions=3)])["orders"]
@@ -62,22 +73,3 @@ def _demo(args) -> int:
               f"{r['log_end_offset']:>14} {r['lag']:>5}")
     print(f"total lag: {sum(r['lag'] for r in rows)}")
     return 0
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="embedlog", description="Kafka's data model in a local directory.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="create a topic, produce, consume in a group, print the lag")
-    demo.add_argument("dir", nargs="?", help="log directory (default: a folder in the temp dir)")
-    demo.set_defaults(func=_demo)
-    args = parser.parse_args(argv)
-    from ._errors import EmbedlogError
-    try:
-        return args.func(args)
-    except (EmbedlogError, OSError) as e:
-        print(f"Error: {e}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,223 @@
+"""What every command shares: where the log directory is, opening it, output as an
+aligned table, one JSON document (--json) or one JSON object per line (--nl), progress
+bars on a terminal only, and the one-line errors (`Error: ...`, exit 1)."""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import stat
+import sys
+
+import click
+
+from embedlog._log import MARKER      # embedlog.json: what makes a directory a log
+
+DIR_KEY = "embedlog.dir"
+
+
+class CliError(click.ClickException):
+    """A failure the user can act on: printed as one `Error: ...` line, exit 1."""
+
+    exit_code = 1
+
+
+class Failed(Exception):
+    """A command that printed its own findings and only needs a non-zero exit
+    (verify found damage, groups lag is above --max-lag)."""
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class Group(click.Group):
+    """A command group that, called without a command, prints its help to stderr and
+    exits 2 (a usage error), the same on every click version."""
+
+    def parse_args(self, ctx, args):
+        if not args:
+            click.echo(ctx.get_help(), err=True)
+            ctx.exit(2)
+        return super().parse_args(ctx, args)
+
+
+# ------------------------------------------------------------------ the log directory
+
+def _remember_dir(ctx, _param, value):
+    if value is not None:
+        ctx.meta[DIR_KEY] = value
+    return value
+
+
+def dir_option(f):
+    """`--dir DIR` on a command (it may also be given before the command, or as
+    EMBEDLOG_DIR); the innermost one wins."""
+    return click.option("--dir", "-d", "dir_", metavar="DIR", default=None, expose_value=False,
+                        callback=_remember_dir,
+                        help="Log directory (default: the EMBEDLOG_DIR environment variable).")(f)
+
+
+def log_dir(ctx: click.Context | None = None) -> str:
+    ctx = ctx or click.get_current_context()
+    path = ctx.meta.get(DIR_KEY)
+    if not path:
+        raise click.UsageError("no log directory: pass --dir DIR or set EMBEDLOG_DIR", ctx=ctx)
+    return os.path.abspath(path)
+
+
+def check_log_dir(path: str) -> str:
+    """The directory must exist and be an embedlog directory (read commands never create one)."""
+    if not os.path.exists(path):
+        raise CliError(f"log directory {path} does not exist")
+    if not os.path.isdir(path):
+        raise CliError(f"{path} is not a directory")
+    if not os.path.exists(os.path.join(path, MARKER)):
+        raise CliError(f"{path} is not an embedlog log directory (it has no {MARKER})")
+    return path
+
+
+def open_log(ctx: click.Context | None = None, *, create: bool = False):
+    """Open the command's log directory; only `create=True` commands may make a new one."""
+    import embedlog
+    path = log_dir(ctx)
+    if not create:
+        check_log_dir(path)
+    return embedlog.open(path, create=create)
+
+
+def client_conf(log) -> dict:
+    return {"bootstrap.servers": f"file://{log.path}"}
+
+
+# ------------------------------------------------------------------ output
+
+def output_options(nl: bool = True):
+    """--json (one document) and, for lists, --nl (one JSON object per line)."""
+    def deco(f):
+        f = click.option("--json", "fmt", flag_value="json",
+                         help="Print one JSON document instead of a table.")(f)
+        if nl:
+            f = click.option("--nl", "fmt", flag_value="nl",
+                             help="Print one JSON object per line instead of a table.")(f)
+        f = click.option("--table", "fmt", flag_value="table", default=True, hidden=True)(f)
+        return f
+    return deco
+
+
+def echo_json(doc) -> None:
+    click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
+
+
+def echo_nl(obj) -> None:
+    click.echo(json.dumps(obj, separators=(",", ":"), ensure_ascii=False))
+
+
+def cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def render_table(headers: list[str], rows: list[list]) -> str:
+    """Left-aligned columns separated by two spaces (Kafka's tools align the same way);
+    no trailing spaces."""
+    cells = [[cell(v) for v in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in cells:
+        for i, v in enumerate(row):
+            widths[i] = max(widths[i], len(v))
+    lines = []
+    for row in [headers] + cells:
+        lines.append("  ".join(v.ljust(widths[i]) for i, v in enumerate(row)).rstrip())
+    return "\n".join(lines)
+
+
+def echo_table(headers: list[str], rows: list[list]) -> None:
+    click.echo(render_table(headers, rows))
+
+
+def note(message: str) -> None:
+    """A remark for the human at the terminal: stderr, so stdout stays parseable."""
+    click.echo(message, err=True)
+
+
+def human_bytes(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        n /= 1024.0
+        if n < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}"
+    return f"{n} B"  # unreachable
+
+
+def bytes_json(data, field: str) -> dict:
+    """{field: text} for UTF-8 data, {field: null, field_base64: ...} otherwise."""
+    if data is None:
+        return {field: None}
+    data = bytes(data)
+    try:
+        return {field: data.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {field: None, f"{field}_base64": base64.b64encode(data).decode("ascii")}
+
+
+def text(data) -> str:
+    """Bytes shown to a human: UTF-8, undecodable bytes as \\xNN escapes."""
+    if data is None:
+        return "null"
+    return bytes(data).decode("utf-8", errors="backslashreplace")
+
+
+def parse_key_value(pairs, what: str) -> list[tuple[str, str]]:
+    out = []
+    for item in pairs:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint=what)
+        out.append((key.strip(), value))
+    return out
+
+
+# ------------------------------------------------------------------ progress
+
+class _NoProgress:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def update(self, n):
+        pass
+
+
+def _is_pipe(stream) -> bool:
+    try:
+        mode = os.fstat(stream.fileno()).st_mode
+    except (AttributeError, OSError, ValueError):
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+
+
+def _is_tty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def progress(length: int, label: str, *, also_when_stdout_is_tty: bool = True):
+    """A progress bar on stderr, only when stderr is a terminal and the output is not
+    piped (a bar would garble `| less`); nothing at all otherwise. dump passes
+    also_when_stdout_is_tty=False: records streaming to the terminal show progress
+    themselves."""
+    if length <= 0 or not _is_tty(sys.stderr) or _is_pipe(sys.stdout):
+        return _NoProgress()
+    if not also_when_stdout_is_tty and _is_tty(sys.stdout):
+        return _NoProgress()
+    return click.progressbar(length=length, label=label, file=sys.stderr, show_pos=False,
+                             show_percent=True, show_eta=True)

@@ -1,0 +1,343 @@
+"""`embedlog groups list|describe|reset-offsets|lag` (kafka-consumer-groups.sh)."""
+from __future__ import annotations
+
+import datetime as dt
+
+import click
+
+from ._common import (CliError, Failed, Group, dir_option, echo_json, echo_nl, echo_table, note, open_log,
+                      output_options)
+
+OFFSETS_TOPIC = "__consumer_offsets"
+
+
+@click.group(cls=Group)
+def groups():
+    """Consumer groups: list, describe, lag, reset offsets."""
+
+
+# ------------------------------------------------------------------ reading group state
+
+def _store(log):
+    """The committed-offset store, or None when nothing was ever committed (reading
+    must not create __consumer_offsets as a side effect)."""
+    if OFFSETS_TOPIC not in log.topics():
+        return None
+    from embedlog._offsets import store_for
+    store = store_for(log)
+    store.refresh()
+    return store
+
+
+def _committed(log, group: str) -> dict:
+    store = _store(log)
+    return store.group_offsets(group) if store is not None else {}
+
+
+def _state(log, group: str) -> dict | None:
+    from embedlog._groups import describe_group
+    return describe_group(log, group)
+
+
+def _all_groups(log) -> list[str]:
+    from embedlog._groups import list_groups
+    names = set(list_groups(log))
+    store = _store(log)
+    if store is not None:
+        names |= store.groups()
+    return sorted(names)
+
+
+def _state_name(state: dict | None) -> str:
+    if state and state.get("members"):
+        return "Stable"
+    return "Empty"
+
+
+def _owners(state: dict | None) -> dict:
+    """(topic, partition) -> (member id, client id) from the current generation's assignment."""
+    out = {}
+    for member_id, m in ((state or {}).get("members") or {}).items():
+        for topic, p in m.get("assignment") or []:
+            out[(topic, p)] = (member_id, m.get("client_id"))
+    return out
+
+
+def _group_or_fail(log, group: str):
+    state = _state(log, group)
+    offsets = _committed(log, group)
+    if state is None and not offsets:
+        raise CliError(f"consumer group {group!r} does not exist in {log.path} "
+                       "(no members and no committed offsets)")
+    return state, offsets
+
+
+def lag_rows(log, group: str, state, offsets, topics=None) -> list[dict]:
+    """One row per partition of every topic the group committed offsets for or is
+    assigned: the committed offset (None: nothing committed), the log end offset and
+    the lag (a partition without a commit lags by its whole log, as Log.consumer_lag
+    counts it)."""
+    from embedlog import UnknownTopicOrPartitionError
+    owners = _owners(state)
+    names = sorted({t for t, _p in offsets} | {t for t, _p in owners})
+    if topics:
+        names = [t for t in names if t in topics]
+    rows = []
+    for name in names:
+        try:
+            t = log.topic(name)
+        except UnknownTopicOrPartitionError:
+            continue                      # offsets of a deleted topic
+        for p in range(t.num_partitions):
+            start, end = t.partition(p).watermarks()
+            c = offsets.get((name, p))
+            committed = c[0] if c else None
+            lag = max(0, end - (max(committed, start) if committed is not None else start))
+            member, client = owners.get((name, p), (None, None))
+            rows.append({"group": group, "topic": name, "partition": p, "current_offset": committed,
+                         "log_end_offset": end, "lag": lag, "consumer_id": member, "client_id": client})
+    return rows
+
+
+# ------------------------------------------------------------------ list / describe
+
+@groups.command("list")
+@dir_option
+@output_options()
+def list_(fmt):
+    """List the consumer groups.
+
+    Groups with members or with committed offsets."""
+    with open_log() as log:
+        rows = []
+        for g in _all_groups(log):
+            st = _state(log, g)
+            rows.append({"group": g, "state": _state_name(st), "members": len((st or {}).get("members") or {}),
+                         "generation": (st or {}).get("generation"), "protocol": (st or {}).get("protocol")})
+    if fmt == "json":
+        echo_json(rows)
+    elif fmt == "nl":
+        for r in rows:
+            echo_nl(r)
+    elif rows:
+        echo_table(["GROUP", "STATE", "MEMBERS"], [[r["group"], r["state"], r["members"]] for r in rows])
+
+
+def _assignment_text(assignment) -> str:
+    by_topic: dict[str, list[int]] = {}
+    for topic, p in assignment or []:
+        by_topic.setdefault(topic, []).append(p)
+    return ",".join(f"{t}({','.join(str(p) for p in sorted(ps))})" for t, ps in sorted(by_topic.items())) or "-"
+
+
+@groups.command()
+@dir_option
+@click.argument("group")
+@click.option("--members", is_flag=True, help="Show the members, their assignment and the generation instead.")
+@output_options()
+def describe(group, members, fmt):
+    """Show a group's offsets, lag and members.
+
+    One row per partition, with kafka-consumer-groups.sh's columns; --members lists
+    the members and their assignment instead."""
+    with open_log() as log:
+        state, offsets = _group_or_fail(log, group)
+        if members:
+            mlist = [{"consumer_id": mid, "client_id": m.get("client_id"), "pid": m.get("pid"),
+                      "assignment": [{"topic": t, "partition": p} for t, p in m.get("assignment") or []],
+                      "_assignment": m.get("assignment")}
+                     for mid, m in sorted(((state or {}).get("members") or {}).items())]
+            doc = {"group": group, "state": _state_name(state), "generation": (state or {}).get("generation"),
+                   "protocol": (state or {}).get("protocol"),
+                   "members": [{k: v for k, v in m.items() if k != "_assignment"} for m in mlist]}
+        else:
+            rows = lag_rows(log, group, state, offsets)
+    if members:
+        if fmt == "json":
+            echo_json(doc)
+        elif fmt == "nl":
+            for m in doc["members"]:
+                echo_nl({"group": group, "generation": doc["generation"], **m})
+        else:
+            echo_table(["GROUP", "STATE", "GENERATION", "PROTOCOL", "MEMBERS"],
+                       [[group, doc["state"], doc["generation"], doc["protocol"], len(mlist)]])
+            if mlist:
+                click.echo()
+                echo_table(["CONSUMER-ID", "CLIENT-ID", "PID", "#PARTITIONS", "ASSIGNMENT"],
+                           [[m["consumer_id"], m["client_id"], m["pid"], len(m["assignment"]),
+                             _assignment_text(m["_assignment"])] for m in mlist])
+            else:
+                note(f"Consumer group '{group}' has no active members.")
+        return
+    if fmt == "json":
+        echo_json(rows)
+    elif fmt == "nl":
+        for r in rows:
+            echo_nl(r)
+    else:
+        if not (state or {}).get("members"):
+            note(f"Consumer group '{group}' has no active members.")
+        echo_table(["GROUP", "TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG", "CONSUMER-ID"],
+                   [[r["group"], r["topic"], r["partition"], r["current_offset"], r["log_end_offset"], r["lag"],
+                     r["consumer_id"]] for r in rows])
+
+
+# ------------------------------------------------------------------ lag
+
+@groups.command()
+@dir_option
+@click.argument("group")
+@click.option("--max-lag", type=click.IntRange(min=0), default=None,
+              help="Exit 1 when any partition's lag is above this (for cron and health checks).")
+@click.option("--topic", "-t", "topics", multiple=True, help="Only these topics (repeatable).")
+@output_options()
+def lag(group, max_lag, topics, fmt):
+    """Show a group's lag; fail above --max-lag.
+
+    Lag of GROUP per partition and in total. With --max-lag N, exits 1 when any
+    partition lags by more than N records (for cron jobs and health checks)."""
+    with open_log() as log:
+        state, offsets = _group_or_fail(log, group)
+        rows = lag_rows(log, group, state, offsets, topics=set(topics) or None)
+    if topics and not rows:
+        raise CliError(f"group {group!r} has no offsets or assignment for {', '.join(sorted(topics))}")
+    over = [r for r in rows if max_lag is not None and r["lag"] > max_lag]
+    total = sum(r["lag"] for r in rows)
+    if fmt == "json":
+        echo_json({"group": group, "total_lag": total, "max_lag": max_lag, "ok": not over,
+                   "partitions": [{k: r[k] for k in ("topic", "partition", "current_offset", "log_end_offset", "lag")}
+                                  for r in rows]})
+    elif fmt == "nl":
+        for r in rows:
+            echo_nl({k: r[k] for k in ("group", "topic", "partition", "current_offset", "log_end_offset", "lag")})
+    else:
+        echo_table(["GROUP", "TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG"],
+                   [[r["group"], r["topic"], r["partition"], r["current_offset"], r["log_end_offset"], r["lag"]]
+                    for r in rows])
+        click.echo(f"total lag: {total}")
+    if over:
+        worst = ", ".join(f"{r['topic']} [{r['partition']}] {r['lag']}" for r in over[:5])
+        more = f" and {len(over) - 5} more" if len(over) > 5 else ""
+        raise Failed(f"lag of group {group!r} is above {max_lag} on {len(over)} partition(s): {worst}{more}")
+
+
+# ------------------------------------------------------------------ reset-offsets
+
+def _parse_datetime(value: str) -> int:
+    """Epoch ms from Kafka's YYYY-MM-DDTHH:mm:SS.sss (local time unless it names a zone)."""
+    text = value.strip()
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date-time like 2024-05-01T12:00:00.000 "
+                                 "(optionally with Z or +HH:MM)", param_hint="--to-datetime") from None
+    if when.tzinfo is None:
+        when = when.astimezone()          # local time, as Kafka's tool reads it
+    return int(when.timestamp() * 1000)
+
+
+def _parse_topic_spec(spec: str) -> tuple[str, list[int] | None]:
+    name, sep, plist = spec.partition(":")
+    if not sep:
+        return name, None
+    try:
+        parts = sorted({int(p) for p in plist.split(",") if p.strip() != ""})
+    except ValueError:
+        raise click.BadParameter(f"{spec!r}: use TOPIC or TOPIC:0,1,2", param_hint="--topic") from None
+    if not parts:
+        raise click.BadParameter(f"{spec!r}: no partitions after ':'", param_hint="--topic")
+    return name, parts
+
+
+@groups.command("reset-offsets")
+@dir_option
+@click.argument("group")
+@click.option("--topic", "-t", "topic_specs", multiple=True, metavar="TOPIC[:P,P]",
+              help="Topic, optionally with partitions (repeatable).")
+@click.option("--all-topics", is_flag=True, help="Every topic the group has committed offsets for or is assigned.")
+@click.option("--to-earliest", is_flag=True, help="Reset to the log start offset.")
+@click.option("--to-latest", is_flag=True, help="Reset to the log end offset.")
+@click.option("--to-offset", type=click.IntRange(min=0), default=None, metavar="N",
+              help="Reset to offset N (kept within the log).")
+@click.option("--to-datetime", default=None, metavar="YYYY-MM-DDTHH:mm:SS.sss",
+              help="Reset to the first record at or after this time (local time unless a zone is given).")
+@click.option("--shift-by", type=int, default=None, metavar="N",
+              help="Move the committed offset by N (negative: back).")
+@click.option("--execute", is_flag=True, help="Commit the new offsets; without it this is a dry run.")
+@click.option("--dry-run", is_flag=True, help="Only print the plan (the default).")
+@output_options(nl=False)
+def reset_offsets(group, topic_specs, all_topics, to_earliest, to_latest, to_offset, to_datetime, shift_by,
+                  execute, dry_run, fmt):
+    """Move a group's committed offsets.
+
+    Prints the plan for GROUP (a dry run) unless --execute is given; executing needs
+    a group with no active members, as in Kafka."""
+    chosen = [name for name, on in (("--to-earliest", to_earliest), ("--to-latest", to_latest),
+                                    ("--to-offset", to_offset is not None),
+                                    ("--to-datetime", to_datetime is not None),
+                                    ("--shift-by", shift_by is not None)) if on]
+    if len(chosen) != 1:
+        raise click.UsageError("give exactly one of --to-earliest, --to-latest, --to-offset, --to-datetime, "
+                               f"--shift-by{' (got ' + ', '.join(chosen) + ')' if chosen else ''}")
+    if bool(topic_specs) == all_topics:
+        raise click.UsageError("give --topic TOPIC[:PARTITIONS] (repeatable) or --all-topics")
+    if execute and dry_run:
+        raise click.UsageError("--execute and --dry-run exclude each other")
+    when_ms = _parse_datetime(to_datetime) if to_datetime is not None else None
+    specs = [_parse_topic_spec(s) for s in topic_specs]
+
+    with open_log() as log:
+        state = _state(log, group)
+        offsets = _committed(log, group)
+        if all_topics:
+            names = sorted({t for t, _p in offsets} | {t for t, _p in _owners(state)})
+            if not names:
+                raise CliError(f"group {group!r} has no committed offsets or assignment: name the topics with --topic")
+            specs = [(n, None) for n in names]
+        plan = []
+        for name, parts in specs:
+            t = log.topic(name)
+            for p in parts if parts is not None else range(t.num_partitions):
+                part = t.partition(p)
+                start, end = part.watermarks()
+                c = offsets.get((name, p))
+                current = c[0] if c else None
+                if to_earliest:
+                    new = start
+                elif to_latest:
+                    new = end
+                elif to_offset is not None:
+                    new = to_offset
+                elif when_ms is not None:
+                    found = part.offset_for_time(when_ms)
+                    new = found[0] if found is not None else end
+                else:
+                    if current is None:
+                        raise CliError(f"cannot shift {name} [{p}]: group {group!r} has no committed offset there")
+                    new = current + shift_by
+                if not start <= new <= end:
+                    clamped = min(max(new, start), end)
+                    note(f"Warning: new offset {new} of {name} [{p}] is outside the log ({start}..{end}); "
+                         f"using {clamped}")
+                    new = clamped
+                plan.append({"group": group, "topic": name, "partition": p, "current_offset": current,
+                             "new_offset": new})
+        active = (state or {}).get("members") or {}
+        if execute:
+            if active:
+                who = ", ".join(f"{mid} (pid {m.get('pid')})" for mid, m in sorted(active.items()))
+                raise CliError(f"group {group!r} has {len(active)} active member(s): {who}; stop them before "
+                               "resetting offsets (Kafka requires an inactive group too)")
+            from embedlog._offsets import store_for
+            if plan:
+                store_for(log).commit(group, [(r["topic"], r["partition"], r["new_offset"], "") for r in plan])
+    if fmt == "json":
+        echo_json({"group": group, "executed": execute, "partitions": plan})
+    else:
+        echo_table(["GROUP", "TOPIC", "PARTITION", "CURRENT-OFFSET", "NEW-OFFSET"],
+                   [[r["group"], r["topic"], r["partition"], r["current_offset"], r["new_offset"]] for r in plan])
+    if not execute:
+        extra = " (the group has active members: --execute will refuse until they stop)" if active else ""
+        note(f"Dry run: nothing was committed; add --execute to commit these offsets{extra}.")

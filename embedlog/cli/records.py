@@ -1,0 +1,301 @@
+"""`embedlog produce` and `embedlog consume` (kafka-console-producer.sh and
+kafka-console-consumer.sh), through the same Producer and Consumer a program uses."""
+from __future__ import annotations
+
+import json
+import signal
+import sys
+
+import click
+
+from ._common import CliError, bytes_json, client_conf, dir_option, note, open_log, parse_key_value
+
+CODECS = ("none", "gzip", "snappy", "lz4", "zstd")
+
+
+def _lines(stream):
+    """Lines as bytes without their line ending (\\n or \\r\\n), read as they arrive."""
+    while True:
+        line = stream.readline()
+        if not line:
+            return
+        if line.endswith(b"\n"):
+            line = line[:-1]
+            if line.endswith(b"\r"):
+                line = line[:-1]
+        yield line
+
+
+@click.command()
+@dir_option
+@click.argument("topic")
+@click.option("--file", "file_", type=click.File("rb"), default=None, metavar="PATH",
+              help="Read records from this file instead of stdin.")
+@click.option("--key-separator", metavar="SEP", default=None,
+              help="Each line is KEY SEP VALUE (split at the first SEP); without it lines are values.")
+@click.option("--header", "-H", "headers", multiple=True, metavar="KEY=VALUE",
+              help="Header added to every record (repeatable).")
+@click.option("--partition", "-p", type=click.IntRange(min=0), default=None,
+              help="Write every record to this partition (default: by key, as Kafka's producer does).")
+@click.option("--acks", type=click.Choice(["0", "1", "all"]), default="all", show_default=True,
+              help="all: fdatasync'd before it counts as delivered; 1: written to the OS; 0: no wait.")
+@click.option("--compression", type=click.Choice(CODECS), default="none", show_default=True,
+              help="Batch codec. A topic whose compression.type names a codec stores that one, as a "
+                   "Kafka broker would.")
+@click.option("--verbose", "-v", is_flag=True, help="Print the partition and offset of every record.")
+def produce(topic, file_, key_separator, headers, partition, acks, compression, verbose):
+    """Write lines of stdin (or --file) as records.
+
+    Each line becomes one record of TOPIC; with --key-separator, KEY SEP VALUE."""
+    from embedlog import Producer
+    if key_separator == "":
+        raise click.BadParameter("must not be empty", param_hint="--key-separator")
+    hdrs = [(k, v.encode()) for k, v in parse_key_value(headers, "--header")] or None
+    sep = key_separator.encode() if key_separator is not None else None
+    with open_log() as log:
+        t = log.topic(topic)
+        if partition is not None:
+            t.partition(partition)           # an unknown partition is an error before any write
+        conf = {**client_conf(log), "acks": acks, "compression.type": compression,
+                "allow.auto.create.topics": False, "client.id": "embedlog-console-producer"}
+    stats = {"delivered": 0, "failed": []}
+
+    def on_delivery(err, msg):
+        if err is not None:
+            stats["failed"].append(f"{msg.topic()} [{msg.partition()}]: {err.str()}")
+            return
+        stats["delivered"] += 1
+        if verbose:
+            click.echo(f"delivered to {msg.topic()} [{msg.partition()}] @ {msg.offset()}")
+
+    producer = Producer(conf)
+    stream = file_ if file_ is not None else sys.stdin.buffer
+    bad_line = None
+    produced = 0
+    try:
+        for lineno, line in enumerate(_lines(stream), 1):
+            key = None
+            if sep is not None:
+                key, found, value = line.partition(sep)
+                if not found:
+                    bad_line = lineno
+                    break
+            else:
+                value = line
+            kwargs = {"key": key, "value": value, "on_delivery": on_delivery, "headers": hdrs}
+            if partition is not None:
+                kwargs["partition"] = partition
+            while True:
+                try:
+                    producer.produce(topic, **kwargs)
+                    break
+                except BufferError:           # queue.buffering.max.messages: let deliveries drain
+                    producer.poll(0.1)
+            produced += 1
+            producer.poll(0)
+    finally:
+        left = producer.close()
+    if bad_line is not None:
+        raise CliError(f"line {bad_line} has no key separator {key_separator!r} "
+                       f"(the {produced} line(s) before it were produced)")
+    if stats["failed"] or left:
+        first = stats["failed"][0] if stats["failed"] else "not delivered before the producer closed"
+        raise CliError(f"{len(stats['failed']) + left} of {produced} record(s) were not delivered: {first}")
+
+
+# ------------------------------------------------------------------ consume
+
+def _parse_offset(value):
+    if value is None or value in ("earliest", "latest"):
+        return value
+    try:
+        n = int(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: use earliest, latest or a non-negative number",
+                                 param_hint="--offset") from None
+    if n < 0:
+        raise click.BadParameter(f"{value!r}: use earliest, latest or a non-negative number", param_hint="--offset")
+    return n
+
+
+class _Printer:
+    def __init__(self, fmt, print_key, print_offset, print_timestamp, print_partition, print_headers, separator):
+        self.fmt = fmt
+        self.flags = (print_timestamp, print_partition, print_offset, print_headers, print_key)
+        self.sep = separator.encode()
+        self.out = sys.stdout.buffer
+
+    def _bytes(self, data) -> bytes:
+        if data is None:
+            return b"null"
+        return bytes(data).hex().encode() if self.fmt == "hex" else bytes(data)
+
+    def line(self, msg) -> bytes:
+        from embedlog import TIMESTAMP_LOG_APPEND_TIME
+        ts_type, ts = msg.timestamp()
+        if self.fmt == "json":
+            doc = {"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset(), "timestamp": ts,
+                   "timestamp_type": "LogAppendTime" if ts_type == TIMESTAMP_LOG_APPEND_TIME else "CreateTime"}
+            doc.update(bytes_json(msg.key(), "key"))
+            doc.update(bytes_json(msg.value(), "value"))
+            doc["headers"] = [{"key": k, **bytes_json(v, "value")} for k, v in (msg.headers() or [])]
+            return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+        print_timestamp, print_partition, print_offset, print_headers, print_key = self.flags
+        parts = []
+        if print_timestamp:   # Kafka's DefaultMessageFormatter: the same fields, in this order
+            kind = "LogAppendTime" if ts_type == TIMESTAMP_LOG_APPEND_TIME else "CreateTime"
+            parts.append(f"{kind}:{ts}".encode())
+        if print_partition:
+            parts.append(f"Partition:{msg.partition()}".encode())
+        if print_offset:
+            parts.append(f"Offset:{msg.offset()}".encode())
+        if print_headers:
+            hs = msg.headers()
+            parts.append(b",".join(k.encode() + b":" + self._bytes(v) for k, v in hs) if hs else b"NO_HEADERS")
+        if print_key:
+            parts.append(self._bytes(msg.key()))
+        parts.append(self._bytes(msg.value()))
+        return self.sep.join(parts) + b"\n"
+
+    def write(self, msgs):
+        self.out.write(b"".join(self.line(m) for m in msgs))
+        self.out.flush()
+
+
+def _stop_on_sigterm():
+    """SIGTERM ends a --follow as Ctrl-C does: offsets committed, clean exit."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:      # not the main thread (tests calling main() from a thread)
+        pass
+
+
+@click.command()
+@dir_option
+@click.argument("topic")
+@click.option("--from-beginning", is_flag=True,
+              help="Start at the earliest offset (the default; with --group: where nothing is committed).")
+@click.option("--offset", "-o", metavar="earliest|latest|N", default=None,
+              help="Where to start: earliest, latest, or an offset (a number needs --partition).")
+@click.option("--partition", "-p", type=click.IntRange(min=0), default=None, help="Read only this partition.")
+@click.option("--group", "-g", default=None,
+              help="Consume as this consumer group: start at its committed offsets and commit what was printed.")
+@click.option("--max-messages", "-n", type=click.IntRange(min=1), default=None,
+              help="Stop after this many records.")
+@click.option("--follow", "-f", is_flag=True, help="Keep waiting for new records until Ctrl-C.")
+@click.option("--timeout-ms", type=click.IntRange(min=0), default=None,
+              help="With --follow: stop when no record arrived for this long.")
+@click.option("--print-key", is_flag=True, help="Print the key before the value.")
+@click.option("--print-offset", is_flag=True, help="Print Offset:N.")
+@click.option("--print-timestamp", is_flag=True, help="Print CreateTime:MS (or LogAppendTime:MS).")
+@click.option("--print-partition", is_flag=True, help="Print Partition:N.")
+@click.option("--print-headers", is_flag=True, help="Print headers as k:v,k2:v2 (NO_HEADERS if none).")
+@click.option("--separator", default="\t", show_default="tab", help="Between the printed fields.")
+@click.option("--format", "fmt", type=click.Choice(["raw", "json", "hex"]), default="raw", show_default=True,
+              help="raw: bytes as stored; json: one JSON object per record; hex: key and value in hex.")
+@click.option("--json", "--nl", "as_json", is_flag=True, help="Same as --format json.")
+def consume(topic, from_beginning, offset, partition, group, max_messages, follow, timeout_ms, print_key,
+            print_offset, print_timestamp, print_partition, print_headers, separator, fmt, as_json):
+    """Print the records of a topic.
+
+    Reads TOPIC from the earliest offset (or --offset) to its end as of the start, or
+    with --follow until Ctrl-C. With --group it starts at the group's committed offsets
+    and commits what it printed."""
+    import time
+
+    from embedlog import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
+    offset = _parse_offset(offset)
+    if from_beginning:
+        if offset not in (None, "earliest"):
+            raise click.UsageError("--from-beginning and --offset name two different starts")
+        offset = "earliest"
+    if group is not None and (partition is not None or isinstance(offset, int)):
+        raise click.UsageError("--group cannot be combined with --partition or a numeric --offset: "
+                               "the group's assignment and committed offsets decide where to read")
+    if isinstance(offset, int) and partition is None:
+        raise click.UsageError("a numeric --offset needs --partition")
+    if timeout_ms is not None and not follow:
+        raise click.UsageError("--timeout-ms only applies with --follow")
+    if as_json:
+        fmt = "json"
+    printer = _Printer(fmt, print_key, print_offset, print_timestamp, print_partition, print_headers, separator)
+
+    with open_log() as log:
+        t = log.topic(topic)
+        parts = [partition] if partition is not None else list(range(t.num_partitions))
+        ends = {}
+        for p in parts:
+            start, end = t.partition(p).watermarks()
+            ends[(topic, p)] = end
+            if isinstance(offset, int) and not start <= offset <= end:
+                raise CliError(f"offset {offset} is out of range for {topic} [{p}] "
+                               f"(log start {start}, log end {end})")
+        conf = {**client_conf(log), "enable.auto.commit": False, "client.id": "embedlog-console-consumer",
+                "allow.auto.create.topics": False,
+                "auto.offset.reset": offset if offset in ("earliest", "latest") else "earliest"}
+    if group is not None:
+        conf["group.id"] = group
+
+    consumer = Consumer(conf)
+    count = 0
+    committed = 0
+    if follow:
+        _stop_on_sigterm()
+
+    def commit():
+        nonlocal committed
+        if group is None or committed == count:
+            return
+        try:
+            consumer.commit(asynchronous=False)
+            committed = count
+        except KafkaException as e:       # e.g. a rebalance took the partitions away
+            note(f"Warning: commit failed: {e.args[0].str()}")
+
+    try:
+        if group is not None:
+            consumer.subscribe([topic])
+        else:
+            start = {None: OFFSET_BEGINNING, "earliest": OFFSET_BEGINNING, "latest": OFFSET_END}.get(offset, offset)
+            consumer.assign([TopicPartition(topic, p, start) for p in parts])
+        idle_since = time.monotonic()
+        while max_messages is None or count < max_messages:
+            want = 500 if max_messages is None else min(500, max_messages - count)
+            msgs = consumer.consume(num_messages=want, timeout=0.5 if follow else 0.05)
+            records = []
+            for m in msgs:
+                err = m.error()
+                if err is None:
+                    records.append(m)
+                elif err.code() != KafkaError._PARTITION_EOF:
+                    count += len(records)
+                    printer.write(records)
+                    raise CliError(f"{m.topic()} [{m.partition()}] at offset {m.offset()}: {err.str()}")
+            if records:
+                count += len(records)         # first: a Ctrl-C right after the write still counts them
+                printer.write(records)
+                idle_since = time.monotonic()
+                commit()
+            if follow:
+                if timeout_ms is not None and time.monotonic() - idle_since >= timeout_ms / 1000.0:
+                    break
+                continue
+            if not msgs and _caught_up(consumer, ends):
+                break
+    except KeyboardInterrupt:
+        if not follow:
+            raise                         # an interrupted read exits 130, as a shell expects
+    finally:
+        try:
+            commit()
+        finally:
+            consumer.close()
+    note(f"Processed a total of {count} messages")
+
+
+def _caught_up(consumer, ends) -> bool:
+    """Every assigned partition has been read up to its end as of the start."""
+    positions = consumer.position(consumer.assignment())
+    return all(tp.offset >= ends.get((tp.topic, tp.partition), 0) for tp in positions)

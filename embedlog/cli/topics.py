@@ -1,0 +1,187 @@
+"""`embedlog topics create|list|describe|alter|add-partitions|delete` (kafka-topics.sh)."""
+from __future__ import annotations
+
+import os
+import warnings
+
+import click
+
+from ._common import (CliError, Group, dir_option, echo_json, echo_nl, echo_table, human_bytes, note, open_log,
+                      output_options, parse_key_value)
+
+OFFSETS_TOPIC = "__consumer_offsets"
+
+
+@click.group(cls=Group)
+def topics():
+    """Create, list, describe, alter and delete topics."""
+
+
+def _internal(name: str) -> bool:
+    return name.startswith("__")
+
+
+@topics.command()
+@dir_option
+@click.option("--topic", "-t", required=True, help="Topic name ([a-zA-Z0-9._-], at most 249 characters).")
+@click.option("--partitions", "-p", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Number of partitions.")
+@click.option("--replication-factor", "-r", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Copies of each partition; only 1 until mirror directories exist.")
+@click.option("--config", "-c", "configs", multiple=True, metavar="KEY=VALUE",
+              help="Topic config override, e.g. retention.ms=604800000 (repeatable).")
+@click.option("--if-not-exists", is_flag=True, help="Succeed without change if the topic exists.")
+def create(topic, partitions, replication_factor, configs, if_not_exists):
+    """Create a topic.
+
+    Also creates the log directory if it does not exist yet."""
+    config = dict(parse_key_value(configs, "--config"))
+    if replication_factor > 1:
+        raise CliError(f"--replication-factor {replication_factor}: this log has no mirror directories "
+                       "(mirroring is not available yet), so the replication factor can only be 1")
+    from embedlog import TopicExistsError
+    with open_log(create=True) as log:
+        try:
+            log.create_topic(topic, partitions, config, replication_factor=replication_factor)
+        except TopicExistsError:
+            if if_not_exists:
+                return
+            raise CliError(f"topic {topic!r} already exists in {log.path}") from None
+    click.echo(f"Created topic {topic}.")
+
+
+@topics.command("list")
+@dir_option
+@click.option("--exclude-internal", is_flag=True, help=f"Leave out internal topics such as {OFFSETS_TOPIC}.")
+@output_options()
+def list_(exclude_internal, fmt):
+    """List the topics and their partition counts."""
+    with open_log() as log:
+        rows = []
+        for name in log.topics():
+            if exclude_internal and _internal(name):
+                continue
+            rows.append({"topic": name, "partitions": log.topic(name).num_partitions,
+                         "internal": _internal(name)})
+    if fmt == "json":
+        echo_json(rows)
+    elif fmt == "nl":
+        for r in rows:
+            echo_nl(r)
+    elif rows:
+        echo_table(["TOPIC", "PARTITIONS"], [[r["topic"], r["partitions"]] for r in rows])
+
+
+def _segments(path: str) -> int:
+    try:
+        return sum(1 for n in os.listdir(path) if n.endswith(".log") and len(n) == 24)
+    except FileNotFoundError:
+        return 0
+
+
+def describe_topic(log, name: str) -> dict:
+    from embedlog import _config
+    t = log.topic(name)
+    parts = []
+    for p in range(t.num_partitions):
+        part = t.partition(p)
+        start, end = part.watermarks()
+        parts.append({"partition": p, "log_start_offset": start, "log_end_offset": end,
+                      "size_bytes": part.size_bytes(), "segments": _segments(part.path)})
+    return {"topic": name, "topic_id": t.topic_id, "partitions": t.num_partitions, "replication_factor": 1,
+            "internal": _internal(name), "config": _config.topic_overrides(t.config),
+            "effective_config": dict(t.config), "partition_details": parts}
+
+
+def _config_text(config: dict) -> str:
+    return ",".join(f"{k}={_value(v)}" for k, v in sorted(config.items()))
+
+
+def _value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+@topics.command()
+@dir_option
+@click.option("--topic", "-t", "names", multiple=True, help="Topic to describe (repeatable; default: all).")
+@click.option("--all-configs", is_flag=True, help="Show every config value, not only the overrides.")
+@output_options()
+def describe(names, all_configs, fmt):
+    """Show topics' partitions and config.
+
+    For each partition: log start and end offsets, size on disk, segments."""
+    with open_log() as log:
+        docs = [describe_topic(log, n) for n in (names or log.topics())]
+    if fmt == "json":
+        echo_json(docs)
+        return
+    if fmt == "nl":
+        for d in docs:
+            echo_nl(d)
+        return
+    for i, d in enumerate(docs):
+        if i:
+            click.echo()
+        shown = d["effective_config"] if all_configs else d["config"]
+        click.echo(f"Topic: {d['topic']}  TopicId: {d['topic_id'] or '-'}  PartitionCount: {d['partitions']}  "
+                   f"ReplicationFactor: 1  Configs: {_config_text(shown)}")
+        echo_table(["PARTITION", "LOG-START-OFFSET", "LOG-END-OFFSET", "SIZE", "SEGMENTS"],
+                   [[p["partition"], p["log_start_offset"], p["log_end_offset"], human_bytes(p["size_bytes"]),
+                     p["segments"]] for p in d["partition_details"]])
+
+
+@topics.command()
+@dir_option
+@click.option("--topic", "-t", required=True, help="Topic to change.")
+@click.option("--config", "-c", "configs", multiple=True, metavar="KEY=VALUE",
+              help="Set a config override (repeatable).")
+@click.option("--delete-config", "deletes", multiple=True, metavar="KEY",
+              help="Remove an override, restoring the default (repeatable).")
+def alter(topic, configs, deletes):
+    """Change a topic's config.
+
+    --config sets overrides and --delete-config restores defaults; other keys keep
+    their values."""
+    changes: dict = dict(parse_key_value(configs, "--config"))
+    for key in deletes:
+        if key in changes:
+            raise click.BadParameter(f"{key} is both set and deleted", param_hint="--delete-config")
+        changes[key] = None
+    if not changes:
+        raise click.UsageError("nothing to change: give --config KEY=VALUE or --delete-config KEY")
+    from embedlog import _config
+    with open_log() as log:
+        values = log.alter_topic_config(topic, changes, incremental=True)
+    click.echo(f"Updated config of topic {topic}: {_config_text(_config.topic_overrides(values)) or '(defaults)'}")
+
+
+@topics.command("add-partitions")
+@dir_option
+@click.option("--topic", "-t", required=True, help="Topic to grow.")
+@click.option("--partitions", "-p", type=click.IntRange(min=1), required=True,
+              help="The new total number of partitions (larger than the current one).")
+def add_partitions(topic, partitions):
+    """Grow a topic to --partitions in total. Partitions can be added, never removed;
+    keyed records map to other partitions from then on."""
+    with open_log() as log:
+        before = log.topic(topic).num_partitions
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            log.add_partitions(topic, partitions)
+    for w in caught:
+        note(f"Warning: {w.message}")
+    click.echo(f"Topic {topic} now has {partitions} partitions (was {before}).")
+
+
+@topics.command()
+@dir_option
+@click.option("--topic", "-t", required=True, help="Topic to delete, with all its records.")
+def delete(topic):
+    """Delete a topic and its records."""
+    if topic == OFFSETS_TOPIC:
+        raise CliError(f"{OFFSETS_TOPIC} is internal: it holds the consumer groups' committed offsets")
+    with open_log() as log:
+        log.delete_topic(topic)
+    click.echo(f"Deleted topic {topic}.")

@@ -1,0 +1,118 @@
+"""embedlog topics create|list|describe|alter|add-partitions|delete, and the directory rules."""
+import os
+
+import embedlog
+from clirun import assert_error, call, parse_table, run
+
+
+def test_create_as_the_issue_writes_it_then_describe(tmp_path):
+    d = tmp_path / "new"            # topics create may create the log directory
+    r = run("topics", "create", "--topic", "orders", "--partitions", "12", "--replication-factor", "1",
+            "--config", "retention.ms=604800000", "--config", "compression.type=lz4", dir=d)
+    assert r.code == 0 and r.out == "Created topic orders.\n", r
+    with embedlog.open(d) as log:
+        t = log.topic("orders")
+        assert t.num_partitions == 12
+        assert t.config["retention.ms"] == 604800000 and t.config["compression.type"] == "lz4"
+    doc = run("topics", "describe", "--topic", "orders", "--json", dir=d).json
+    assert len(doc) == 1 and doc[0]["partitions"] == 12 and doc[0]["replication_factor"] == 1
+    # overrides only (604800000 is retention.ms's default, so the library stores no override)
+    assert doc[0]["config"] == {"compression.type": "lz4"}
+    assert doc[0]["effective_config"]["retention.ms"] == 604800000
+    assert doc[0]["effective_config"]["segment.bytes"] == 1073741824
+    assert [p["partition"] for p in doc[0]["partition_details"]] == list(range(12))
+    assert all(p["log_end_offset"] == 0 and p["size_bytes"] == 0 and p["segments"] == 1
+               for p in doc[0]["partition_details"])
+
+
+def test_create_errors(logdir):
+    assert call("topics", "create", "-t", "t", "-p", "2", dir=logdir).code == 0
+    assert_error(run("topics", "create", "-t", "t", dir=logdir), 1, "'t' already exists")
+    assert call("topics", "create", "-t", "t", "--if-not-exists", dir=logdir).code == 0
+    assert_error(call("topics", "create", "-t", "r", "--replication-factor", "3", dir=logdir), 1,
+                 "--replication-factor 3", "mirror")
+    assert_error(call("topics", "create", "-t", "c", "--config", "retention.msx=5", dir=logdir), 1,
+                 "retention.msx", "retention.ms")
+    assert_error(call("topics", "create", "-t", "c", "-c", "retention.ms=soon", dir=logdir), 1, "retention.ms")
+    assert_error(call("topics", "create", "-t", "c", "-c", "retention.ms", dir=logdir), 2, "KEY=VALUE")
+    assert_error(call("topics", "create", "-t", "../x", dir=logdir), 1, "'../x'")
+    assert_error(call("topics", "create", "-t", "z", "-p", "0", dir=logdir), 2, "--partitions")
+    with embedlog.open(logdir) as log:
+        assert log.topics() == ["t"] and log.topic("t").num_partitions == 2   # nothing half-made
+
+
+def test_the_log_directory_rules(tmp_path, logdir):
+    assert_error(run("topics", "list"), 2, "--dir", "EMBEDLOG_DIR")
+    assert_error(run("topics", "list", dir=tmp_path / "missing"), 1, "does not exist")
+    assert not (tmp_path / "missing").exists()              # reading never creates a directory
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "notes.txt").write_text("x")
+    assert_error(call("topics", "list", dir=tmp_path / "plain"), 1, "not an embedlog log directory")
+    # --dir before or after the command beats EMBEDLOG_DIR
+    call("topics", "create", "-t", "here", dir=logdir)
+    assert call("--dir", logdir, "topics", "list", dir=tmp_path / "missing").table()[1:] == [["here", "1"]]
+    assert call("topics", "list", "--dir", logdir, dir=tmp_path / "missing").table()[1:] == [["here", "1"]]
+
+
+def test_list_table_json_nl(orders):
+    with embedlog.open(orders) as log:
+        log.create_topic("__consumer_offsets", 1, {"cleanup.policy": "compact"})
+        log.create_topic("a.long.topic.name", 7)
+    r = call("topics", "list", dir=orders)
+    assert r.table() == [["TOPIC", "PARTITIONS"], ["__consumer_offsets", "1"], ["a.long.topic.name", "7"],
+                         ["orders", "3"]]
+    assert run("topics", "list", "--exclude-internal", "--json", dir=orders).json == [
+        {"topic": "a.long.topic.name", "partitions": 7, "internal": False},
+        {"topic": "orders", "partitions": 3, "internal": False}]
+    assert [o["topic"] for o in call("topics", "list", "--nl", dir=orders).nl] == [
+        "__consumer_offsets", "a.long.topic.name", "orders"]
+
+
+def test_describe_offsets_sizes_and_table(orders):
+    with embedlog.open(orders) as log:
+        ends = [log.partition("orders", p).log_end_offset for p in range(3)]
+    doc = call("topics", "describe", "--json", dir=orders).json[0]
+    parts = doc["partition_details"]
+    assert [p["log_end_offset"] for p in parts] == ends and sum(ends) == 6
+    for p in parts:
+        pdir = orders / f"orders-{p['partition']}"
+        on_disk = sum(os.path.getsize(pdir / n) for n in os.listdir(pdir) if n.endswith(".log"))
+        assert p["size_bytes"] == on_disk and (on_disk > 0) == (p["log_end_offset"] > 0)
+    r = run("topics", "describe", "-t", "orders", dir=orders)
+    first, rest = r.out.split("\n", 1)
+    assert first.startswith("Topic: orders  TopicId: ") and "PartitionCount: 3" in first
+    rows = parse_table(rest)
+    assert rows[0] == ["PARTITION", "LOG-START-OFFSET", "LOG-END-OFFSET", "SIZE", "SEGMENTS"]
+    assert [int(row[2]) for row in rows[1:]] == ends
+    assert_error(run("topics", "describe", "-t", "nope", dir=orders), 1, "unknown topic 'nope'")
+
+
+def test_alter_sets_and_deletes_overrides(orders):
+    r = run("topics", "alter", "-t", "orders", "-c", "retention.ms=1000", "-c", "segment.bytes=100000", dir=orders)
+    assert r.code == 0 and "retention.ms=1000" in r.out, r
+    r = call("topics", "alter", "-t", "orders", "--delete-config", "segment.bytes", dir=orders)
+    assert r.code == 0, r
+    with embedlog.open(orders) as log:
+        cfg = log.topic("orders").config
+        assert cfg["retention.ms"] == 1000 and cfg["segment.bytes"] == 1073741824
+    assert_error(run("topics", "alter", "-t", "orders", "-c", "segment.bytes=-5", dir=orders), 1, "segment.bytes")
+    assert_error(call("topics", "alter", "-t", "orders", "--delete-config", "nosuch.key", dir=orders), 1, "nosuch.key")
+    assert_error(call("topics", "alter", "-t", "nope", "-c", "retention.ms=1", dir=orders), 1, "unknown topic")
+    assert_error(call("topics", "alter", "-t", "orders", dir=orders), 2, "nothing to change")
+
+
+def test_add_partitions_warns_and_never_shrinks(orders):
+    r = run("topics", "add-partitions", "-t", "orders", "--partitions", "5", dir=orders)
+    assert r.code == 0 and "now has 5 partitions (was 3)" in r.out, r
+    assert r.err.startswith("Warning: ") and "different partitions" in r.err and "Traceback" not in r.err
+    with embedlog.open(orders) as log:
+        assert log.topic("orders").num_partitions == 5
+    assert_error(run("topics", "add-partitions", "-t", "orders", "-p", "4", dir=orders), 1, "never removed")
+    assert_error(call("topics", "add-partitions", "-t", "orders", "-p", "5", dir=orders), 1, "must be larger")
+
+
+def test_delete(orders):
+    assert run("topics", "delete", "-t", "orders", dir=orders).out == "Deleted topic orders.\n"
+    assert not (orders / "orders-0").exists()
+    assert_error(run("topics", "delete", "-t", "orders", dir=orders), 1, "unknown topic 'orders'")
+    assert_error(call("topics", "delete", "-t", "__consumer_offsets", dir=orders), 1, "internal")
