@@ -42,6 +42,9 @@ from ._segment import MAX_RELATIVE_OFFSET, Segment, list_segments
 DEFAULT_LOCK_TIMEOUT = 30.0
 _new_record = functools.partial(tuple.__new__, Record)   # 2x cheaper than Record(*fields)
 DEFAULT_MAX_BYTES = 1 << 20
+MAX_OPEN_SEGMENTS = 64
+_SMALL_READ = 65536               # read step when only a few records are wanted
+_END, _BUDGET, _DAMAGE = 0, 1, 2   # why _read_segment stopped
 PRODUCER_BATCHES_RETAINED = 5      # Kafka's ProducerStateEntry.NUM_BATCHES_TO_RETAIN
 INT32_MAX = 2**31 - 1
 _fork_generation = 0
@@ -164,9 +167,19 @@ class Partition:
         self._segments_version = version
 
     def _segment(self, base: int) -> Segment:
-        seg = self._segments.get(base)
-        if seg is None:
-            seg = self._segments[base] = Segment(self.path, base)
+        """The Segment handle for a base offset. At most MAX_OPEN_SEGMENTS keep their
+        descriptors open (least recently used closed first), so a partition of
+        thousands of segments does not run out of file descriptors."""
+        segs = self._segments
+        seg = segs.pop(base, None)
+        return self._adopt(seg if seg is not None else Segment(self.path, base))
+
+    def _adopt(self, seg: Segment) -> Segment:
+        segs = self._segments
+        segs.pop(seg.base_offset, None)
+        while len(segs) >= MAX_OPEN_SEGMENTS:
+            segs.pop(next(iter(segs))).close()
+        segs[seg.base_offset] = seg   # most recently used last (dicts keep insertion order)
         return seg
 
     def _segment_for(self, offset: int) -> int:
@@ -484,12 +497,12 @@ class Partition:
         while offset < end and i < len(self._bases):
             seg = self._segment(self._bases[i])
             while offset < end:
-                items, whole = self._read_segment(seg, fields, offset, DEFAULT_MAX_BYTES, end)
+                items, stop = self._read_segment(seg, fields, offset, DEFAULT_MAX_BYTES, end)
                 for _buf, _pos, bh, _path, _fpos in items:
                     if bh.producer_id >= 0:
                         self._remember_batch(bh, bh.base_offset, bh.last_offset)
                     offset = bh.next_offset
-                if whole or not items:
+                if stop != _BUDGET or not items:
                     break
             i += 1
         self._pstate_end = end
@@ -560,7 +573,7 @@ class Partition:
             st.fsync_dir(self.path)
         except OSError as e:
             raise _storage_error(e, "segment roll", old.log_path) from e
-        self._segments[base] = new
+        self._adopt(new)
         self._bases.append(base)
         self.state.raise_flushed_offset(base)
         fields[st.F_ACTIVE_BASE] = base
@@ -671,7 +684,7 @@ class Partition:
                      max_records: int | None = None) -> Columns:
         """Like read(), as parallel lists (offsets, timestamps, keys, values, headers)."""
         out = Columns([], [], [], [], [])
-        for buf, pos, h, path, fpos in self._read_batches(offset, max_bytes):
+        for buf, pos, h, path, fpos in self._read_batches(offset, max_bytes, max_records):
             cols = decode_columns(buf, pos, h, path=path, file_position=fpos)
             skip = 0
             if h.base_offset < offset:
@@ -714,9 +727,10 @@ class Partition:
             parts.append(bytes(memoryview(buf)[pos:pos + h.size]))
         return b"".join(parts)
 
-    def _read_batches(self, offset: int, max_bytes: int) -> list:
+    def _read_batches(self, offset: int, max_bytes: int, max_records: int | None = None) -> list:
         """(buffer, position, header, path, file_position) for whole, CRC-checked batches
-        from the one holding `offset`, up to max_bytes (at least one batch)."""
+        from the one holding `offset`, up to max_bytes (at least one batch). With
+        max_records, reads in small steps and stops once that many records are covered."""
         self._check_open()
         fields = self._fields()
         log_start, hw = fields[st.F_LOG_START], fields[st.F_HIGH_WATERMARK]
@@ -727,20 +741,27 @@ class Partition:
                 offset=offset, log_start_offset=log_start, log_end_offset=hw)
         out = []
         budget = max_bytes
+        want = max_records
         with self._mutex:
             self._refresh_segments(fields[st.F_SEGMENTS_VERSION])
             bases = self._bases
             i = max(0, self._segment_for(offset))
             while i < len(bases) and offset < hw and (budget > 0 or not out):
                 seg = self._segment(bases[i])
-                items, whole = self._read_segment(seg, fields, offset, budget if out else max(budget, 1), hw,
-                                                  at_least_one=not out)
+                step = budget if want is None else min(budget, _SMALL_READ)
+                items, stop = self._read_segment(seg, fields, offset, step if out else max(step, 1), hw,
+                                                 at_least_one=not out)
                 for item in items:
-                    budget -= item[2].size
-                    offset = item[2].next_offset
+                    h = item[2]
+                    budget -= h.size
+                    if want is not None:
+                        want -= h.next_offset - max(h.base_offset, offset)
+                    offset = h.next_offset
                 out.extend(items)
-                if not whole or (items and budget <= 0):
-                    break           # budget spent, or damage ahead: never skip to the next segment
+                if stop == _DAMAGE or (items and budget <= 0) or (want is not None and want <= 0):
+                    break           # done, or damage ahead: never skip to the next segment
+                if stop == _BUDGET and items:
+                    continue        # a small step ended inside this segment: read on
                 i += 1
                 if i < len(bases):
                     offset = max(offset, bases[i])
@@ -780,14 +801,14 @@ class Partition:
                                              path=seg.log_path, position=pos)
             first_size = h.size if h.magic == MAGIC and h.batch_length >= HEADER_SIZE - 12 else HEADER_SIZE
             if first_size > budget and not (at_least_one and not out):
-                return out, False
+                return out, _BUDGET
             want = min(max(budget, first_size), log_size - pos)
             buf = os.pread(fd, want, pos)
             got = 0
             try:
                 for bpos, bh in iter_batches(buf, path=seg.log_path, base_position=pos):
                     if bh.base_offset >= hw:
-                        return out, True
+                        return out, _END
                     if expected is not None and (bh.base_offset != expected if dense else bh.base_offset < expected):
                         raise CorruptRecordError(
                             f"batch at position {pos + bpos} of {seg.log_path} has base offset "
@@ -798,7 +819,7 @@ class Partition:
                     budget -= bh.size
             except CorruptRecordError:
                 if out:
-                    return out, False   # hand out what precedes the damage; the next read raises
+                    return out, _DAMAGE   # hand out what precedes the damage; the next read raises
                 raise
             if got == 0:
                 # Nothing whole where a whole batch must be: damage, never skipped.
@@ -809,8 +830,8 @@ class Partition:
             pos += got
             h = None
             if budget <= 0:
-                return out, pos >= log_size
-        return out, True
+                return out, _END if pos >= log_size else _BUDGET
+        return out, _END
 
     def _dense(self) -> bool:
         """Offsets have no gaps (no compaction ever ran), so each batch must start exactly

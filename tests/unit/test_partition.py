@@ -252,3 +252,39 @@ def test_segment_jitter_never_exceeds_segment_ms(log):
     for i in range(20):
         p.append_records([b"x"], timestamps=[base + i])           # all within 20 ms
     assert list_segments(p.path) == [0]
+
+
+def test_max_records_reads_only_what_it_needs(log, monkeypatch):
+    log.create_topic("mr", config={"segment.bytes": 1 << 20})
+    p = log.partition("mr", 0)
+    for i in range(300):
+        p.append_records(values(20, 20 * i, size=100))            # ~2.6 kB batches, ~800 kB
+    read_sizes = []
+    real = os.pread
+
+    def counting(fd, n, pos):
+        data = real(fd, n, pos)
+        read_sizes.append(len(data))
+        return data
+    monkeypatch.setattr(os, "pread", counting)
+    got = p.read(3000, max_records=1)
+    assert [r.offset for r in got] == [3000]
+    assert sum(read_sizes) < 200_000, sum(read_sizes)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc")
+def test_many_segments_do_not_exhaust_descriptors(tmp_path):
+    from embedlog._partition import MAX_OPEN_SEGMENTS
+    n = 4 * MAX_OPEN_SEGMENTS
+    open_fds = lambda: len(os.listdir("/proc/self/fd"))  # noqa: E731
+    before = open_fds()
+    with embedlog.open(tmp_path / "log") as log:
+        log.create_topic("fd", config={"segment.bytes": 200})
+        p = log.partition("fd", 0)
+        for i in range(n):
+            p.append_records([b"x" * 150])                   # one segment per batch
+        assert open_fds() - before <= 3 * MAX_OPEN_SEGMENTS + 10
+    with embedlog.open(tmp_path / "log") as log:
+        p = log.partition("fd", 0)
+        assert len(p.read(0, max_bytes=1 << 20)) == n
+        assert open_fds() - before <= 3 * MAX_OPEN_SEGMENTS + 10
