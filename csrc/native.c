@@ -327,8 +327,8 @@ static inline uint64_t get_be64(const uint8_t *p) { return ((uint64_t)get_be32(p
 #define EL_EMALFORMED -5
 
 int64_t el_encode_records(void *out_, size_t cap,
-                          const void *keys_, const int32_t *key_lens,
-                          const void *values_, const int32_t *value_lens,
+                          const void *keys_, size_t keys_size, const int32_t *key_lens,
+                          const void *values_, size_t values_size, const int32_t *value_lens,
                           const int64_t *timestamps, int64_t base_timestamp,
                           const void *headers_, const int32_t *hdr_lens,
                           int32_t n)
@@ -338,6 +338,13 @@ int64_t el_encode_records(void *out_, size_t cap,
     const uint8_t *values = values_;
     const uint8_t *headers = headers_;
     uint8_t *p = out, *end = out + cap;
+    size_t ksum = 0, vsum = 0;
+    for (int32_t i = 0; i < n; i++) {
+        if (key_lens[i] > 0) ksum += (size_t)key_lens[i];
+        if (value_lens[i] > 0) vsum += (size_t)value_lens[i];
+    }
+    if (ksum != keys_size || vsum != values_size)
+        return -2;
     for (int32_t i = 0; i < n; i++) {
         int64_t tsd = timestamps ? timestamps[i] - base_timestamp : 0;
         int32_t kl = key_lens[i], vl = value_lens[i];

@@ -31,10 +31,12 @@ typedef struct {
  * of -1 mean null. timestamps may be NULL (every
  * delta 0); otherwise record i's delta is timestamps[i] - base_timestamp. headers may be NULL (no headers);
  * otherwise headers[hdr_offs[i] .. hdr_offs[i]+hdr_lens[i]) is record i's encoded header
- * section (count varint + headers). Returns bytes written, or -1 if cap is too small. */
+ * section (count varint + headers). keys_size/values_size are the blobs' sizes: the
+ * lengths must add up to them. Returns bytes written, -1 if cap is too small, or -2 if
+ * the lengths do not add up (the caller passed item counts, not byte counts). */
 int64_t el_encode_records(void *out, size_t cap,
-                          const void *keys, const int32_t *key_lens,
-                          const void *values, const int32_t *value_lens,
+                          const void *keys, size_t keys_size, const int32_t *key_lens,
+                          const void *values, size_t values_size, const int32_t *value_lens,
                           const int64_t *timestamps, int64_t base_timestamp,
                           const void *headers, const int32_t *hdr_lens,
                           int32_t n);

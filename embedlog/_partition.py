@@ -36,7 +36,7 @@ from ._errors import (CorruptRecordError, InvalidProducerEpochError, LockTimeout
                       OffsetOutOfRangeError, OutOfOrderSequenceError, RecordTooLargeError, StorageError)
 from ._index import IndexCorrupt, OffsetIndex, TimeIndex
 from ._records import (ATTR_CONTROL, ATTR_LOG_APPEND_TIME, HEADER_SIZE, MAGIC, Columns, Record,
-                       build_batch, decode_columns, iter_batches, now_ms, parse_header, peek_header)
+                       decode_columns, encode_batch, iter_batches, now_ms, parse_header, peek_header)
 from ._segment import MAX_RELATIVE_OFFSET, Segment, list_segments
 
 DEFAULT_LOCK_TIMEOUT = 30.0
@@ -319,8 +319,8 @@ class Partition:
     def append_records(self, values, keys=None, timestamps=None, headers=None, *,
                        compression: int = 0, sync: bool = False, **batch_fields) -> AppendResult:
         """Encode the records as one batch and append it."""
-        return self.append_batches([build_batch(values, keys, timestamps, headers, compression=compression,
-                                                **batch_fields)], sync=sync, _built_here=True)[0]
+        return self.append_batches([encode_batch(values, keys, timestamps, headers, compression=compression,
+                                                 **batch_fields)], sync=sync, _built_here=True)[0]
 
     def append_batches(self, batches, *, sync: bool = False, _built_here: bool = False) -> list[AppendResult]:
         """Append encoded batches under one lock hold. Each is validated as Kafka's broker

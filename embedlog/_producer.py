@@ -29,7 +29,7 @@ from ._errors import ConfigError, EmbedlogError, LogClosedError
 from ._kafka import (OFFSET_INVALID, TIMESTAMP_CREATE_TIME, TIMESTAMP_LOG_APPEND_TIME, KafkaError,
                      KafkaException, Message, error_from)
 from ._partitioner import StickyPartitioner, partitions_for_keys
-from ._records import HEADER_SIZE, LOG_OVERHEAD, build_batch, now_ms
+from ._records import HEADER_SIZE, LOG_OVERHEAD, encode_batch, now_ms
 
 _RECORD_OVERHEAD = 24           # varints + attributes per record, an upper bound for sizing
 _monotonic = time.monotonic
@@ -93,7 +93,8 @@ class _DeliveryReport(Message):
 
 class _Acc:
     """Records queued for one topic, as parallel lists under a small lock: produce()
-    appends, a send swaps the lists out whole (no per-record work to take them)."""
+    appends (explicit acquire/release: a `with` statement costs more than the appends),
+    and a send swaps the lists out whole, with no per-record work to take them."""
 
     __slots__ = ("topic", "lock", "values", "keys", "callbacks", "extras", "bytes", "first")
 
@@ -193,28 +194,54 @@ class Producer:
         acc = self._accs.get(topic)
         if acc is None:
             acc = self._new_topic(topic)
-        if self._closed:
-            raise LogClosedError("producer is closed")
         size = (len(value) if value is not None else 0) + (len(key) if key is not None else 0)
         if size > self._max_message:
             raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE,
                                             f"record of {size} bytes exceeds message.max.bytes={self._max_message}"))
-        extras = None
         if partition != -1 or timestamp or headers is not None:
             self._check_extras(topic, partition, timestamp, headers)
             extras = (partition, timestamp, headers)
+        else:
+            extras = None
         size += _RECORD_OVERHEAD
+        lock = acc.lock
+        lock.acquire()
+        values = acc.values
+        n = len(values)
+        if n >= self._q_limit or acc.bytes + size > self._send_bytes:
+            lock.release()
+            return self._produce_slow(acc, value, key, on_delivery or callback or self._default_cb, extras, size)
+        values.append(value)
+        acc.keys.append(key)
+        acc.callbacks.append(on_delivery or callback or self._default_cb)
+        if extras is not None:
+            if acc.extras is None:
+                acc.extras = {}
+            acc.extras[n] = extras
+        acc.bytes += size
+        if n == 0:
+            acc.first = _monotonic()
+        lock.release()
+        if n == 0:
+            self._wake.set()
+        elif n + 1 >= self._batch_count:
+            self._send_topic(acc)
+
+    def _produce_slow(self, acc, value, key, cb, extras, size):
+        """produce() when the queue is full, the producer closed, or the chunk would pass
+        the batch limit (it goes out first, so a full chunk is one batch, no straggler)."""
         while True:
             with acc.lock:
                 values = acc.values
                 n = len(values)
                 if n >= self._q_limit or acc.bytes >= self._max_queued_bytes:
+                    if self._closed:
+                        raise LogClosedError("producer is closed")
                     raise BufferError("Local: Queue full")
-                spill = n and acc.bytes + size > self._send_bytes
-                if not spill:            # (a full chunk goes out first: one batch, no straggler)
+                if not n or acc.bytes + size <= self._send_bytes:
                     values.append(value)
                     acc.keys.append(key)
-                    acc.callbacks.append(on_delivery or callback or self._default_cb)
+                    acc.callbacks.append(cb)
                     if extras is not None:
                         if acc.extras is None:
                             acc.extras = {}
@@ -222,8 +249,7 @@ class Producer:
                     acc.bytes += size
                     if n == 0:
                         acc.first = _monotonic()
-            if not spill:
-                break
+                    break
             self._send_topic(acc)
         if n == 0:
             self._wake.set()
@@ -286,7 +312,8 @@ class Producer:
                 self._refresh_limit()
 
     def _refresh_limit(self):
-        self._q_limit = max(1, self._max_queued - self._in_flight - len(self._reports))
+        if not self._closed:
+            self._q_limit = max(1, self._max_queued - self._in_flight - len(self._reports))
 
     def _send_all(self):
         for acc in list(self._accs.values()):
@@ -383,7 +410,7 @@ class Producer:
             pid_fields = dict(producer_id=self._producer_id, producer_epoch=self._epoch, base_sequence=seq)
             self._sequences[(t.name, p)] = (seq + len(values)) % 2**31
         try:
-            batch = build_batch(values, keys, timestamps, headers, compression=codec, timestamp=ts_now,
+            batch = encode_batch(values, keys, timestamps, headers, compression=codec, timestamp=ts_now,
                                 **pid_fields)
             res = self._append_with_retries(t.partition(p), batch)
             sent.base_offset = res.base_offset if self._acks != 0 else -1
@@ -524,6 +551,7 @@ class Producer:
             return 0
         left = self.flush(timeout)
         self._closed = True
+        self._q_limit = -1               # produce() checks one number, then says why
         self._wake.set()
         self._sender.join(1.0)
         release_log(self._log)

@@ -118,12 +118,15 @@ def decode_varint(buf, pos: int) -> tuple[int, int]:
 def _as_bytes_list(items, what: str):
     """(joined bytes, native int32 lengths as bytes) for a list of bytes-like or None."""
     try:
-        lens = list(map(len, items))
-        blob = b"".join(items)
-        if len(blob) == sum(lens):      # a multi-byte memoryview's len() counts items, not bytes
-            return blob, struct.pack(f"{len(lens)}i", *lens)
+        # (A multi-byte memoryview's len() counts items, not bytes: the C encoder checks
+        # that the lengths add up to the blob and the caller then takes the slow path.)
+        return b"".join(items), struct.pack(f"{len(items)}i", *map(len, items))
     except TypeError:
         pass
+    return _as_bytes_list_slow(items, what)
+
+
+def _as_bytes_list_slow(items, what: str):
     lens = []
     parts = []
     for i, x in enumerate(items):
@@ -178,6 +181,18 @@ def build_batch(values, keys=None, timestamps=None, headers=None, *, compression
                 producer_id: int = -1, producer_epoch: int = -1, base_sequence: int = -1,
                 transactional: bool = False, base_offset: int = 0,
                 partition_leader_epoch: int = -1, timestamp: int | None = None) -> bytes:
+    return bytes(encode_batch(values, keys, timestamps, headers, compression=compression,
+                              producer_id=producer_id, producer_epoch=producer_epoch,
+                              base_sequence=base_sequence, transactional=transactional,
+                              base_offset=base_offset, partition_leader_epoch=partition_leader_epoch,
+                              timestamp=timestamp))
+
+
+def encode_batch(values, keys=None, timestamps=None, headers=None, *, compression: int = 0,
+                 producer_id: int = -1, producer_epoch: int = -1, base_sequence: int = -1,
+                 transactional: bool = False, base_offset: int = 0,
+                 partition_leader_epoch: int = -1, timestamp: int | None = None) -> bytearray:
+    """build_batch without the final copy to bytes (for callers that append it at once)."""
     """Encode one RecordBatch v2 from parallel lists (values required; the rest optional).
 
     keys/values items are bytes-like or None; timestamps are epoch ms (default: now,
@@ -219,8 +234,14 @@ def build_batch(values, keys=None, timestamps=None, headers=None, *, compression
     buf = bytearray(cap)
     cbuf = hp.from_buffer(buf)
     written = hp.lib.el_encode_records(
-        cbuf + HEADER_SIZE, cap - HEADER_SIZE, key_blob, hp.i32(key_lens),
-        value_blob, hp.i32(value_lens), ts_arr, base_ts, hdr_ptr, hdr_lens_ptr, n)
+        cbuf + HEADER_SIZE, cap - HEADER_SIZE, key_blob, len(key_blob), hp.i32(key_lens),
+        value_blob, len(value_blob), hp.i32(value_lens), ts_arr, base_ts, hdr_ptr, hdr_lens_ptr, n)
+    if written == -2:   # some memoryview of wider items: lengths in items, not bytes
+        key_blob, key_lens = _as_bytes_list_slow(keys, "key")
+        value_blob, value_lens = _as_bytes_list_slow(values, "value")
+        written = hp.lib.el_encode_records(
+            cbuf + HEADER_SIZE, cap - HEADER_SIZE, key_blob, len(key_blob), hp.i32(key_lens),
+            value_blob, len(value_blob), hp.i32(value_lens), ts_arr, base_ts, hdr_ptr, hdr_lens_ptr, n)
     if written < 0:  # cannot happen with the bound above
         raise AssertionError("record encoding overflowed its buffer")
     if compression:
@@ -238,7 +259,7 @@ def build_batch(values, keys=None, timestamps=None, headers=None, *, compression
                  base_sequence=base_sequence, records_count=n)
     del cbuf
     del buf[total:]
-    return bytes(buf)
+    return buf
 
 
 def finish_batch(cbuf, total: int, **fields) -> None:

@@ -184,3 +184,12 @@ def test_bad_input_types_are_clear_errors():
         R.build_batch([b"v"], keys=[b"a", b"b"])
     with pytest.raises(TypeError, match="header key must be str"):
         R.build_batch([b"v"], headers=[[(1, b"x")]])
+
+
+def test_wide_memoryviews_are_encoded_by_their_bytes():
+    from array import array
+    wide = memoryview(array("i", [1, 2, 3]))              # len() == 3 items, 12 bytes
+    raw = R.build_batch([wide, b"plain"], keys=[b"k", memoryview(b"mv")])
+    recs = R.decode_records(raw)
+    assert recs[0].value == array("i", [1, 2, 3]).tobytes() and recs[1].value == b"plain"
+    assert recs[1].key == b"mv"
