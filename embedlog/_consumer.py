@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import time
+from itertools import repeat
 
 from ._clients import acquire_log, release_log
 from ._config import consumer_config
@@ -364,8 +365,7 @@ class Consumer:
             ps = self._cur
             if ps is not None and ps.i < ps.n and not self._pending:
                 j = min(ps.n, ps.i + num_messages - len(out))
-                chunk = ps.chunk
-                out.extend([_Fetched(chunk, k) for k in range(ps.i, j)])
+                out.extend(map(_Fetched, repeat(ps.chunk, j - ps.i), range(ps.i, j)))
                 ps.i = j
                 continue
             m = self.poll(0)
