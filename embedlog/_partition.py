@@ -751,6 +751,8 @@ class Partition:
                 step = budget if want is None else min(budget, _SMALL_READ)
                 items, stop = self._read_segment(seg, fields, offset, step if out else max(step, 1), hw,
                                                  at_least_one=not out)
+                if not items and stop == _BUDGET and step < budget:   # a batch larger than the step
+                    items, stop = self._read_segment(seg, fields, offset, budget, hw, at_least_one=False)
                 for item in items:
                     h = item[2]
                     budget -= h.size
@@ -758,10 +760,12 @@ class Partition:
                         want -= h.next_offset - max(h.base_offset, offset)
                     offset = h.next_offset
                 out.extend(items)
-                if stop == _DAMAGE or (items and budget <= 0) or (want is not None and want <= 0):
+                if stop == _DAMAGE or budget <= 0 or (want is not None and want <= 0):
                     break           # done, or damage ahead: never skip to the next segment
-                if stop == _BUDGET and items:
-                    continue        # a small step ended inside this segment: read on
+                if stop == _BUDGET:
+                    if items and want is not None:
+                        continue    # a small step ended inside this segment: read on
+                    break           # the next batch does not fit what is left of max_bytes
                 i += 1
                 if i < len(bases):
                     offset = max(offset, bases[i])
