@@ -464,6 +464,46 @@ int el_parse_records(const void *buf_, size_t len, int32_t count, int32_t origin
     return p == end ? flags : EL_EMALFORMED;
 }
 
+static char *put_field(char *p, char *end, int64_t gap, int64_t len)
+{
+    /* at most 2 x (10 digits + 1 letter) */
+    if (end - p < 24) return NULL;
+    if (gap > 0) {
+        char tmp[24];
+        int k = 0;
+        while (gap) { tmp[k++] = (char)('0' + gap % 10); gap /= 10; }
+        while (k) *p++ = tmp[--k];
+        *p++ = 'x';
+    }
+    if (len == 0) {
+        *p++ = '0';
+    } else {
+        char tmp[24];
+        int k = 0;
+        while (len) { tmp[k++] = (char)('0' + len % 10); len /= 10; }
+        while (k) *p++ = tmp[--k];
+    }
+    *p++ = 's';
+    return p;
+}
+
+int64_t el_slices_format(const int32_t *key_off, const int32_t *key_len,
+                         const int32_t *value_off, const int32_t *value_len,
+                         int32_t n, int32_t start, char *out, size_t cap)
+{
+    char *p = out, *end = out + cap;
+    int64_t cursor = start;
+    for (int32_t i = 0; i < n; i++) {
+        if (key_len[i] < 0 || value_len[i] < 0 || key_off[i] < cursor || value_off[i] < key_off[i] + key_len[i])
+            return -2;
+        if (!(p = put_field(p, end, key_off[i] - cursor, key_len[i]))) return -1;
+        cursor = (int64_t)key_off[i] + key_len[i];
+        if (!(p = put_field(p, end, value_off[i] - cursor, value_len[i]))) return -1;
+        cursor = (int64_t)value_off[i] + value_len[i];
+    }
+    return (int64_t)(p - out);
+}
+
 int64_t el_index_batches(const void *buf_, size_t len, int64_t *positions, int64_t cap)
 {
     const uint8_t *buf = buf_;

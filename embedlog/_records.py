@@ -351,7 +351,6 @@ def decode_columns(buf: bytes, position: int, header: BatchHeader, *, path=None,
         raise CorruptRecordError(f"{hp.REASONS[flags]}{' in ' + str(path) if path else ''} "
                                  f"at position {where}", path=path, position=where)
     iv = memoryview(hp.ffi.buffer(ints)).cast("i")
-    ko, kl, vo, vl = (iv[k * n:(k + 1) * n].tolist() for k in range(1, 5))
     base = header.base_offset
     if flags & 2:                      # offset deltas 0..n-1 (always, unless compacted)
         offsets = list(range(base, base + n))
@@ -364,13 +363,18 @@ def decode_columns(buf: bytes, position: int, header: BatchHeader, *, path=None,
     else:
         bts = header.base_timestamp
         timestamps = [bts + d for d in memoryview(hp.ffi.buffer(ts_delta)).cast("q").tolist()]
-    if flags & 4:
-        keys = [data[o:o + l] for o, l in zip(ko, kl)]
+    if flags & 12 == 12:
+        # No null key or value: cut them all with one struct.unpack_from, whose format
+        # C writes from the offsets ("5x16s1x100s..."): ~2.5x cheaper than slicing.
+        cap = 48 * n + 16
+        fmt = hp.new("char[]", cap)
+        m = hp.lib.el_slices_format(ints + n, ints + 2 * n, ints + 3 * n, ints + 4 * n, n, origin, fmt, cap)
+        fields = struct.Struct(hp.ffi.buffer(fmt, m)[:]).unpack_from(data, origin)
+        keys = list(fields[0::2])
+        values = list(fields[1::2])
     else:
+        ko, kl, vo, vl = (iv[k * n:(k + 1) * n].tolist() for k in range(1, 5))
         keys = [data[o:o + l] if l >= 0 else None for o, l in zip(ko, kl)]
-    if flags & 8:
-        values = [data[o:o + l] for o, l in zip(vo, vl)]
-    else:
         values = [data[o:o + l] if l >= 0 else None for o, l in zip(vo, vl)]
     if flags & 16:
         headers = [_EMPTY] * n
