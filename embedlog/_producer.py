@@ -31,7 +31,8 @@ from ._kafka import (OFFSET_INVALID, TIMESTAMP_CREATE_TIME, TIMESTAMP_LOG_APPEND
 from ._partitioner import StickyPartitioner, partitions_for_keys
 from ._records import HEADER_SIZE, LOG_OVERHEAD, encode_batch, now_ms
 
-_RECORD_OVERHEAD = 24           # varints + attributes per record, an upper bound for sizing
+_RECORD_OVERHEAD = 32           # per-record framing upper bound: 5 length + 1 attributes + 10 timestamp
+                                # delta + 5 offset delta + 5 key length + 5 value length + 1 headers
 _monotonic = time.monotonic
 
 
@@ -201,6 +202,9 @@ class Producer:
         if partition != -1 or timestamp or headers is not None:
             self._check_extras(topic, partition, timestamp, headers)
             extras = (partition, timestamp, headers)
+            if headers:
+                items = headers.items() if isinstance(headers, dict) else headers
+                size += sum(10 + len(k) + (len(v) if v is not None else 0) for k, v in items)
         else:
             extras = None
         size += _RECORD_OVERHEAD
@@ -291,6 +295,7 @@ class Producer:
                 values, keys, callbacks, extras = acc.values, acc.keys, acc.callbacks, acc.extras
                 if not values:
                     return
+                nbytes = acc.bytes               # exact: every append counted under the lock
                 acc.reset()
             n = len(values)
             self._in_flight += n
@@ -306,7 +311,7 @@ class Producer:
                         if hs is not None:
                             headers[i] = hs
                 self._send_chunk(acc.topic, values, keys, callbacks, explicit or None, timestamps or None,
-                                 headers or None)
+                                 headers or None, nbytes)
             finally:
                 self._in_flight -= n
                 self._refresh_limit()
@@ -347,7 +352,7 @@ class Producer:
                 targets[i] = p
         return targets
 
-    def _send_chunk(self, topic, values, keys, callbacks, explicit, timestamps, headers):
+    def _send_chunk(self, topic, values, keys, callbacks, explicit, timestamps, headers, nbytes=None):
         t = self._topics[topic]
         n = len(values)
         targets = self._partitions(t, keys, explicit)
@@ -371,7 +376,9 @@ class Producer:
             hs = None
             if headers:
                 hs = [headers.get(i) for i in (range(n) if idx is None else idx)]
-            for lo, hi in self._split(v, k, limit):
+            # The chunk's size was counted as records arrived: split only when it may be needed.
+            fits = idx is None and nbytes is not None and nbytes <= limit
+            for lo, hi in ((0, len(v)),) if fits else self._split(v, k, limit):
                 self._send_batch(t, p, v[lo:hi], k[lo:hi], cbs[lo:hi],
                                  None if ts is None else ts[lo:hi], None if hs is None else hs[lo:hi],
                                  codec, ts_now)
