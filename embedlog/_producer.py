@@ -204,7 +204,10 @@ class Producer:
             extras = (partition, timestamp, headers)
             if headers:
                 items = headers.items() if isinstance(headers, dict) else headers
-                size += sum(10 + len(k) + (len(v) if v is not None else 0) for k, v in items)
+                try:
+                    size += sum(10 + len(k) + (len(v) if v is not None else 0) for k, v in items)
+                except (TypeError, ValueError):
+                    raise TypeError("headers must be (str, bytes | str | None) pairs or a dict") from None
         else:
             extras = None
         size += _RECORD_OVERHEAD

@@ -331,3 +331,12 @@ def test_a_full_chunk_is_one_batch_not_one_plus_a_straggler(conf, logdir):
         pos += h.size
     assert sum(counts) == 20000
     assert min(counts[:-1]) > 1000, counts
+
+
+def test_malformed_headers_are_a_clear_error(conf):
+    p = Producer(conf)
+    with pytest.raises(TypeError, match="headers must be"):
+        p.produce("t", value=b"x", headers=[("only-a-key",)])
+    with pytest.raises(TypeError, match="headers must be"):
+        p.produce("t", value=b"x", headers="k=v")
+    assert p.flush() == 0
