@@ -22,6 +22,7 @@ from ._kafka import (OFFSET_BEGINNING, OFFSET_END, OFFSET_INVALID, OFFSET_STORED
 from ._offsets import store_for
 
 _MAINTAIN_EVERY = 0.005      # seconds between group / auto-commit checks
+_monotonic = time.monotonic
 _EMPTY = ()
 
 
@@ -320,12 +321,12 @@ class Consumer:
         """The next record (a Message), an event Message whose error() is set (e.g.
         _PARTITION_EOF), or None after `timeout` seconds (None/-1: wait forever)."""
         ps = self._cur
-        if ps is not None and ps.i < ps.n:
-            now = time.monotonic()
-            if now < self._next_maint:
-                i = ps.i
-                ps.i = i + 1
-                return _Fetched(ps.chunk, i)
+        if ps is not None and ps.i < ps.n and _monotonic() < self._next_maint:
+            # One Message per call, created here: it dies with the caller's reference and
+            # never reaches the cyclic GC (a chunk's worth created at once would).
+            i = ps.i
+            ps.i = i + 1
+            return _Fetched(ps.chunk, i)
         return self._poll_slow(timeout)
 
     def _poll_slow(self, timeout):
