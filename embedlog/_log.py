@@ -225,6 +225,12 @@ class Log:
             raise StorageError(f"topic metadata {self._meta_path(name)} is damaged: {e}",
                                path=self._meta_path(name)) from e
 
+    def _existing_meta(self, name: str) -> dict:
+        meta = self._read_meta(name)
+        if meta is None:
+            raise UnknownTopicOrPartitionError(f"unknown topic {name!r} in {self.path}")
+        return meta
+
     # ------------------------------------------------------------ topics
     def create_topic(self, name: str, partitions: int = 1, config: dict | None = None, *,
                      replication_factor: int = 1) -> Topic:
@@ -293,9 +299,7 @@ class Log:
         self._check_open()
         validate_topic_name(name)
         with self._mutex, self._dir_lock():
-            meta = self._read_meta(name)
-            if meta is None:
-                raise UnknownTopicOrPartitionError(f"unknown topic {name!r} in {self.path}")
+            meta = self._existing_meta(name)
             current = meta["partitions"]
             if not isinstance(total, int) or isinstance(total, bool) or total <= current:
                 raise InvalidPartitionsError(
@@ -328,9 +332,7 @@ class Log:
         self._check_open()
         validate_topic_name(name)
         with self._mutex, self._dir_lock():
-            meta = self._read_meta(name)
-            if meta is None:
-                raise UnknownTopicOrPartitionError(f"unknown topic {name!r} in {self.path}")
+            meta = self._existing_meta(name)
             overrides = dict(meta.get("config") or {}) if incremental else {}
             for key, value in (changes or {}).items():
                 if value is None:
@@ -360,9 +362,7 @@ class Log:
         self._check_open()
         validate_topic_name(name)
         with self._mutex, self._dir_lock():
-            meta = self._read_meta(name)
-            if meta is None:
-                raise UnknownTopicOrPartitionError(f"unknown topic {name!r} in {self.path}")
+            meta = self._existing_meta(name)
             t = self._topics.pop(name, None)
             if t is not None:
                 t.close()

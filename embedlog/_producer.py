@@ -156,7 +156,8 @@ class Producer:
         self._batch_bytes = values["batch.size"]
         # Send a topic's chunk at batch.size, but below the largest batch we may build, so
         # a chunk never spills one record into a batch of its own.
-        self._send_bytes = min(self._batch_bytes, values["message.max.bytes"] - HEADER_SIZE)
+        self._send_bytes = min(self._batch_bytes, values["message.max.bytes"] - HEADER_SIZE,
+                               values["queue.buffering.max.kbytes"] * 1024)
         self._batch_count = values["batch.num.messages"]
         self._max_queued = values["queue.buffering.max.messages"] or 2**62
         self._max_queued_bytes = values["queue.buffering.max.kbytes"] * 1024
@@ -211,16 +212,19 @@ class Producer:
         else:
             extras = None
         size += _RECORD_OVERHEAD
+        cb = on_delivery or callback or self._default_cb
         lock = acc.lock
-        lock.acquire()
-        values = acc.values
-        n = len(values)
-        if n >= self._q_limit or acc.bytes + size > self._send_bytes:
+        while True:
+            lock.acquire()
+            values = acc.values
+            n = len(values)
+            if n < self._q_limit and (n == 0 or acc.bytes + size <= self._send_bytes):
+                break
             lock.release()
-            return self._produce_slow(acc, value, key, on_delivery or callback or self._default_cb, extras, size)
+            self._make_room(acc, size)
         values.append(value)
         acc.keys.append(key)
-        acc.callbacks.append(on_delivery or callback or self._default_cb)
+        acc.callbacks.append(cb)
         if extras is not None:
             if acc.extras is None:
                 acc.extras = {}
@@ -234,34 +238,15 @@ class Producer:
         elif n + 1 >= self._batch_count:
             self._send_topic(acc)
 
-    def _produce_slow(self, acc, value, key, cb, extras, size):
-        """produce() when the queue is full, the producer closed, or the chunk would pass
-        the batch limit (it goes out first, so a full chunk is one batch, no straggler)."""
-        while True:
-            with acc.lock:
-                values = acc.values
-                n = len(values)
-                if n >= self._q_limit or acc.bytes >= self._max_queued_bytes:
-                    if self._closed:
-                        raise LogClosedError("producer is closed")
-                    raise BufferError("Local: Queue full")
-                if not n or acc.bytes + size <= self._send_bytes:
-                    values.append(value)
-                    acc.keys.append(key)
-                    acc.callbacks.append(cb)
-                    if extras is not None:
-                        if acc.extras is None:
-                            acc.extras = {}
-                        acc.extras[n] = extras
-                    acc.bytes += size
-                    if n == 0:
-                        acc.first = _monotonic()
-                    break
-            self._send_topic(acc)
-        if n == 0:
-            self._wake.set()
-        elif n + 1 >= self._batch_count:
-            self._send_topic(acc)
+    def _make_room(self, acc, size):
+        """produce() found the queue full, the producer closed, or a chunk the record
+        would push past the batch limit: raise, or send the chunk first (so a full chunk
+        is one batch, with no one-record straggler)."""
+        if len(acc.values) >= self._q_limit or acc.bytes >= self._max_queued_bytes:
+            if self._closed:
+                raise LogClosedError("producer is closed")
+            raise BufferError("Local: Queue full")
+        self._send_topic(acc)
 
     def _check_extras(self, topic, partition, timestamp, headers):
         if partition != -1:
