@@ -9,7 +9,7 @@ and limits, time lookups, clean close/reopen, a reboot after a clean close, a ki
 a power loss that drops (or zeroes) part of the not-yet-durable tail of the active segment
 and of its unsynced index entries. After every step the whole log must equal the model.
 
-Default run: 100 examples of up to 50 steps each (about 10-40 s); EMBEDLOG_SOAK=1 runs
+Default run: 200 examples of up to 50 steps each (about 25 s); EMBEDLOG_SOAK=1 runs
 10x as many examples.
 """
 from __future__ import annotations
@@ -450,7 +450,7 @@ class PartitionMachine(RuleBasedStateMachine):
 
 
 PartitionMachine.TestCase.settings = settings(
-    max_examples=1000 if SOAK else 100,
+    max_examples=2000 if SOAK else 200,
     stateful_step_count=50,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
