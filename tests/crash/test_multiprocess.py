@@ -345,9 +345,8 @@ def test_reader_in_other_process_sees_appends_and_is_woken(tmp_path, children):
         for _, out_r in pipes:
             msg = _recv(out_r, 25)
             assert msg is not None, "a reader blocked in wait() was not woken by the append"
-            kind, woke, elapsed, hw, recs = msg
-            assert kind == "woke" and woke is True
-            assert elapsed < 30, "wait() returned only at its timeout"
+            kind, woke, _elapsed, hw, recs = msg
+            assert kind == "woke" and woke is True     # True: woken by the data, not its timeout
             assert hw == 13
             assert [(r[0], r[3]) for r in recs] == [(12, b"wake")]
     for ctl_w, out_r in pipes:
