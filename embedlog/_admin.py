@@ -291,23 +291,18 @@ class AdminClient:
     def alter_configs(self, resources, request_timeout=None, validate_only=False):
         """Replace each topic's config overrides with the resource's set_config (Kafka's
         non-incremental AlterConfigs: keys not given return to their defaults)."""
-        self._check()
-        out = {}
-        for res in resources:
-            try:
-                self._log.alter_topic_config(res.name, res.set_config_dict, incremental=False,
-                                             validate_only=validate_only)
-                out[res] = _done(None)
-            except EmbedlogError as e:
-                out[res] = _done(exc=_kexc(e))
-        return out
+        return self._alter(resources, incremental=False, validate_only=validate_only)
 
     def incremental_alter_configs(self, resources, request_timeout=None, validate_only=False):
+        """Merge each resource's set_config into the topic's overrides."""
+        return self._alter(resources, incremental=True, validate_only=validate_only)
+
+    def _alter(self, resources, *, incremental, validate_only):
         self._check()
         out = {}
         for res in resources:
             try:
-                self._log.alter_topic_config(res.name, res.set_config_dict, incremental=True,
+                self._log.alter_topic_config(res.name, res.set_config_dict, incremental=incremental,
                                              validate_only=validate_only)
                 out[res] = _done(None)
             except EmbedlogError as e:
