@@ -445,12 +445,16 @@ class Consumer:
         several partitions or a group need watching."""
         active = [ps for ps in self._order if not ps.paused and ps.fetch_pos is not None]
         slice_ = 0.1 if self._member is not None or self._auto_commit else None
+        t = left if slice_ is None else (slice_ if left is None else min(left, slice_))
         if len(active) == 1:
-            t = left if slice_ is None else (slice_ if left is None else min(left, slice_))
             active[0].part.wait(active[0].fetch_pos, t)
         elif active:
-            t = 0.005 if left is None else min(left, 0.005)
-            active[0].part.wait(active[0].fetch_pos, t)
+            # Several partitions: sleep on the directory's futex word, which every append
+            # to any partition bumps; read it before checking, so no append is missed.
+            notifier = self._log.notifier
+            seen = notifier.value()
+            if all(ps.part.high_watermark <= ps.fetch_pos for ps in active):
+                notifier.wait(seen, t)
         else:
             time.sleep(0.01 if left is None else max(0.0, min(left, 0.01)))
 

@@ -28,11 +28,12 @@ from ._errors import (ConfigError, FormatVersionError, InvalidPartitionsError, I
 from ._partition import DEFAULT_LOCK_TIMEOUT, AppendResult, Partition
 from ._partitioner import StickyPartitioner, partitions_for_keys
 from ._records import build_batch
-from ._state import TEMP_RE, fsync_dir, remove_temp_files, write_atomic
+from ._state import TEMP_RE, DirNotifier, fsync_dir, remove_temp_files, write_atomic
 
 FORMAT_NAME = "embedlog"
 FORMAT_VERSION = 1
 MARKER = "embedlog.json"
+NOTIFY_FILE = ".notify"
 TOPICS_DIR = "topics"
 TOPIC_RE = re.compile(r"[a-zA-Z0-9._-]+")
 MAX_TOPIC_LENGTH = 249
@@ -92,7 +93,7 @@ class Topic:
                 if part is None:
                     part = self._partitions[p] = Partition(
                         os.path.join(self.log.path, f"{self.name}-{p}"), self.name, p, self.config,
-                        lock_timeout=self.log.lock_timeout)
+                        lock_timeout=self.log.lock_timeout, notifier=self.log.notifier)
         return part
 
     @property
@@ -154,6 +155,7 @@ class Log:
         self._init_dir(create)
         self._lock_fd = os.open(os.path.join(self.path, ".lock"),
                                 os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        self.notifier = DirNotifier(os.path.join(self.path, NOTIFY_FILE))
 
     def _init_dir(self, create: bool):
         marker = os.path.join(self.path, MARKER)
@@ -172,7 +174,7 @@ class Log:
             return
         if not create:
             raise FileNotFoundError(f"no embedlog directory at {self.path}")
-        ours = {TOPICS_DIR, MARKER, ".lock"}   # what a concurrent create may have made already
+        ours = {TOPICS_DIR, MARKER, ".lock", NOTIFY_FILE}   # what a concurrent create may have made already
         if os.path.isdir(self.path) and any(n not in ours and not TEMP_RE.match(n) for n in os.listdir(self.path)):
             raise FormatVersionError(
                 f"{self.path} exists, is not empty and has no {MARKER}: refusing to use it as a log directory")
@@ -379,6 +381,7 @@ class Log:
                 part._abandon()
         self._topics.clear()
         os.close(self._lock_fd)
+        self.notifier.close()
 
     def close(self):
         if self._closed:
@@ -392,6 +395,7 @@ class Log:
                 errors.append(e)
         self._topics.clear()
         os.close(self._lock_fd)
+        self.notifier.close()
         if errors:
             raise errors[0]
 

@@ -79,11 +79,12 @@ class Partition:
     """One partition of a topic. Obtain it from `Log.partition()` or `Topic.partition()`."""
 
     def __init__(self, path, topic: str, partition: int, config: dict,
-                 lock_timeout: float = DEFAULT_LOCK_TIMEOUT):
+                 lock_timeout: float = DEFAULT_LOCK_TIMEOUT, notifier=None):
         self.path = os.fspath(path)
         self.topic = topic
         self.partition = partition
         self.config = config          # the topic's live config dict
+        self._notifier = notifier     # the log directory's DirNotifier (wakes multi-partition waiters)
         self.lock_timeout = lock_timeout
         self._mutex = threading.RLock()
         self._segments: dict[int, Segment] = {}
@@ -434,6 +435,8 @@ class Partition:
                 if self._pstate_end == base:
                     self._pstate_end = last + 1
             state.publish(fields)
+            if self._notifier is not None:
+                self._notifier.bump()
             _failpoints.hit("partition.after_publish")
         except BaseException:
             # Leave in_append set: the next lock holder recovers the unknown tail.

@@ -166,6 +166,40 @@ class SharedState:
         hp.unlock(self.fd, which, 1)
 
 
+class DirNotifier:
+    """`<dir>/.notify`: one futex word for the whole log directory, bumped after every
+    append to any partition, so a consumer of many partitions sleeps on one word instead of
+    polling each partition's. Same layout as partition.state's header (notify at 16,
+    waiters at 20); no fields, no magic: a stale value only causes one spurious wake."""
+
+    def __init__(self, path):
+        self.path = path
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        try:
+            if os.fstat(fd).st_size < STATE_SIZE:
+                os.ftruncate(fd, STATE_SIZE)
+            self.mm = mmap.mmap(fd, STATE_SIZE)
+        finally:
+            os.close(fd)
+        self.ptr = hp.from_buffer(self.mm)
+
+    def value(self) -> int:
+        return hp.lib.el_state_notify_value(self.ptr)
+
+    def bump(self):
+        hp.lib.el_state_publish(self.ptr, hp.NULL, 0)
+
+    def wait(self, seen: int, timeout: float | None) -> bool:
+        ns = -1 if timeout is None else max(0, int(timeout * 1e9))
+        return bool(hp.lib.el_state_wait(self.ptr, seen, ns))
+
+    def close(self):
+        if self.mm is not None:
+            self.ptr = None
+            self.mm.close()
+            self.mm = None
+
+
 def fsync_dir(path):
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:

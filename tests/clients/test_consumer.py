@@ -297,3 +297,27 @@ def test_bad_input(conf):
         c.poll(0)
     with pytest.raises(TypeError):
         TopicPartition(5, 0)
+
+
+def test_a_consumer_of_several_partitions_sleeps_until_an_append(conf, logdir, monkeypatch):
+    """With several partitions the consumer sleeps on the directory's futex word (bumped
+    by every append) instead of polling each partition every few milliseconds."""
+    import threading
+    from embedlog._partition import Partition
+    produce(conf, "t", [b"x"], partitions=3, partitioner="random")
+    c = Consumer({**conf, "group.id": "w", "auto.offset.reset": "latest", "enable.auto.commit": False})
+    c.assign([TopicPartition("t", p) for p in range(3)])
+    assert c.poll(0.05) is None                         # positions resolved, nothing new
+    checks = []
+    real = Partition.high_watermark.fget
+    monkeypatch.setattr(Partition, "high_watermark", property(lambda self: checks.append(1) or real(self)))
+
+    def later():
+        time.sleep(0.3)
+        with embedlog.open(logdir) as log:              # another handle, as another process would
+            log.partition("t", 2).append_records([b"wake"])
+    threading.Thread(target=later).start()
+    m = c.poll(30)
+    assert m is not None and m.value() == b"wake" and m.partition() == 2
+    assert len(checks) < 40, f"{len(checks)} watermark checks while waiting: polling, not sleeping"
+    c.close()
