@@ -173,7 +173,10 @@ class Consumer:
         if self._member is None:
             self._member = GroupMember(self._log, self._group, self._conf["client.id"],
                                        self._conf["partition.assignment.strategy"],
-                                       self._conf["embedlog.lock.timeout.ms"] / 1000.0)
+                                       self._conf["embedlog.lock.timeout.ms"] / 1000.0,
+                                       session_timeout=self._conf["session.timeout.ms"] / 1000.0,
+                                       heartbeat_interval=self._conf["heartbeat.interval.ms"] / 1000.0,
+                                       max_poll_interval=self._conf["max.poll.interval.ms"] / 1000.0)
         self._member.join(list(topics))
         self._maintain(time.monotonic(), force=True)
 
@@ -467,9 +470,26 @@ class Consumer:
                 for err, parts in results:
                     self._on_commit(err, parts)
         if self._member is not None:
+            member = self._member
+            member.last_poll = now
+            if member.poll_exceeded:
+                # max.poll.interval.ms ran out: the member left; its partitions are lost
+                # (not revoked: another member may own them already). Tell, then rejoin.
+                member.poll_exceeded = False
+                lost = [TopicPartition(t, p) for (t, p) in self._assigned]
+                if lost and self._on_lost is not None:
+                    self._on_lost(self, lost)
+                self.unassign()
+                self._pending.append(Message(error=KafkaError(
+                    KafkaError._MAX_POLL_EXCEEDED,
+                    "Application maximum poll interval exceeded: left the group; rejoining")))
+                member.join(member.subscription)
             if force or now >= self._next_member_check:
-                self._next_member_check = now + min(self._conf["heartbeat.interval.ms"] / 1000.0, 0.5)
-                self._member.check_members()
+                # Death is seen through the kernel-released lock: checked every 100 ms
+                # (or heartbeat.interval.ms if shorter), so a SIGKILLed member's partitions
+                # move within about that long plus the survivors' next poll.
+                self._next_member_check = now + min(self._conf["heartbeat.interval.ms"] / 1000.0, 0.1)
+                member.check_members()
             change = self._member.poll_assignment()
             if change is not None:
                 self._rebalance(change[1])

@@ -19,6 +19,8 @@ import json
 import mmap
 import os
 import re
+import threading
+import time
 import uuid
 
 from . import _hotpath as hp
@@ -108,7 +110,9 @@ def resolve_subscription(patterns: list[str], topics: list[str]) -> list[str]:
 class GroupMember:
     """This process's membership of one group (one per subscribed Consumer)."""
 
-    def __init__(self, log, group: str, client_id: str, strategies: list[str], lock_timeout: float):
+    def __init__(self, log, group: str, client_id: str, strategies: list[str], lock_timeout: float,
+                 session_timeout: float = 45.0, heartbeat_interval: float = 3.0,
+                 max_poll_interval: float = 300.0):
         self.log = log
         self.group = group
         self.dir = os.path.join(log.path, GROUPS_DIR, group_dir_name(group))
@@ -121,6 +125,14 @@ class GroupMember:
         self.assignment: list[tuple[str, int]] = []
         self.subscription: list[str] = []
         self._member_fd = None
+        self.session_timeout = session_timeout
+        self.heartbeat_interval = heartbeat_interval
+        self.max_poll_interval = max_poll_interval
+        self.last_poll = time.monotonic()        # the consumer updates it from poll()
+        self.poll_exceeded = False               # set when max.poll.interval.ms ran out
+        self._mutex = threading.RLock()
+        self._stop = threading.Event()
+        self._heartbeat = None
         os.makedirs(os.path.join(self.dir, "members"), exist_ok=True)
         self._lock_fd = os.open(os.path.join(self.dir, ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         gen_path = os.path.join(self.dir, "generation")
@@ -219,7 +231,33 @@ class GroupMember:
 
     # -- lifecycle
     def join(self, subscription: list[str]):
+        with self._mutex:
+            self._join(subscription)
+        if self._heartbeat is None:
+            self._heartbeat = threading.Thread(target=self._heartbeat_loop, daemon=True,
+                                               name=f"embedlog-heartbeat-{self.group}")
+            self._heartbeat.start()
+
+    def _heartbeat_loop(self):
+        """Touch the member file every heartbeat.interval.ms (others evict a member whose
+        file is older than session.timeout.ms); leave the group when the application has
+        not polled for max.poll.interval.ms, as Kafka's consumer does."""
+        while not self._stop.wait(self.heartbeat_interval):
+            with self._mutex:
+                if self._member_fd is None:
+                    continue
+                if time.monotonic() - self.last_poll > self.max_poll_interval:
+                    self.poll_exceeded = True
+                    self._leave()
+                    continue
+                try:
+                    os.utime(self._member_fd)
+                except OSError:
+                    pass
+
+    def _join(self, subscription: list[str]):
         self.subscription = list(subscription)
+        self.last_poll = time.monotonic()
         self._group_lock(True)
         try:
             remove_temp_files(self.dir)
@@ -238,6 +276,12 @@ class GroupMember:
 
     def poll_assignment(self):
         """None if nothing changed, else (generation, assignment) of the new generation."""
+        with self._mutex:
+            return self._poll_assignment()
+
+    def _poll_assignment(self):
+        if self._member_fd is None:
+            return None                           # left (max.poll.interval.ms): the consumer rejoins
         gen = self.current_generation()
         if gen == self.generation:
             return None
@@ -247,33 +291,48 @@ class GroupMember:
         finally:
             self._group_unlock()
         me = state["members"].get(self.member_id)
-        if me is None:   # removed (e.g. taken for dead after a session timeout): join again
-            self.join(self.subscription)
-            return self.poll_assignment()
+        if me is None:   # removed (taken for dead after session.timeout.ms): join again
+            if self._member_fd is not None:
+                os.close(self._member_fd)
+                self._member_fd = None
+            self._join(self.subscription)
+            return self._poll_assignment()
         self.generation = state["generation"]
         self.assignment = [tuple(tp) for tp in me["assignment"]]
         return self.generation, self.assignment
 
     def check_members(self):
-        """Rebalance if a member died or a topic matching a pattern appeared."""
+        """Rebalance if a member died (its lock is free), stopped heartbeating for
+        session.timeout.ms (e.g. SIGSTOP: its lock stays held, its member file's mtime
+        stops moving; it is evicted), or a topic matching a pattern appeared."""
+        with self._mutex:
+            self._check_members()
+
+    def _check_members(self):
         state = self.read_state()
         mdir = os.path.join(self.dir, "members")
         names = set(os.listdir(mdir))
         changed = names != set(state["members"])
-        if not changed:
-            for name in names - {self.member_id}:
-                try:
-                    fd = os.open(os.path.join(mdir, name), os.O_RDWR | os.O_CLOEXEC)
-                except FileNotFoundError:
+        now = time.time()
+        for name in sorted(names - {self.member_id}):
+            path = os.path.join(mdir, name)
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+            except FileNotFoundError:
+                changed = True
+                continue
+            try:
+                if hp.lock(fd, 0, 1, True, 0):
+                    hp.unlock(fd, 0, 1)
+                    changed = True                 # the owner died: the kernel freed its lock
+                elif now - os.fstat(fd).st_mtime > self.session_timeout:
+                    try:
+                        os.unlink(path)            # alive but silent: evicted, as Kafka does
+                    except FileNotFoundError:
+                        pass
                     changed = True
-                    break
-                try:
-                    if hp.lock(fd, 0, 1, True, 0):
-                        hp.unlock(fd, 0, 1)
-                        changed = True
-                        break
-                finally:
-                    os.close(fd)
+            finally:
+                os.close(fd)
         if not changed and any(p.startswith("^") for p in self.subscription):
             topics = self.log.topics()
             want = set(resolve_subscription(self.subscription, topics))
@@ -316,6 +375,10 @@ class GroupMember:
         return _Guard()
 
     def leave(self):
+        with self._mutex:
+            self._leave()
+
+    def _leave(self):
         if self._member_fd is None:
             return
         self._group_lock(True)
@@ -331,6 +394,7 @@ class GroupMember:
             self._group_unlock()
 
     def close(self):
+        self._stop.set()
         try:
             self.leave()
         finally:
