@@ -269,7 +269,7 @@ _CONSUMER_KEYS = [
     Key("heartbeat.interval.ms", 3000, _int(1, 3600000), "how often membership is refreshed"),
     Key("max.poll.interval.ms", 300000, _int(1, 86400000), "a member that does not poll this long leaves the group (on_lost, _MAX_POLL_EXCEEDED) and rejoins"),
     Key("partition.assignment.strategy", ["range", "roundrobin"], _strategy,
-        "assignors, in preference order (cooperative-sticky assigns like roundrobin until #5)"),
+        "assignors, in preference order; cooperative-sticky revokes only partitions that move"),
     Key("isolation.level", "read_committed", _choice("read_committed", "read_uncommitted"),
         "without transactions both read the same records"),
     Key("fetch.max.bytes", 52428800, _int(0, INT_MAX), "bytes per poll/consume across partitions"),

@@ -240,7 +240,9 @@ class Consumer:
                 self._order.append(ps)
             if tp.offset not in (OFFSET_STORED, OFFSET_INVALID):
                 self._seek_ps(ps, tp.offset)
-        self._cur = None
+        if self._cur is not None:
+            self._cur.drop_buffer()      # records fetched but not handed out are fetched again
+            self._cur = None
 
     def _remove(self, key):
         ps = self._assigned.pop(key)
@@ -514,7 +516,10 @@ class Consumer:
         self.unassign()
 
     def _rebalance(self, assignment):
-        """Eager protocol: revoke everything, then assign the new generation's partitions."""
+        """Eager protocols revoke everything, then assign the new generation's partitions;
+        cooperative-sticky revokes and assigns only what moved (KIP-429)."""
+        if self._member is not None and self._member.protocol == "cooperative-sticky":
+            return self._rebalance_incremental(assignment)
         self._revoke_all()
         new = [TopicPartition(t, p, OFFSET_INVALID) for t, p in assignment]
         if self._on_assign is not None:
@@ -526,6 +531,34 @@ class Consumer:
             if self._assign_called:
                 return
         self._apply_assignment(new)
+
+    def _rebalance_incremental(self, assignment):
+        new = set(assignment)
+        revoked = [TopicPartition(t, p) for (t, p) in self._assigned if (t, p) not in new]
+        added = [TopicPartition(t, p, OFFSET_INVALID) for (t, p) in assignment if (t, p) not in self._assigned]
+        if revoked:
+            gone = {(tp.topic, tp.partition) for tp in revoked}
+            if self._auto_commit:
+                todo = [o for o in self._positions() if (o[0], o[1]) in gone]
+                if todo:
+                    try:
+                        self._do_commit(todo, asynchronous=False)
+                    except KafkaException:
+                        pass
+            if self._on_revoke is not None:
+                self._on_revoke(self, revoked)
+            self.incremental_unassign(revoked)
+            self._member.request_rebalance()      # the revoked partitions can move now
+        if added:
+            if self._on_assign is not None:
+                self._in_assign_cb, self._assign_called = True, False
+                try:
+                    self._on_assign(self, added)
+                finally:
+                    self._in_assign_cb = False
+                if self._assign_called:
+                    return
+            self.incremental_assign(added)
 
     # ------------------------------------------------------------ commits
     def store_offsets(self, message=None, offsets=None):

@@ -87,9 +87,39 @@ def assign_roundrobin(members: dict[str, list[str]], partitions: dict[str, int])
     return out
 
 
-ASSIGNORS = {"range": assign_range, "roundrobin": assign_roundrobin,
-             # cooperative-sticky is assigned like roundrobin until issue #5 adds stickiness
-             "cooperative-sticky": assign_roundrobin}
+def assign_sticky(members: dict[str, list[str]], partitions: dict[str, int],
+                  previous: dict[str, list]) -> dict[str, list]:
+    """Balanced, and keeping every partition with its previous owner where the balance
+    allows (Kafka's StickyAssignor goal): members with more previous partitions get the
+    larger quotas; extra partitions are released; free ones go to the least loaded."""
+    out = {m: [] for m in members}
+    order = sorted(members)
+    if not order:
+        return out
+    all_tps = [(t, p) for t in sorted(partitions) for p in range(partitions[t])]
+    eligible = {tp: [m for m in order if tp[0] in members[m]] for tp in all_tps}
+    keep = {m: sorted(tuple(tp) for tp in previous.get(m, []) if tuple(tp) in eligible and m in eligible[tuple(tp)])
+            for m in order}
+    base, extra = divmod(len(all_tps), len(order))
+    ranked = sorted(order, key=lambda m: (-len(keep[m]), m))
+    quota = {m: base + (1 if i < extra else 0) for i, m in enumerate(ranked)}
+    owned = set()
+    for m in order:
+        for tp in keep[m][:quota[m]]:
+            if tp not in owned:
+                out[m].append(tp)
+                owned.add(tp)
+    for tp in all_tps:
+        if tp in owned or not eligible[tp]:
+            continue
+        under = [m for m in eligible[tp] if len(out[m]) < quota[m]]
+        pick = min(under or eligible[tp], key=lambda m: (len(out[m]), m))
+        out[pick].append(tp)
+        owned.add(tp)
+    return {m: sorted(tps) for m, tps in out.items()}
+
+
+ASSIGNORS = {"range": assign_range, "roundrobin": assign_roundrobin}
 
 
 def resolve_subscription(patterns: list[str], topics: list[str]) -> list[str]:
@@ -122,6 +152,7 @@ class GroupMember:
         self.strategies = strategies
         self.lock_timeout = lock_timeout
         self.generation = -1
+        self.protocol = None
         self.assignment: list[tuple[str, int]] = []
         self.subscription: list[str] = []
         self._member_fd = None
@@ -218,8 +249,25 @@ class GroupMember:
         for t in sorted({t for ts in subs.values() for t in ts}):
             if t in topics:
                 counts[t] = self.log.topic(t).num_partitions
-        assignment = ASSIGNORS[protocol](subs, counts) if members else {}
+        pending = {}
+        if not members:
+            assignment = {}
+        elif protocol == "cooperative-sticky":
+            previous = {m: info.get("assignment", []) for m, info in state.get("members", {}).items()
+                        if m in members}
+            assignment = assign_sticky(subs, counts, previous)
+            # Incremental (KIP-429): a partition moving away from a live member is given to
+            # nobody in this generation; its owner revokes it, then asks for the next one.
+            was = {tuple(tp): m for m, tps in previous.items() for tp in tps}
+            for m, tps in assignment.items():
+                for tp in list(tps):
+                    if was.get(tp) not in (None, m):
+                        tps.remove(tp)
+                        pending[f"{tp[0]}:{tp[1]}"] = was[tp]
+        else:
+            assignment = ASSIGNORS[protocol](subs, counts)
         new = {"group": self.group, "generation": state.get("generation", 0) + 1, "protocol": protocol,
+               "pending_revocation": pending,
                "leader": sorted(members)[0] if members else None,
                "topics": {t: counts[t] for t in counts},
                "members": {m: {"client_id": meta.get("client_id"), "pid": meta.get("pid"),
@@ -299,6 +347,7 @@ class GroupMember:
             return self._poll_assignment()
         self.generation = state["generation"]
         self.assignment = [tuple(tp) for tp in me["assignment"]]
+        self.protocol = state.get("protocol")
         return self.generation, self.assignment
 
     def check_members(self):
@@ -357,10 +406,23 @@ class GroupMember:
                 f"commit rejected: group {self.group!r} rebalanced (generation {state['generation']}, "
                 f"this member has {self.generation}); the partitions may belong to another member now")
         owned = {tuple(tp) for tp in me["assignment"]}
+        for key, owner in state.get("pending_revocation", {}).items():
+            if owner == self.member_id:             # still ours until we have revoked it
+                topic, _, part = key.rpartition(":")
+                owned.add((topic, int(part)))
         for tp in partitions:
             if tp not in owned:
                 raise CommitFailedError(f"commit rejected: {tp[0]}-{tp[1]} is not assigned to this member "
                                         f"in generation {self.generation} of group {self.group!r}")
+
+    def request_rebalance(self):
+        """After revoking partitions that move away (cooperative protocol): hand them over."""
+        with self._mutex:
+            self._group_lock(True)
+            try:
+                self._rebalance_locked()
+            finally:
+                self._group_unlock()
 
     def commit_guard(self):
         member = self

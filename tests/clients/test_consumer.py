@@ -23,12 +23,17 @@ def produce(conf, topic, values, keys=None, partitions=1, **extra):
 
 def settle(consumers, done, timeout=10.0):
     """Poll every consumer until done() holds: members learn of a rebalance at their
-    next group check (every few ms inside poll), not instantly."""
+    next group check (every few ms inside poll), not instantly. Returns the records
+    polled on the way."""
     deadline = time.monotonic() + timeout
+    polled = []
     while not done():
         assert time.monotonic() < deadline, "the group did not settle"
         for c in consumers:
-            c.poll(0.01)
+            m = c.poll(0.01)
+            if m is not None and m.error() is None:
+                polled.append(m)
+    return polled
 
 
 def drain(c, expect, timeout=10.0):
@@ -321,3 +326,30 @@ def test_a_consumer_of_several_partitions_sleeps_until_an_append(conf, logdir, m
     assert m is not None and m.value() == b"wake" and m.partition() == 2
     assert len(checks) < 40, f"{len(checks)} watermark checks while waiting: polling, not sleeping"
     c.close()
+
+
+def test_cooperative_sticky_moves_only_what_it_must(conf):
+    produce(conf, "t", [b"%d" % i for i in range(60)], keys=[b"%d" % i for i in range(60)], partitions=6)
+    events = {"a": [], "b": []}
+
+    def cbs(name):
+        return dict(on_assign=lambda c, ps: events[name].append(("assign", sorted(tp.partition for tp in ps))),
+                    on_revoke=lambda c, ps: events[name].append(("revoke", sorted(tp.partition for tp in ps))))
+    strategy = {"partition.assignment.strategy": "cooperative-sticky", "auto.offset.reset": "earliest"}
+    a = Consumer({**conf, "group.id": "coop", "client.id": "a", **strategy})
+    a.subscribe(["t"], **cbs("a"))
+    settle([a], lambda: len(a.assignment()) == 6)
+    got_a = drain(a, 10)                                      # a is part-way through its partitions
+    b = Consumer({**conf, "group.id": "coop", "client.id": "b", **strategy})
+    b.subscribe(["t"], **cbs("b"))
+    got_a += settle([a, b], lambda: len(a.assignment()) == 3 and len(b.assignment()) == 3)
+    kept = sorted(tp.partition for tp in a.assignment())
+    moved = sorted(set(range(6)) - set(kept))
+    assert events["a"] == [("assign", list(range(6))), ("revoke", moved)]   # only the moved ones
+    assert events["b"] == [("assign", moved)]
+    # Together they still read every record exactly once from where a had committed/stopped.
+    rest = drain(a, 1000, timeout=1.0) + drain(b, 1000, timeout=1.0)
+    seen = [(m.partition(), m.offset()) for m in got_a + rest]
+    assert len(seen) == len(set(seen)) == 60
+    a.close()
+    b.close()
