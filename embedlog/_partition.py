@@ -96,6 +96,7 @@ class Partition:
         self._dirty_clean_checkpoint = True   # first append must clear a clean checkpoint
         # Idempotent producers: pid -> [epoch, [(base_seq, last_seq, base_offset, last_offset)...]],
         # learned from batch headers up to _pstate_end (None: not loaded yet).
+        self._tail = None     # (next offset, segment base, position) where the last read ended
         self._pstate: dict[int, list] = {}
         self._pstate_end: int | None = None
         try:
@@ -162,6 +163,7 @@ class Partition:
         if version == self._segments_version:
             return
         bases = list_segments(self.path)
+        self._tail = None                      # positions may have moved (recovery, rolls)
         for base in list(self._segments):
             self._segments.pop(base).close()   # contents may have been rewritten
         self._bases = bases
@@ -784,7 +786,12 @@ class Partition:
         reached the end of the segment (False when it stopped at the budget or damage)."""
         active, log_size = self._segment_size(seg, fields)
         dense = self._dense()
+        tail = self._tail
         for attempt in (0, 1):
+            if tail is not None and tail[0] == offset and tail[1] == seg.base_offset and attempt == 0:
+                # A tailing reader asks where its last read ended: no index lookup, no walk.
+                pos, h, expected = tail[2], None, offset
+                break
             try:
                 self._load_indexes(seg, fields, active, log_size)
                 pos, h, expected = seg.find_position(offset, log_size, dense)
@@ -823,6 +830,7 @@ class Partition:
                     expected = bh.next_offset
                     got = bpos + bh.size
                     out.append((buf, bpos, bh, seg.log_path, pos + bpos))
+                    self._tail = (bh.next_offset, seg.base_offset, pos + got)
                     budget -= bh.size
             except CorruptRecordError:
                 if out:

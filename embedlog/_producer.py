@@ -234,7 +234,10 @@ class Producer:
             acc.first = _monotonic()
         lock.release()
         if n == 0:
-            self._wake.set()
+            if self._linger <= 0:
+                self._send_topic(acc)        # linger.ms 0: send now, in this thread (no handoff)
+            else:
+                self._wake.set()
         elif n + 1 >= self._batch_count:
             self._send_topic(acc)
 
