@@ -504,20 +504,6 @@ int64_t el_slices_format(const int32_t *key_off, const int32_t *key_len,
     return (int64_t)(p - out);
 }
 
-int64_t el_index_batches(const void *buf_, size_t len, int64_t *positions, int64_t cap)
-{
-    const uint8_t *buf = buf_;
-    size_t pos = 0;
-    int64_t n = 0;
-    while (n < cap && len - pos >= BATCH_OVERHEAD) {
-        int64_t total = (int64_t)(int32_t)get_be32(buf + pos + 8) + LOG_OVERHEAD;
-        if (total < BATCH_OVERHEAD || (size_t)total > len - pos) break;
-        positions[n++] = (int64_t)pos;
-        pos += (size_t)total;
-    }
-    return n;
-}
-
 /* ------------------------------------------------------------------ file I/O */
 
 int el_pwrite_all(int fd, const void *buf_, size_t len, int64_t pos)

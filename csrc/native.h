@@ -68,10 +68,6 @@ int64_t el_slices_format(const int32_t *key_off, const int32_t *key_len,
                          const int32_t *value_off, const int32_t *value_len,
                          int32_t n, int32_t start, char *out, size_t cap);
 
-/* Walk batch headers in a memory buffer (no CRC). Fills positions[] with the start of
- * each whole batch found, up to cap. Returns the number found. */
-int64_t el_index_batches(const void *buf, size_t len, int64_t *positions, int64_t cap);
-
 /* ---- files ---- */
 typedef struct {
     int64_t position;

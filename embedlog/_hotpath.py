@@ -90,11 +90,6 @@ def pwrite2(fd: int, first, second, position: int, path=None) -> None:
         raise oserror("write", path)
 
 
-def pread(fd: int, size: int, position: int, path=None) -> bytes:
-    """Up to `size` bytes at `position` (fewer at end of file)."""
-    return os.pread(fd, size, position)
-
-
 def fdatasync(fd: int, path=None) -> None:
     if lib.el_fdatasync(fd) < 0:
         raise oserror("fdatasync", path)
