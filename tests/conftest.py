@@ -8,6 +8,16 @@ import pytest
 # registration only in the top-level conftest.
 pytest_plugins = ["pytester"]
 
+# pytester's in-process runs restore sys.modules afterwards. With embedlog's lazy imports
+# a submodule first imported inside such a run would be dropped and imported again later,
+# as a second copy (two Log classes, two KafkaException classes), so that isinstance and
+# except clauses no longer match: import every public name up front.
+import embedlog  # noqa: E402
+import embedlog.testing  # noqa: E402,F401
+
+for _name in embedlog.__all__:
+    getattr(embedlog, _name)
+
 VECTORS_PATH = pathlib.Path(__file__).resolve().parents[1] / "tests" / "format" / "vectors.json"
 
 
