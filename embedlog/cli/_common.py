@@ -135,6 +135,18 @@ def render_table(headers: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+def emit_rows(fmt: str, rows: list[dict], headers: list[str], keys: list[str]) -> None:
+    """A list command's output: one JSON document, one object per line, or a table of
+    `keys` under `headers` (nothing for an empty table)."""
+    if fmt == "json":
+        echo_json(rows)
+    elif fmt == "nl":
+        for r in rows:
+            echo_nl(r)
+    elif rows:
+        echo_table(headers, [[r[k] for k in keys] for r in rows])
+
+
 def echo_table(headers: list[str], rows: list[list]) -> None:
     click.echo(render_table(headers, rows))
 

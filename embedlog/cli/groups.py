@@ -5,7 +5,7 @@ import datetime as dt
 
 import click
 
-from ._common import (CliError, Failed, Group, dir_option, echo_json, echo_nl, echo_table, note, open_log,
+from ._common import (CliError, Failed, Group, dir_option, echo_json, echo_nl, echo_table, emit_rows, note, open_log,
                       output_options)
 
 OFFSETS_TOPIC = "__consumer_offsets"
@@ -114,13 +114,7 @@ def list_(fmt):
             st = _state(log, g)
             rows.append({"group": g, "state": _state_name(st), "members": len((st or {}).get("members") or {}),
                          "generation": (st or {}).get("generation"), "protocol": (st or {}).get("protocol")})
-    if fmt == "json":
-        echo_json(rows)
-    elif fmt == "nl":
-        for r in rows:
-            echo_nl(r)
-    elif rows:
-        echo_table(["GROUP", "STATE", "MEMBERS"], [[r["group"], r["state"], r["members"]] for r in rows])
+    emit_rows(fmt, rows, ["GROUP", "STATE", "MEMBERS"], ["group", "state", "members"])
 
 
 def _assignment_text(assignment) -> str:

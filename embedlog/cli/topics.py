@@ -6,7 +6,7 @@ import warnings
 
 import click
 
-from ._common import (CliError, Group, dir_option, echo_json, echo_nl, echo_table, human_bytes, note, open_log,
+from ._common import (CliError, Group, dir_option, echo_json, echo_nl, echo_table, emit_rows, human_bytes, note, open_log,
                       output_options, parse_key_value)
 
 OFFSETS_TOPIC = "__consumer_offsets"
@@ -63,13 +63,7 @@ def list_(exclude_internal, fmt):
                 continue
             rows.append({"topic": name, "partitions": log.topic(name).num_partitions,
                          "internal": _internal(name)})
-    if fmt == "json":
-        echo_json(rows)
-    elif fmt == "nl":
-        for r in rows:
-            echo_nl(r)
-    elif rows:
-        echo_table(["TOPIC", "PARTITIONS"], [[r["topic"], r["partitions"]] for r in rows])
+    emit_rows(fmt, rows, ["TOPIC", "PARTITIONS"], ["topic", "partitions"])
 
 
 def _segments(path: str) -> int:
