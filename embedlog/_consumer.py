@@ -486,10 +486,12 @@ class Consumer:
                     KafkaError._MAX_POLL_EXCEEDED,
                     "Application maximum poll interval exceeded: left the group; rejoining")))
                 member.join(member.subscription)
-            if force or now >= self._next_member_check:
+            if force or now >= self._next_member_check or member.metadata_moved():
                 # Death is seen through the kernel-released lock: checked every 100 ms
                 # (or heartbeat.interval.ms if shorter), so a SIGKILLed member's partitions
-                # move within about that long plus the survivors' next poll.
+                # move within about that long plus the survivors' next poll. A topic
+                # change (partitions added, a subscribed topic created or deleted) is
+                # seen at once: the metadata version in .notify moved.
                 self._next_member_check = now + min(self._conf["heartbeat.interval.ms"] / 1000.0, 0.1)
                 member.check_members()
             change = self._member.poll_assignment()

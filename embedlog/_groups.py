@@ -24,7 +24,7 @@ import time
 import uuid
 
 from . import _hotpath as hp
-from ._errors import EmbedlogError, LockTimeoutError
+from ._errors import EmbedlogError, LockTimeoutError, UnknownTopicOrPartitionError
 from ._state import fsync_dir, remove_temp_files, write_atomic
 
 GROUPS_DIR = "groups"
@@ -161,6 +161,7 @@ class GroupMember:
         self.max_poll_interval = max_poll_interval
         self.last_poll = time.monotonic()        # the consumer updates it from poll()
         self.poll_exceeded = False               # set when max.poll.interval.ms ran out
+        self._metadata_version = None            # .notify's metadata version at the last check
         self._mutex = threading.RLock()
         self._stop = threading.Event()
         self._heartbeat = None
@@ -245,10 +246,7 @@ class GroupMember:
             if protocol is None:
                 protocol = "range"
         subs = {m: resolve_subscription(meta.get("subscription", []), topics) for m, meta in members.items()}
-        counts = {}
-        for t in sorted({t for ts in subs.values() for t in ts}):
-            if t in topics:
-                counts[t] = self.log.topic(t).num_partitions
+        counts = self._partition_counts(subs.values(), topics)
         pending = {}
         if not members:
             assignment = {}
@@ -276,6 +274,27 @@ class GroupMember:
                            for m, meta in members.items()}}
         self._write_state(new)
         return new
+
+    def _partition_counts(self, subscriptions, topics: list[str]) -> dict[str, int]:
+        """{topic: partitions} of the existing topics among the resolved subscriptions:
+        what an assignment is computed from, and what group.json records as "topics"."""
+        counts = {}
+        for t in sorted({t for ts in subscriptions for t in ts}):
+            if t in topics:
+                try:
+                    counts[t] = self.log.topic(t).num_partitions
+                except UnknownTopicOrPartitionError:
+                    pass                 # deleted between the listing and the read
+        return counts
+
+    def _topics_changed(self, state: dict) -> bool:
+        """True when the group's topics differ from those its assignment was computed for:
+        partitions added, a subscribed topic (or one matching a pattern) created or deleted.
+        Kafka's consumer learns this from a metadata refresh (metadata.max.age.ms); here
+        the metadata version in .notify says when to look."""
+        topics = self.log.topics()
+        subs = [resolve_subscription(m.get("subscription", []), topics) for m in state["members"].values()]
+        return self._partition_counts(subs, topics) != state.get("topics", {})
 
     # -- lifecycle
     def join(self, subscription: list[str]):
@@ -350,10 +369,15 @@ class GroupMember:
         self.protocol = state.get("protocol")
         return self.generation, self.assignment
 
+    def metadata_moved(self) -> bool:
+        """A topic changed since the last check_members (one shared-memory load)."""
+        return self.log.notifier.metadata_version() != self._metadata_version
+
     def check_members(self):
         """Rebalance if a member died (its lock is free), stopped heartbeating for
         session.timeout.ms (e.g. SIGSTOP: its lock stays held, its member file's mtime
-        stops moving; it is evicted), or a topic matching a pattern appeared."""
+        stops moving; it is evicted), or the group's topics changed: partitions added, a
+        subscribed topic (or one matching a pattern) created or deleted."""
         with self._mutex:
             self._check_members()
 
@@ -382,15 +406,20 @@ class GroupMember:
                     changed = True
             finally:
                 os.close(fd)
-        if not changed and any(p.startswith("^") for p in self.subscription):
-            topics = self.log.topics()
-            want = set(resolve_subscription(self.subscription, topics))
-            have = set(state.get("topics", {}))
-            changed = not want <= have
+        metadata = False
+        version = self.log.notifier.metadata_version()
+        if not changed and version != self._metadata_version:
+            # A topic was created, deleted, or grew somewhere: one look at the counts.
+            # (The version is read before the topics, so a later change is seen next time.)
+            metadata = changed = self._topics_changed(state)
+        self._metadata_version = version
         if changed:
             self._group_lock(True)
             try:
-                self._rebalance_locked()
+                # Several members see the same metadata change: the first rebalances, the
+                # others find group.json current and leave the generation alone.
+                if not metadata or self._topics_changed(self.read_state()):
+                    self._rebalance_locked()
             finally:
                 self._group_unlock()
 

@@ -6,7 +6,10 @@
     <dir>/<topic>-<partition>/    one folder per partition (see _partition.py)
 
 Any number of processes may open the same directory at once. Topic metadata changes
-take the directory lock; partitions synchronize through their own state files.
+take the directory lock, and after writing the topic's JSON bump the metadata version
+in `<dir>/.notify`, which every process's open Topic checks at each use (one shared-memory
+load) to re-read the file when it moved; partitions synchronize through their own state
+files.
 A topic exists once its JSON file exists: it is written (temp, fsync, rename) after
 its partition folders, so a crash mid-create leaves no half topic.
 """
@@ -22,7 +25,7 @@ from urllib.parse import unquote, urlparse
 
 from . import _config
 from . import _hotpath as hp
-from ._errors import (ConfigError, FormatVersionError, InvalidPartitionsError, InvalidTopicError,
+from ._errors import (ConfigError, EmbedlogError, FormatVersionError, InvalidPartitionsError, InvalidTopicError,
                       LockTimeoutError, LogClosedError, StorageError, TopicExistsError,
                       UnknownTopicOrPartitionError)
 from ._partition import DEFAULT_LOCK_TIMEOUT, AppendResult, Partition
@@ -66,35 +69,104 @@ def path_from_config(value: str) -> str:
     return value
 
 
-class Topic:
-    """A topic's partitions and config. Obtain it from `Log.topic()`."""
+class _TopicPartition(Partition):
+    """A partition opened through its Topic: before each append it lets the topic catch up
+    with metadata changes made by other processes (one shared-memory load when nothing
+    changed), so a lowered max.message.bytes applies to the very next append even when
+    the caller kept this object instead of going through the Topic."""
 
-    def __init__(self, log: "Log", name: str, meta: dict):
+    def append_batches(self, *args, **kwargs):
+        self._owner._sync()
+        return Partition.append_batches(self, *args, **kwargs)
+
+
+class Topic:
+    """A topic's partitions and config. Obtain it from `Log.topic()`.
+
+    Live across processes: when any process changes the topic (config, partitions), it
+    bumps the metadata version in `<dir>/.notify`; this object compares that word with
+    the version it loaded at each use (num_partitions, partitions, config, append, and
+    each append of its partitions) and re-reads topics/<name>.json when it moved."""
+
+    def __init__(self, log: "Log", name: str, meta: dict, version: int):
         self.log = log
         self.name = name
-        self.num_partitions = meta["partitions"]
-        self.config = _config.topic_config(meta.get("config"))
+        self._num_partitions = meta["partitions"]
+        self._config = _config.topic_config(meta.get("config"))   # live: partitions hold this dict
         self.topic_id = meta.get("topic_id")
+        self._version = version        # the metadata version `meta` was read at (or after)
         self._partitions: dict[int, Partition] = {}
         self._sticky = StickyPartitioner()
         self._lock = threading.Lock()
 
     def __repr__(self):
-        return f"<Topic {self.name} partitions={self.num_partitions}>"
+        return f"<Topic {self.name} partitions={self._num_partitions}>"
+
+    # ------------------------------------------------------------ live metadata
+    def _sync(self):
+        """Catch up with a metadata change of any process: one shared-memory load."""
+        version = self.log.notifier.metadata_version()
+        if version != self._version:
+            self._reload(version)
+
+    def _reload(self, version: int):
+        # Read the version first, then the file: the writer renames the file, then bumps,
+        # so the file read here is at least as new as `version`.
+        try:
+            meta = self.log._read_meta(self.name)
+            config = None if meta is None else _config.topic_config(meta.get("config"))
+        except (EmbedlogError, OSError, ValueError, KeyError):
+            meta = None              # unreadable: keep what we have (the writer's problem)
+        with self._lock:
+            if meta is not None and meta.get("topic_id") == self.topic_id:
+                self._apply(meta["partitions"], config)
+            # No file, or another topic of the same name: the topic was deleted (and maybe
+            # created again). This object keeps its last metadata, as it always did.
+            self._version = version
+
+    def _apply(self, num_partitions: int, config: dict):
+        # update(), not clear() + update(): every key is always present (defaults filled
+        # in), and a partition appending in another thread never sees a missing key.
+        if config != self._config:
+            self._config.update(config)
+        if num_partitions > self._num_partitions:
+            self._num_partitions = num_partitions     # partitions are never removed
+
+    @property
+    def num_partitions(self) -> int:
+        self._sync()
+        return self._num_partitions
+
+    @property
+    def config(self) -> dict:
+        """The effective config (defaults filled in). The same dict stays current: it is
+        updated in place when the topic's config changes in any process."""
+        self._sync()
+        return self._config
 
     def partition(self, p: int) -> Partition:
-        if not isinstance(p, int) or isinstance(p, bool) or not 0 <= p < self.num_partitions:
-            raise UnknownTopicOrPartitionError(
-                f"topic {self.name!r} has partitions 0..{self.num_partitions - 1}; there is no partition {p!r}")
+        if not isinstance(p, int) or isinstance(p, bool) or not 0 <= p < self._num_partitions:
+            self._check_partition(p)
         part = self._partitions.get(p)
-        if part is None:
-            with self._lock:
-                part = self._partitions.get(p)
-                if part is None:
-                    part = self._partitions[p] = Partition(
-                        os.path.join(self.log.path, f"{self.name}-{p}"), self.name, p, self.config,
-                        lock_timeout=self.log.lock_timeout, notifier=self.log.notifier)
+        if part is not None:
+            return part
+        with self._lock:
+            part = self._partitions.get(p)
+            if part is None:
+                part = _TopicPartition(os.path.join(self.log.path, f"{self.name}-{p}"), self.name, p,
+                                       self._config, lock_timeout=self.log.lock_timeout,
+                                       notifier=self.log.notifier)
+                part._owner = self
+                self._partitions[p] = part
         return part
+
+    def _check_partition(self, p):
+        if isinstance(p, int) and not isinstance(p, bool) and p >= self._num_partitions:
+            self._sync()             # added by another process since we last looked?
+            if p < self._num_partitions:
+                return
+        raise UnknownTopicOrPartitionError(
+            f"topic {self.name!r} has partitions 0..{self._num_partitions - 1}; there is no partition {p!r}")
 
     @property
     def partitions(self) -> list[Partition]:
@@ -114,11 +186,12 @@ class Topic:
             self.partition(partition)
             targets = [partition] * n
         else:
-            targets = partitions_for_keys(keys, self.num_partitions)
+            num_partitions = self.num_partitions     # current in every process (see _sync)
+            targets = partitions_for_keys(keys, num_partitions)
             if -1 in targets:
-                sticky = self._sticky.partition(self.name, self.num_partitions)
+                sticky = self._sticky.partition(self.name, num_partitions)
                 targets = [sticky if t < 0 else t for t in targets]
-                self._sticky.batch_complete(self.name, self.num_partitions)
+                self._sticky.batch_complete(self.name, num_partitions)
         groups: dict[int, list[int]] = {}
         for i, t in enumerate(targets):
             groups.setdefault(t, []).append(i)
@@ -264,6 +337,7 @@ class Log:
             except OSError as e:
                 raise StorageError(f"creating topic {name!r} failed: {e.strerror or e}",
                                    path=getattr(e, "filename", None), errno=e.errno) from e
+            self.notifier.bump_metadata()    # group members subscribed to the name rebalance
         return self.topic(name)
 
     def topic(self, name: str) -> Topic:
@@ -275,10 +349,11 @@ class Log:
         with self._mutex:
             t = self._topics.get(name)
             if t is None:
+                version = self.notifier.metadata_version()     # before the read: see Topic._reload
                 meta = self._read_meta(name)
                 if meta is None:
                     raise UnknownTopicOrPartitionError(f"unknown topic {name!r} in {self.path}")
-                t = self._topics[name] = Topic(self, name, meta)
+                t = self._topics[name] = Topic(self, name, meta, version)
         return t
 
     def partition(self, topic: str, partition: int) -> Partition:
@@ -296,8 +371,11 @@ class Log:
         return isinstance(name, str) and name in self.topics()
 
     def add_partitions(self, name: str, total: int, *, validate_only: bool = False) -> Topic:
-        """Grow a topic to `total` partitions (never shrink: Kafka cannot either). Keys map
-        to different partitions from then on: murmur2(key) % total changes."""
+        """Grow a topic to `total` partitions (never shrink: Kafka cannot either; a count
+        that is not larger raises InvalidPartitionsError). Keys map to different partitions
+        from then on: murmur2(key) % total changes, and a UserWarning says so. Every process
+        with the topic open routes with the new count from its next use (producers, Topic.append)
+        and subscribed consumer groups rebalance to include the new partitions."""
         self._check_open()
         validate_topic_name(name)
         with self._mutex, self._dir_lock():
@@ -321,16 +399,15 @@ class Log:
             fsync_dir(self.path)
             meta["partitions"] = total
             write_atomic(self._meta_path(name), json.dumps(meta, indent=1).encode() + b"\n")
-            t = self._topics.get(name)
-            if t is not None:
-                t.num_partitions = total
+            self._published(name, meta, values)
         return self.topic(name)
 
     def alter_topic_config(self, name: str, changes: dict, *, incremental: bool = True,
                            validate_only: bool = False) -> dict:
         """Change a topic's config: `incremental` merges `changes` (a None value restores
         the default), otherwise `changes` replaces all overrides. Takes effect at once in
-        this process; returns the new full config."""
+        this process, and in every other process with the topic open at its next append
+        or config lookup (no reopen); returns the new full config."""
         self._check_open()
         validate_topic_name(name)
         with self._mutex, self._dir_lock():
@@ -348,11 +425,19 @@ class Log:
                 return values
             meta["config"] = _config.topic_overrides(values)
             write_atomic(self._meta_path(name), json.dumps(meta, indent=1).encode() + b"\n")
-            t = self._topics.get(name)
-            if t is not None:
-                t.config.clear()
-                t.config.update(values)      # partitions hold this dict: effective now
+            self._published(name, meta, values)
         return values
+
+    def _published(self, name: str, meta: dict, config: dict):
+        """After a topic's JSON was replaced (directory lock held): bump the metadata
+        version for the other processes, and apply the change to this process's Topic
+        now. Under the lock `meta` is the latest, so the Topic is current at the new version."""
+        version = self.notifier.bump_metadata()
+        t = self._topics.get(name)
+        if t is not None and t.topic_id == meta.get("topic_id"):
+            with t._lock:
+                t._apply(meta["partitions"], dict(config))
+                t._version = version
 
     def consumer_lag(self, group: str) -> list[dict]:
         """[{group, topic, partition, committed, log_end_offset, lag}] for a group."""
@@ -370,6 +455,7 @@ class Log:
                 t.close()
             os.unlink(self._meta_path(name))          # the commit point
             fsync_dir(os.path.join(self.path, TOPICS_DIR))
+            self.notifier.bump_metadata()             # group members drop its partitions
             for p in range(meta["partitions"]):
                 shutil.rmtree(os.path.join(self.path, f"{name}-{p}"), ignore_errors=True)
 

@@ -170,7 +170,15 @@ class DirNotifier:
     """`<dir>/.notify`: one futex word for the whole log directory, bumped after every
     append to any partition, so a consumer of many partitions sleeps on one word instead of
     polling each partition's. Same layout as partition.state's header (notify at 16,
-    waiters at 20); no fields, no magic: a stale value only causes one spurious wake."""
+    waiters at 20); no fields, no magic: a stale value only causes one spurious wake.
+
+    Byte 64 holds a u64 metadata version (FORMAT.md §1, `.notify`): +1 after every change
+    of a `topics/<name>.json` (create, delete, config, partitions), made under the
+    directory lock, so every process's open topics see the change at their next use by
+    comparing one word instead of stat-ing a file. Readers compare for inequality, so
+    any value is valid: a reset costs one re-read of the topic files."""
+
+    METADATA_VERSION_AT = 64     # u64; partition.state keeps its fields here, .notify has none
 
     def __init__(self, path):
         self.path = path
@@ -182,6 +190,7 @@ class DirNotifier:
         finally:
             os.close(fd)
         self.ptr = hp.from_buffer(self.mm)
+        self._meta_addr = self.ptr + self.METADATA_VERSION_AT
 
     def value(self) -> int:
         return hp.lib.el_state_notify_value(self.ptr)
@@ -193,8 +202,24 @@ class DirNotifier:
         ns = -1 if timeout is None else max(0, int(timeout * 1e9))
         return bool(hp.lib.el_state_wait(self.ptr, seen, ns))
 
+    def metadata_version(self) -> int:
+        """One atomic load (about 50 ns): cheap enough for every append."""
+        return hp.lib.el_atomic_load_u64(self._meta_addr)
+
+    def bump_metadata(self) -> int:
+        """Publish a topic metadata change: version + 1, then wake every sleeper so waiting
+        consumers look at their subscriptions. Call with the directory lock held, after the
+        topic file was renamed into place: the lock makes load-then-store an increment."""
+        version = (hp.lib.el_atomic_load_u64(self._meta_addr) + 1) % 2**64
+        hp.lib.el_atomic_store_u64(self._meta_addr, version)
+        self.bump()
+        return version
+
     def close(self):
         if self.mm is not None:
+            # Topics may outlive the log: after close they read the last version from
+            # process memory instead of a pointer into an unmapped page.
+            self._meta_addr = hp.new("uint64_t *", self.metadata_version())
             self.ptr = None
             self.mm.close()
             self.mm = None
