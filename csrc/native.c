@@ -331,7 +331,7 @@ int64_t el_encode_records(void *out_, size_t cap,
                           const void *values_, size_t values_size, const int32_t *value_lens,
                           const int64_t *timestamps, int64_t base_timestamp,
                           const void *headers_, const int32_t *hdr_lens,
-                          int32_t n)
+                          const int32_t *offset_deltas, int32_t n)
 {
     uint8_t *out = out_;
     const uint8_t *keys = keys_;
@@ -349,7 +349,8 @@ int64_t el_encode_records(void *out_, size_t cap,
         int64_t tsd = timestamps ? timestamps[i] - base_timestamp : 0;
         int32_t kl = key_lens[i], vl = value_lens[i];
         int32_t hl = headers ? hdr_lens[i] : 1;
-        size_t body = 1 + uvarint_size(zigzag(tsd)) + uvarint_size(zigzag(i)) +
+        int64_t od = offset_deltas ? offset_deltas[i] : i;
+        size_t body = 1 + uvarint_size(zigzag(tsd)) + uvarint_size(zigzag(od)) +
                       uvarint_size(zigzag(kl)) + (kl > 0 ? (size_t)kl : 0) +
                       uvarint_size(zigzag(vl)) + (vl > 0 ? (size_t)vl : 0) + (size_t)hl;
         if ((size_t)(end - p) < body + 5)
@@ -357,7 +358,7 @@ int64_t el_encode_records(void *out_, size_t cap,
         p = put_uvarint(p, zigzag((int64_t)body));
         *p++ = 0; /* record attributes: unused */
         p = put_uvarint(p, zigzag(tsd));
-        p = put_uvarint(p, zigzag(i));
+        p = put_uvarint(p, zigzag(od));
         p = put_uvarint(p, zigzag(kl));
         if (kl > 0) { memcpy(p, keys, (size_t)kl); p += kl; keys += kl; }
         p = put_uvarint(p, zigzag(vl));

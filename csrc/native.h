@@ -33,13 +33,14 @@ typedef struct {
  * otherwise headers[hdr_offs[i] .. hdr_offs[i]+hdr_lens[i]) is record i's encoded header
  * section (count varint + headers). keys_size/values_size are the blobs' sizes: the
  * lengths must add up to them. Returns bytes written, -1 if cap is too small, or -2 if
- * the lengths do not add up (the caller passed item counts, not byte counts). */
+ * the lengths do not add up (the caller passed item counts, not byte counts).
+ * offset_deltas: each record's offsetDelta (NULL: 0..n-1; compaction leaves gaps). */
 int64_t el_encode_records(void *out, size_t cap,
                           const void *keys, size_t keys_size, const int32_t *key_lens,
                           const void *values, size_t values_size, const int32_t *value_lens,
                           const int64_t *timestamps, int64_t base_timestamp,
                           const void *headers, const int32_t *hdr_lens,
-                          int32_t n);
+                          const int32_t *offset_deltas, int32_t n);
 
 /* Fill the 61-byte header at buf (total batch length len) and compute the CRC. */
 void el_finish_batch(void *buf, size_t len, const el_batch_header *h);

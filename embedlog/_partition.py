@@ -31,7 +31,7 @@ import time
 
 from . import _hotpath as hp
 from . import _state as st
-from . import _failpoints
+from . import _cleaner, _failpoints
 from ._errors import (CorruptRecordError, InvalidProducerEpochError, LockTimeoutError, LogClosedError,
                       OffsetOutOfRangeError, OutOfOrderSequenceError, RecordTooLargeError, StorageError)
 from ._index import IndexCorrupt, OffsetIndex, TimeIndex
@@ -56,6 +56,10 @@ def _after_fork():
 
 
 os.register_at_fork(after_in_child=_after_fork)
+
+
+class _Stale(Exception):
+    """A lock-free read met files that changed under it; the caller reads again."""
 
 
 class AppendResult(tuple):
@@ -87,6 +91,9 @@ class Partition:
         self._notifier = notifier     # the log directory's DirNotifier (wakes multi-partition waiters)
         self.lock_timeout = lock_timeout
         self._mutex = threading.RLock()
+        self._clean_mutex = threading.Lock()    # one maintenance pass per handle at a time
+        self._gaps = False                      # compaction ran: offsets may have gaps
+        self._cleaning = False                  # this handle holds the cleaner lock
         self._segments: dict[int, Segment] = {}
         self._bases: list[int] = []
         self._segments_version = -1
@@ -163,6 +170,7 @@ class Partition:
         if version == self._segments_version:
             return
         bases = list_segments(self.path)
+        self._gaps = os.path.exists(os.path.join(self.path, _cleaner.CLEANER_CHECKPOINT))
         self._tail = None                      # positions may have moved (recovery, rolls)
         for base in list(self._segments):
             self._segments.pop(base).close()   # contents may have been rewritten
@@ -201,6 +209,15 @@ class Partition:
     def _recover_files_locked(self) -> list[int]:
         self.state.set_in_append(os.getpid())   # a crash during recovery re-runs it
         st.remove_temp_files(self.path)
+        _cleaner.finish_swap(self.path)         # a committed swap completes (FORMAT.md §12)
+        if not self._cleaning and self.state.lock(st.LOCK_CLEAN, 0):   # nobody cleans: drop uncommitted output
+            try:
+                _cleaner.remove_cleaned_files(self.path)
+            finally:
+                self.state.unlock(st.LOCK_CLEAN)
+        if self.state.swap_word() & 1:
+            self.state.swap_end(self.state.swap_word())
+        self._gaps = os.path.exists(os.path.join(self.path, _cleaner.CLEANER_CHECKPOINT))
         ck = st.read_checkpoint(self.path)
         interval = self.config["index.interval.bytes"]
         bases = list_segments(self.path)
@@ -635,6 +652,114 @@ class Partition:
                                f"({self._failed}); reopen the log to recover", path=self.path)
         self._sync_to(self._fields()[st.F_LOG_END])
 
+    # ============================================================ maintenance (FORMAT.md §12)
+    def maintain(self, now: int | None = None, *, force_compaction: bool = False) -> dict:
+        """Apply the topic's retention and compaction rules now (Kafka's log retention
+        check and log cleaner, for this partition). `now` (epoch ms) replaces the clock,
+        for tests. Returns what was done; {"skipped": ...} if another process is
+        maintaining this partition at this moment."""
+        self._check_open()
+        now = now_ms() if now is None else now
+        with self._clean_mutex:
+            if not self.state.lock(st.LOCK_CLEAN, 0):
+                return {"skipped": "another process is maintaining this partition"}
+            self._cleaning = True
+            try:
+                result = {"retention": self._with_append_lock(
+                    lambda fields: _cleaner.apply_retention_locked(self, fields, now))}
+                if "compact" in self.config["cleanup.policy"]:
+                    result["compaction"] = self._compact(now, force_compaction)
+                return result
+            except OSError as e:
+                raise _storage_error(e, "maintenance", getattr(e, "filename", None) or self.path) from e
+            finally:
+                self._cleaning = False
+                self.state.unlock(st.LOCK_CLEAN)
+
+    def compact(self, now: int | None = None) -> dict | None:
+        """Clean every closed segment now, whatever the dirty ratio (the cleaner's other
+        rules still hold: the active segment and records younger than
+        min.compaction.lag.ms are left alone). For topics whose cleanup.policy has
+        "compact"; returns the cleaning's figures, or None if there was nothing to do."""
+        if "compact" not in self.config["cleanup.policy"]:
+            raise ValueError(f"topic {self.topic} has cleanup.policy={self.config['cleanup.policy']}, "
+                             "not compact")
+        return self.maintain(now, force_compaction=True).get("compaction")
+
+    def delete_records(self, before_offset: int) -> int:
+        """Kafka's DeleteRecords: move the log start offset up to `before_offset` (at most
+        the high watermark); records below it are gone for readers at once, and segments
+        wholly below it are deleted by the next maintenance. Returns the log start offset."""
+        self._check_open()
+        if not isinstance(before_offset, int) or isinstance(before_offset, bool):
+            raise TypeError(f"offset must be an int, not {type(before_offset).__name__}")
+
+        def move(fields):
+            hw = fields[st.F_HIGH_WATERMARK]
+            target = hw if before_offset == -1 else before_offset
+            if not 0 <= target <= hw:
+                raise OffsetOutOfRangeError(
+                    f"cannot delete records before offset {before_offset} of {self.topic}-{self.partition} "
+                    f"(high watermark {hw})", offset=before_offset,
+                    log_start_offset=fields[st.F_LOG_START], log_end_offset=hw)
+            if target > fields[st.F_LOG_START]:
+                ck = st.read_checkpoint(self.path)
+                st.write_checkpoint(self.path, clean=False, recovery_point=ck.get("recovery_point", 0),
+                                    log_start_offset=target)
+                fields[st.F_LOG_START] = target
+                self.state.publish(fields)
+            return fields[st.F_LOG_START]
+        return self._with_append_lock(move)
+
+    def _with_append_lock(self, change):
+        """Run change(fields) under the append lock with in_append set (a crash inside
+        makes the next lock holder recover)."""
+        with self._mutex:
+            self._lock()
+            try:
+                fields = self._ensure_state_locked()
+                self._refresh_segments(fields[st.F_SEGMENTS_VERSION])
+                self.state.set_in_append(os.getpid())
+                out = change(fields)
+                self.state.set_in_append(0)
+                return out
+            finally:
+                self.state.unlock(st.LOCK_APPEND)
+
+    def _compact(self, now: int, force: bool) -> dict | None:
+        fields = self._fields()
+        with self._mutex:
+            self._refresh_segments(fields[st.F_SEGMENTS_VERSION])
+            _cleaner.remove_cleaned_files(self.path)       # a dead cleaner's leftovers
+            plan = _cleaner.plan_cleaning(self, fields, now, force)
+        if plan is None:
+            return None
+        latest = _cleaner.build_offset_map(self, plan)
+        if _cleaner.read_cleaner_checkpoint(self.path) is None:
+            # Mark the partition as gapped before any reader can meet a cleaned segment.
+            _cleaner.write_cleaner_checkpoint(self.path, plan.first_dirty)
+        totals = {"reason": plan.reason, "first_dirty_offset": plan.first_dirty,
+                  "cleaned_up_to": plan.first_dirty, "keys": len(latest), "segments_in": 0,
+                  "segments_out": 0, "records_in": 0, "records_out": 0, "bytes_in": 0, "bytes_out": 0,
+                  "tombstones_removed": 0, "next_horizon": None}
+        for group in _cleaner.group_segments(plan, self.config["segment.bytes"]):
+            stats = _cleaner.clean_group(self, plan, group, latest, now)
+            _failpoints.hit("cleaner.before_swap")
+            if not self._with_append_lock(lambda fields: _cleaner.swap_locked(self, fields, group, plan.sizes)):
+                break
+            horizon = stats.pop("next_horizon")
+            if horizon is not None and (totals["next_horizon"] is None or horizon < totals["next_horizon"]):
+                totals["next_horizon"] = horizon
+            for k, v in stats.items():
+                totals[k] += v
+            totals["segments_in"] += len(group)
+            totals["segments_out"] += 1
+        else:
+            _cleaner.write_cleaner_checkpoint(self.path, max(plan.first_dirty, plan.first_uncleanable),
+                                              totals["next_horizon"])
+            totals["cleaned_up_to"] = plan.first_uncleanable
+        return totals
+
     # ============================================================ offsets
     @property
     def log_start_offset(self) -> int:
@@ -658,6 +783,9 @@ class Partition:
         return f[st.F_LOG_START], f[st.F_HIGH_WATERMARK]
 
     def size_bytes(self) -> int:
+        return self._consistent(self._size_bytes_once)
+
+    def _size_bytes_once(self) -> int:
         f = self._fields()
         with self._mutex:
             self._refresh_segments(f[st.F_SEGMENTS_VERSION])
@@ -737,6 +865,47 @@ class Partition:
         from the one holding `offset`, up to max_bytes (at least one batch). With
         max_records, reads in small steps and stops once that many records are covered."""
         self._check_open()
+        return self._consistent(self._read_batches_once, offset, max_bytes, max_records)
+
+    def _consistent(self, fn, *args):
+        """Run a lock-free read so that it never mixes files from before and after a
+        change of the segment set: a read that overlapped a cleaner swap is repeated, and
+        a file deleted under it (retention) makes it start again from fresh state, where
+        its offset may now be below the log start (OFFSET_OUT_OF_RANGE). FORMAT.md §12."""
+        state = self.state
+        for _ in range(1000):
+            word = state.swap_word()
+            if word & 1:
+                self._wait_for_swap()
+                continue
+            try:
+                out = fn(*args)
+            except (FileNotFoundError, CorruptRecordError, IndexCorrupt, _Stale) as e:
+                fields = state.load()
+                if state.swap_word() != word or fields is None or \
+                        fields[st.F_SEGMENTS_VERSION] != self._segments_version:
+                    continue                           # the files changed under us: again
+                if isinstance(e, _Stale):
+                    continue
+                if isinstance(e, FileNotFoundError):
+                    raise _storage_error(e, "read", e.filename or self.path) from e
+                raise
+            if state.swap_word() == word:
+                return out
+        raise StorageError(f"the segments of {self.topic}-{self.partition} kept changing during a read",
+                           path=self.path)
+
+    def _wait_for_swap(self):
+        """A cleaner holds the append lock while it swaps: wait for it (or, if it died,
+        recover in its place)."""
+        with self._mutex:
+            self._lock()
+            try:
+                self._ensure_state_locked()
+            finally:
+                self.state.unlock(st.LOCK_APPEND)
+
+    def _read_batches_once(self, offset: int, max_bytes: int, max_records: int | None) -> list:
         fields = self._fields()
         log_start, hw = fields[st.F_LOG_START], fields[st.F_HIGH_WATERMARK]
         if offset < log_start or offset > hw:
@@ -849,9 +1018,9 @@ class Partition:
         return out, _END
 
     def _dense(self) -> bool:
-        """Offsets have no gaps (no compaction ever ran), so each batch must start exactly
-        where the previous one ended. TODO(#6): the cleaner records gaps per partition."""
-        return "compact" not in self.config["cleanup.policy"]
+        """Offsets have no gaps (no compaction ever ran: no cleaner.checkpoint), so each
+        batch must start exactly where the previous one ended."""
+        return not self._gaps and "compact" not in self.config["cleanup.policy"]
 
     def _load_indexes(self, seg, fields, active, log_size):
         if active:
@@ -863,12 +1032,15 @@ class Partition:
         """A damaged index is disposable (FORMAT.md §4): rebuild it from the log under the
         append lock, and for the active segment republish the index counters too.
         Returns fresh fields."""
-        seg.index.reset()
-        seg.timeindex.reset()
+        seen = self._segments_version
         with self._mutex:
             self._lock()
             try:
                 fields = self._ensure_state_locked()
+                if fields[st.F_SEGMENTS_VERSION] != seen:
+                    raise _Stale()      # the files changed (cleaner, recovery): do not touch them
+                seg.index.reset()
+                seg.timeindex.reset()
                 interval = self.config["index.interval.bytes"]
                 if seg.base_offset == fields[st.F_ACTIVE_BASE]:
                     self.state.set_in_append(os.getpid())
@@ -891,6 +1063,9 @@ class Partition:
         """(offset, timestamp) of the first record whose timestamp is >= `timestamp`, as
         Kafka's ListOffsets answers it; None if there is none. Uses the time index."""
         self._check_open()
+        return self._consistent(self._offset_for_time_once, timestamp)
+
+    def _offset_for_time_once(self, timestamp: int) -> tuple[int, int] | None:
         fields = self._fields()
         with self._mutex:
             self._refresh_segments(fields[st.F_SEGMENTS_VERSION])

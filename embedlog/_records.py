@@ -156,7 +156,7 @@ def encode_headers(headers) -> bytes:
         except (TypeError, ValueError):
             raise TypeError(f"a header must be a (key, value) pair, not {pair!r}") from None
         if isinstance(k, str):
-            k = k.encode()
+            k = k.encode("utf-8", "surrogateescape")   # decoded with it: round trips
         elif not isinstance(k, (bytes, bytearray)):
             raise TypeError(f"header key must be str, not {type(k).__name__}")
         out += encode_varint(len(k)) + k
@@ -191,12 +191,20 @@ def build_batch(values, keys=None, timestamps=None, headers=None, *, compression
 def encode_batch(values, keys=None, timestamps=None, headers=None, *, compression: int = 0,
                  producer_id: int = -1, producer_epoch: int = -1, base_sequence: int = -1,
                  transactional: bool = False, base_offset: int = 0,
-                 partition_leader_epoch: int = -1, timestamp: int | None = None) -> bytearray:
+                 partition_leader_epoch: int = -1, timestamp: int | None = None,
+                 offset_deltas=None, last_offset_delta: int | None = None,
+                 base_timestamp: int | None = None, max_timestamp: int | None = None,
+                 extra_attributes: int = 0) -> bytearray:
     """build_batch without the final copy to bytes (for callers that append it at once)."""
     """Encode one RecordBatch v2 from parallel lists (values required; the rest optional).
 
     keys/values items are bytes-like or None; timestamps are epoch ms (default: now,
-    or `timestamp`); headers are per record a list of (str, bytes|None) pairs or a dict."""
+    or `timestamp`); headers are per record a list of (str, bytes|None) pairs or a dict.
+
+    The cleaner rewrites batches with the rest: `offset_deltas` (records keep their
+    offsets, with gaps), `last_offset_delta` (kept from the original batch),
+    `base_timestamp` (a delete horizon: record timestamps become deltas from it),
+    `max_timestamp` and `extra_attributes` (LogAppendTime, delete-horizon bits)."""
     n = len(values)
     if n == 0:
         raise ValueError("a batch needs at least one record")
@@ -220,6 +228,18 @@ def encode_batch(values, keys=None, timestamps=None, headers=None, *, compressio
         base_ts = ts_arr[0]
         max_ts = max(ts_arr)
         ts_arr = hp.i64(ts_arr)
+    if base_timestamp is not None:
+        if timestamps is None:
+            ts_arr = hp.i64(array("q", [base_ts]) * n)
+        base_ts = base_timestamp
+    if max_timestamp is not None:
+        max_ts = max_timestamp
+    if offset_deltas is not None:
+        if len(offset_deltas) != n:
+            raise ValueError(f"{len(offset_deltas)} offset deltas for {n} values")
+        od_ptr = hp.i32(array("i", offset_deltas))
+    else:
+        od_ptr = hp.NULL
     if headers is not None:
         if len(headers) != n:
             raise ValueError(f"{len(headers)} header lists for {n} values")
@@ -235,13 +255,13 @@ def encode_batch(values, keys=None, timestamps=None, headers=None, *, compressio
     cbuf = hp.from_buffer(buf)
     written = hp.lib.el_encode_records(
         cbuf + HEADER_SIZE, cap - HEADER_SIZE, key_blob, len(key_blob), hp.i32(key_lens),
-        value_blob, len(value_blob), hp.i32(value_lens), ts_arr, base_ts, hdr_ptr, hdr_lens_ptr, n)
+        value_blob, len(value_blob), hp.i32(value_lens), ts_arr, base_ts, hdr_ptr, hdr_lens_ptr, od_ptr, n)
     if written == -2:   # some memoryview of wider items: lengths in items, not bytes
         key_blob, key_lens = _as_bytes_list_slow(keys, "key")
         value_blob, value_lens = _as_bytes_list_slow(values, "value")
         written = hp.lib.el_encode_records(
             cbuf + HEADER_SIZE, cap - HEADER_SIZE, key_blob, len(key_blob), hp.i32(key_lens),
-            value_blob, len(value_blob), hp.i32(value_lens), ts_arr, base_ts, hdr_ptr, hdr_lens_ptr, n)
+            value_blob, len(value_blob), hp.i32(value_lens), ts_arr, base_ts, hdr_ptr, hdr_lens_ptr, od_ptr, n)
     if written < 0:  # cannot happen with the bound above
         raise AssertionError("record encoding overflowed its buffer")
     if compression:
@@ -252,14 +272,44 @@ def encode_batch(values, keys=None, timestamps=None, headers=None, *, compressio
         total = len(buf)
     else:
         total = HEADER_SIZE + written
-    attributes = (compression & ATTR_COMPRESSION) | (ATTR_TRANSACTIONAL if transactional else 0)
+    attributes = (compression & ATTR_COMPRESSION) | (ATTR_TRANSACTIONAL if transactional else 0) | extra_attributes
     finish_batch(cbuf, total, base_offset=base_offset, partition_leader_epoch=partition_leader_epoch,
-                 attributes=attributes, last_offset_delta=n - 1, base_timestamp=base_ts,
+                 attributes=attributes, last_offset_delta=n - 1 if last_offset_delta is None else last_offset_delta,
+                 base_timestamp=base_ts,
                  max_timestamp=max_ts, producer_id=producer_id, producer_epoch=producer_epoch,
                  base_sequence=base_sequence, records_count=n)
     del cbuf
     del buf[total:]
     return buf
+
+
+def rebuild_batch(h: "BatchHeader", cols: "Columns", keep, *, delete_horizon: int | None = None):
+    """The batch `h` reduced to the records at indices `keep` of its decoded columns, as
+    Kafka's cleaner rewrites a v2 batch: baseOffset, lastOffsetDelta, producer id, epoch
+    and base sequence, partitionLeaderEpoch, codec and timestamp type are kept; each
+    kept record keeps its offset (the offsetDeltas get gaps), timestamp and headers.
+    `delete_horizon` (ms) marks the batch's tombstones as removable after it (attribute
+    bit 6, the horizon in baseTimestamp, KIP-534); a batch that has one keeps it.
+    Returns None when nothing is kept."""
+    if not keep:
+        return None
+    base = h.base_offset
+    extra = h.attributes & (ATTR_LOG_APPEND_TIME | ATTR_DELETE_HORIZON)
+    if h.attributes & ATTR_DELETE_HORIZON:
+        delete_horizon = h.base_timestamp
+    elif delete_horizon is not None:
+        extra |= ATTR_DELETE_HORIZON
+    timestamps = [cols.timestamps[i] for i in keep]
+    hdrs = [cols.headers[i] for i in keep]
+    return encode_batch(
+        [cols.values[i] for i in keep], [cols.keys[i] for i in keep], timestamps,
+        hdrs if any(hdrs) else None, compression=h.compression,
+        producer_id=h.producer_id, producer_epoch=h.producer_epoch, base_sequence=h.base_sequence,
+        transactional=h.is_transactional, base_offset=base, partition_leader_epoch=h.partition_leader_epoch,
+        offset_deltas=[cols.offsets[i] - base for i in keep], last_offset_delta=h.last_offset_delta,
+        base_timestamp=delete_horizon,
+        max_timestamp=h.max_timestamp if h.log_append_time else max(timestamps),
+        extra_attributes=extra)
 
 
 def finish_batch(cbuf, total: int, **fields) -> None:

@@ -45,13 +45,14 @@ class ScanResult:
 
 
 class Segment:
-    def __init__(self, dir_path, base_offset: int):
+    def __init__(self, dir_path, base_offset: int, suffix: str = ""):
+        """`suffix` names the cleaner's output files (`.log.cleaned`, ...)."""
         self.dir = dir_path
         self.base_offset = base_offset
         stem = os.path.join(dir_path, segment_name(base_offset))
-        self.log_path = stem + ".log"
-        self.index = OffsetIndex(stem + ".index")
-        self.timeindex = TimeIndex(stem + ".timeindex")
+        self.log_path = stem + ".log" + suffix
+        self.index = OffsetIndex(stem + ".index" + suffix)
+        self.timeindex = TimeIndex(stem + ".timeindex" + suffix)
         self.fd = None
 
     def __repr__(self):

@@ -18,9 +18,12 @@ Layout (host byte order: the file is a cache of this machine, never copied elsew
     48  u32  version   1
     56  u64  flushed_offset  every offset below it is fdatasync'd (atomic max)
     64  u64  fields[N_FIELDS]  (the F_* indexes below)
+    192 u64  swap   odd while the cleaner swaps segment files (readers retry a read
+                    that overlapped a swap); even otherwise
 
 Byte-range locks on this file (open-file-description locks, released by the kernel
-when the holder dies): byte 0 is the append lock, byte 1 the group-commit sync lock.
+when the holder dies): byte 0 is the append lock, byte 1 the group-commit sync lock,
+byte 2 the cleaner lock (one process maintains a partition at a time).
 
 `partition.checkpoint` is JSON written by write-temp, fsync, rename, fsync-dir: the
 recovery point, the log start offset, and whether the last writer closed cleanly.
@@ -50,11 +53,13 @@ N_FIELDS = 16
 
 LOCK_APPEND = 0
 LOCK_SYNC = 1
+LOCK_CLEAN = 2
 
 _OFF_IN_APPEND = 24
 _OFF_BOOT = 32
 _OFF_VERSION = 48
 _OFF_FLUSHED = 56
+_OFF_SWAP = 192
 
 
 def _read_boot_id() -> bytes:
@@ -153,6 +158,19 @@ class SharedState:
 
     def raise_flushed_offset(self, offset: int) -> int:
         return hp.lib.el_atomic_max_u64(self.ptr + _OFF_FLUSHED, offset)
+
+    # -- segment swaps (the cleaner)
+    def swap_word(self) -> int:
+        return hp.lib.el_atomic_load_u64(self.ptr + _OFF_SWAP)
+
+    def swap_begin(self) -> int:
+        """Mark a swap in progress (append lock held); returns the word to pass to swap_end."""
+        word = self.swap_word() | 1
+        hp.lib.el_atomic_store_u64(self.ptr + _OFF_SWAP, word)
+        return word
+
+    def swap_end(self, word: int):
+        hp.lib.el_atomic_store_u64(self.ptr + _OFF_SWAP, word + 1)
 
     # -- locks
     def lock(self, which: int, timeout: float | None) -> bool:

@@ -1,0 +1,447 @@
+"""Retention and compaction of one partition (FORMAT.md §12): Kafka's deleteOldSegments
+and LogCleaner, made safe for readers and writers in other processes.
+
+Who may do what
+ - Maintenance of a partition (retention, compaction) runs in one process at a time:
+   it holds the cleaner lock, byte 2 of partition.state, for the whole pass. Appends
+   never wait for it: they only touch the active segment, which is never cleaned.
+ - The moments that change which files make up the log (deleting a prefix of segments,
+   swapping cleaned segments in) take the append lock with `in_append` set, as a roll
+   does, so a crash there is repaired by the next lock holder's recovery.
+ - Readers never lock. Deleted files stay readable through descriptors already open
+   (POSIX); a reader that opens a file after it was deleted gets ENOENT and retries
+   with the new log start (OFFSET_OUT_OF_RANGE if it was below it). A swap bumps the
+   state's swap word to odd before its first rename and to even after its last; a read
+   that overlapped a swap is thrown away and repeated, so no reader ever combines an
+   old .log with a new index or a new .log with an old position.
+
+Crash safety of a swap (Kafka's .cleaned/.swap, with one manifest as the commit point)
+ 1. `<base>.log.cleaned`, `.index.cleaned`, `.timeindex.cleaned` are written and fsync'd.
+ 2. `cleaner.swap` (JSON: new base, the bases it replaces) is written atomically: the
+    commit point. Before it, recovery deletes the .cleaned files (old segments win);
+    after it, recovery finishes the swap (new segments win). Never a mix, never a loss.
+ 3. The replaced segments other than `base` are deleted; the .cleaned files are renamed
+    over `base`'s (indexes first, .log last); the directory is fsync'd; the manifest is
+    removed.
+"""
+from __future__ import annotations
+
+import json
+import os
+from bisect import bisect_right
+
+from . import _hotpath as hp
+from . import _state as st
+from ._errors import FormatVersionError
+from ._records import decode_columns, iter_batches, now_ms, rebuild_batch
+from ._segment import MAX_RELATIVE_OFFSET, Segment, list_segments, segment_name
+
+CLEANER_CHECKPOINT = "cleaner.checkpoint"
+SWAP_MANIFEST = "cleaner.swap"
+CLEANED = ".cleaned"
+CHECKPOINT_VERSION = 1
+READ_CHUNK = 8 << 20
+
+
+# ------------------------------------------------------------------ files
+
+def read_cleaner_checkpoint(dir_path) -> dict | None:
+    """The partition's compaction progress, or None if it was never compacted. Its
+    existence alone means the offsets may have gaps (readers stop requiring density)."""
+    path = os.path.join(dir_path, CLEANER_CHECKPOINT)
+    try:
+        with open(path, "rb") as f:
+            doc = json.loads(f.read())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {"version": CHECKPOINT_VERSION, "first_dirty_offset": 0}   # damaged: clean it all again
+    if doc.get("version", 0) > CHECKPOINT_VERSION:
+        raise FormatVersionError(f"{path} was written by a newer embedlog (cleaner checkpoint version "
+                                 f"{doc.get('version')}, this one reads up to {CHECKPOINT_VERSION})")
+    return doc
+
+
+def write_cleaner_checkpoint(dir_path, first_dirty_offset: int, next_horizon: int | None = None):
+    """`next_horizon`: the earliest delete horizon of a tombstone kept in the clean part
+    (the partition is cleanable again from then on, to drop it)."""
+    st.write_atomic(os.path.join(dir_path, CLEANER_CHECKPOINT),
+                    json.dumps({"version": CHECKPOINT_VERSION, "first_dirty_offset": first_dirty_offset,
+                                "next_horizon": next_horizon}).encode() + b"\n")
+
+
+def _stem(dir_path, base):
+    return os.path.join(dir_path, segment_name(base))
+
+
+def remove_cleaned_files(dir_path):
+    """Drop the output of a cleaning that never reached its commit point."""
+    for name in os.listdir(dir_path):
+        if name.endswith(CLEANED):
+            try:
+                os.unlink(os.path.join(dir_path, name))
+            except FileNotFoundError:
+                pass
+
+
+def finish_swap(dir_path) -> bool:
+    """Complete a swap whose manifest is on disk (idempotent: every step may already be
+    done). Called by the swapper itself and by recovery. True if there was one."""
+    path = os.path.join(dir_path, SWAP_MANIFEST)
+    try:
+        with open(path, "rb") as f:
+            doc = json.loads(f.read())
+    except FileNotFoundError:
+        return False
+    except ValueError:
+        # write_atomic never leaves a torn manifest; a garbage one is not ours to act on.
+        os.unlink(path)
+        st.fsync_dir(dir_path)
+        return False
+    if doc.get("version", 0) > CHECKPOINT_VERSION:
+        raise FormatVersionError(f"{path} was written by a newer embedlog (swap manifest version "
+                                 f"{doc.get('version')})")
+    base = doc["base"]
+    for old in sorted(doc["replaces"], reverse=True):
+        if old != base:
+            Segment(dir_path, old).delete_files()
+    stem = _stem(dir_path, base)
+    for ext in (".index", ".timeindex", ".log"):
+        src = stem + ext + CLEANED
+        if os.path.exists(src):
+            os.replace(src, stem + ext)
+    st.fsync_dir(dir_path)
+    os.unlink(path)
+    st.fsync_dir(dir_path)
+    return True
+
+
+def iter_segment_batches(path, size: int):
+    """(buffer, position, header) of every batch of a closed segment file, CRC-checked,
+    read in large chunks."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        pos = 0
+        while pos < size:
+            buf = os.pread(fd, min(READ_CHUNK, size - pos), pos)
+            got = 0
+            for bpos, h in iter_batches(buf, path=path, base_position=pos):
+                yield buf, bpos, h
+                got = bpos + h.size
+            if got == 0:
+                # One batch larger than the chunk: read exactly it.
+                from ._records import parse_header
+                h = parse_header(os.pread(fd, 61, pos), 0, verify_crc=False, path=path, file_position=pos)
+                buf = os.pread(fd, h.size, pos)
+                for bpos, h in iter_batches(buf, path=path, base_position=pos):
+                    yield buf, bpos, h
+                    got = bpos + h.size
+                if got == 0:
+                    from ._errors import CorruptRecordError
+                    raise CorruptRecordError(f"truncated batch in {path} at position {pos}", path=path,
+                                             position=pos)
+            pos += got
+    finally:
+        os.close(fd)
+
+
+# ------------------------------------------------------------------ segment facts
+
+def largest_timestamp(seg: Segment, active: bool, fields) -> int:
+    """Kafka's LogSegment.largestTimestamp: the max record timestamp, else the file's mtime."""
+    if active:
+        ts = fields[st.F_MAX_TIMESTAMP]
+    else:
+        seg.timeindex.load(seg.timeindex.file_entries(), MAX_RELATIVE_OFFSET)
+        ts = seg.timeindex.last_timestamp()
+        ts = -1 if ts is None else ts
+    if ts >= 0:
+        return ts
+    return int(os.stat(seg.log_path).st_mtime * 1000)
+
+
+# ------------------------------------------------------------------ retention
+
+def deletable_prefix(part, fields, now: int) -> tuple[int, list[str]]:
+    """How many of the oldest segments retention deletes now, and why (Kafka's
+    deleteLogStartOffsetBreachedSegments, deleteRetentionMsBreachedSegments and
+    deleteRetentionSizeBreachedSegments, each a prefix: the longest wins)."""
+    cfg = part.config
+    bases = part._bases
+    active_base = fields[st.F_ACTIVE_BASE]
+    hw = fields[st.F_HIGH_WATERMARK]
+    log_start = fields[st.F_LOG_START]
+    segs = []
+    for i, base in enumerate(bases):
+        seg = part._segment(base)
+        active = base == active_base
+        size = fields[st.F_ACTIVE_SIZE] if active else seg.file_size()
+        upper = bases[i + 1] if i + 1 < len(bases) else fields[st.F_LOG_END]
+        segs.append((seg, active, size, upper))
+
+    def prefix(predicate) -> int:
+        n = 0
+        for seg, active, size, upper in segs:
+            if active and size == 0:           # an empty last segment is never deleted
+                break
+            if hw < upper or not predicate(seg, active, size, upper):
+                break
+            n += 1
+        return n
+
+    reasons = []
+    n = prefix(lambda seg, active, size, upper: not active and upper <= log_start)
+    if n:
+        reasons.append("log start offset")
+    if "delete" in cfg["cleanup.policy"]:
+        retention_ms = cfg["retention.ms"]
+        if retention_ms >= 0:
+            k = prefix(lambda seg, active, size, upper:
+                       now - largest_timestamp(seg, active, fields) > retention_ms)
+            if k > n:
+                n = k
+                reasons.append("retention.ms")
+        retention_bytes = cfg["retention.bytes"]
+        if retention_bytes >= 0:
+            diff = sum(s[2] for s in segs) - retention_bytes
+
+            def size_ok(seg, active, size, upper):
+                nonlocal diff
+                if diff - size >= 0:
+                    diff -= size
+                    return True
+                return False
+            k = prefix(size_ok)
+            if k > n:
+                n = k
+                reasons.append("retention.bytes")
+    return n, reasons
+
+
+def apply_retention_locked(part, fields, now: int) -> dict:
+    """Delete the segments retention allows (append lock held, in_append set). When every
+    segment goes, a new empty active segment is rolled first, as Kafka does."""
+    n, reasons = deletable_prefix(part, fields, now)
+    if n == 0:
+        return {"deleted_segments": 0, "log_start_offset": fields[st.F_LOG_START]}
+    doomed = part._bases[:n]
+    freed = sum(part._segment(b).file_size() for b in doomed)
+    if n == len(part._bases):
+        part._roll_locked(fields)                # the active segment expired too
+    new_start = max(fields[st.F_LOG_START], part._bases[n])
+    ck = st.read_checkpoint(part.path)
+    # Durable log start first: a crash after it leaves segments below the log start,
+    # which the next pass deletes by the log-start rule; never data above it missing.
+    st.write_checkpoint(part.path, clean=False, recovery_point=max(ck.get("recovery_point", 0), 0),
+                        log_start_offset=new_start)
+    fields[st.F_LOG_START] = new_start
+    fields[st.F_SEGMENTS_VERSION] += 1
+    part.state.publish(fields)
+    for base in doomed:                          # oldest first: what remains is a suffix
+        part._segments.pop(base, Segment(part.path, base)).delete_files()
+    st.fsync_dir(part.path)
+    part._segments_version = -1                  # relist on next use
+    part._refresh_segments(fields[st.F_SEGMENTS_VERSION])
+    return {"deleted_segments": n, "deleted_bytes": freed, "log_start_offset": new_start,
+            "reasons": reasons}
+
+
+# ------------------------------------------------------------------ compaction
+
+class CleanPlan:
+    __slots__ = ("first_dirty", "first_uncleanable", "clean_bytes", "dirty_bytes", "bases", "sizes",
+                 "reason")
+
+
+def plan_cleaning(part, fields, now: int, force: bool) -> CleanPlan | None:
+    """What to clean, by Kafka's rules: closed segments only, none newer than
+    min.compaction.lag.ms, and only when the dirty ratio reaches min.cleanable.dirty.ratio
+    (or a dirty record is older than max.compaction.lag.ms, or `force`)."""
+    cfg = part.config
+    active_base = fields[st.F_ACTIVE_BASE]
+    log_start = fields[st.F_LOG_START]
+    bases = [b for b in part._bases if b < active_base]
+    # Segments wholly below the log start are retention's business.
+    i0 = max(0, bisect_right(bases, log_start) - 1)
+    bases = bases[i0:]
+    if not bases:
+        return None
+    ck = read_cleaner_checkpoint(part.path) or {}
+    first_dirty = min(max(ck.get("first_dirty_offset", log_start), bases[0]), active_base)
+    lag = cfg["min.compaction.lag.ms"]
+    first_uncleanable = active_base
+    sizes = {}
+    for b in bases:
+        seg = part._segment(b)
+        sizes[b] = seg.file_size()
+        if b >= first_dirty and lag > 0 and largest_timestamp(seg, False, fields) > now - lag:
+            first_uncleanable = b
+            break
+    bases = [b for b in bases if b < first_uncleanable]
+    horizon = ck.get("next_horizon")
+    tombstones_due = horizon is not None and now >= horizon
+    if not bases or (first_dirty >= first_uncleanable and not (force or tombstones_due)):
+        return None
+    p = CleanPlan()
+    p.first_dirty, p.first_uncleanable, p.bases = first_dirty, first_uncleanable, bases
+    p.sizes = sizes
+    p.clean_bytes = sum(sizes[b] for b in bases if b < first_dirty)
+    p.dirty_bytes = sum(sizes[b] for b in bases if b >= first_dirty)
+    total = p.clean_bytes + p.dirty_bytes
+    ratio = p.dirty_bytes / total if total else 0.0
+    p.reason = None
+    if force:
+        p.reason = "forced"
+    elif tombstones_due:
+        p.reason = "tombstones past delete.retention.ms"
+    elif total and ratio >= cfg["min.cleanable.dirty.ratio"]:
+        p.reason = f"dirty ratio {ratio:.2f}"
+    elif cfg["max.compaction.lag.ms"] < 2**62:
+        first = next((b for b in bases if b >= first_dirty), None)
+        for _buf, _pos, h in iter_segment_batches(part._segment(first).log_path, min(sizes[first], 1 << 16)):
+            if now - h.max_timestamp > cfg["max.compaction.lag.ms"]:
+                p.reason = "max.compaction.lag.ms"
+            break
+    return p if p.reason else None
+
+
+def build_offset_map(part, plan: CleanPlan) -> dict:
+    """key -> offset of its latest record in the dirty range."""
+    latest: dict = {}
+    for b in plan.bases:
+        if b < plan.first_dirty:
+            continue
+        path = _stem(part.path, b) + ".log"
+        for buf, pos, h in iter_segment_batches(path, plan.sizes[b]):
+            if h.records_count == 0:
+                continue
+            cols = decode_columns(buf, pos, h, path=path)
+            for key, off in zip(cols.keys, cols.offsets):
+                if key is not None:
+                    latest[bytes(key)] = off
+    return latest
+
+
+def group_segments(plan: CleanPlan, segment_bytes: int) -> list[list[int]]:
+    """Adjacent segments merged while their inputs fit one segment (Kafka's groupSegmentsBySize)."""
+    groups, cur, size = [], [], 0
+    bounds = plan.bases[1:] + [plan.first_uncleanable]
+    for b, upper in zip(plan.bases, bounds):
+        s = plan.sizes[b]
+        if cur and (size + s > segment_bytes or upper - 1 - cur[0] > MAX_RELATIVE_OFFSET):
+            groups.append(cur)
+            cur, size = [], 0
+        cur.append(b)
+        size += s
+    if cur:
+        groups.append(cur)
+    return groups
+
+
+def clean_group(part, plan: CleanPlan, group: list[int], latest: dict, now: int) -> dict:
+    """Write the cleaned copy of `group` as `<group[0]>.*.cleaned` (fsync'd, indexes built)."""
+    horizon = now + part.config["delete.retention.ms"]
+    stem = _stem(part.path, group[0])
+    out_path = stem + ".log" + CLEANED
+    fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o644)
+    stats = {"records_in": 0, "records_out": 0, "bytes_in": 0, "bytes_out": 0, "tombstones_removed": 0,
+             "next_horizon": None}
+    try:
+        pos = 0
+        pending = []
+        pending_size = 0
+        for b in group:
+            path = _stem(part.path, b) + ".log"
+            stats["bytes_in"] += plan.sizes[b]
+            for buf, bpos, h in iter_segment_batches(path, plan.sizes[b]):
+                stats["records_in"] += h.records_count
+                if h.records_count == 0:
+                    continue                      # an empty batch carries nothing we keep
+                cols = decode_columns(buf, bpos, h, path=path)
+                horizon_set = bool(h.attributes & 0x40)
+                keep = []
+                tombstones = False
+                for i, (off, key, value) in enumerate(zip(cols.offsets, cols.keys, cols.values)):
+                    if key is not None:
+                        newest = latest.get(bytes(key))
+                        if newest is not None and off < newest:
+                            continue              # a later record has this key
+                        if value is None:
+                            if horizon_set and now >= h.base_timestamp:
+                                stats["tombstones_removed"] += 1
+                                continue          # delete.retention.ms has passed since first cleaned
+                            tombstones = True
+                    keep.append(i)
+                if tombstones:
+                    due = h.base_timestamp if horizon_set else horizon
+                    if stats["next_horizon"] is None or due < stats["next_horizon"]:
+                        stats["next_horizon"] = due
+                if len(keep) == h.records_count and (horizon_set or not tombstones):
+                    data = memoryview(buf)[bpos:bpos + h.size]      # unchanged: copy as is
+                else:
+                    data = rebuild_batch(h, cols, keep, delete_horizon=horizon if tombstones else None)
+                    if data is None:
+                        continue
+                stats["records_out"] += len(keep)
+                pending.append(data)
+                pending_size += len(data)
+                if pending_size >= READ_CHUNK:
+                    pos = _write_all(fd, pending, pos, out_path)
+                    pending, pending_size = [], 0
+        pos = _write_all(fd, pending, pos, out_path)
+        hp.fdatasync(fd, out_path)
+    finally:
+        os.close(fd)
+    stats["bytes_out"] = pos
+    seg = Segment(part.path, group[0], suffix=CLEANED)
+    try:
+        seg.rebuild_indexes(part.config["index.interval.bytes"], closed=True, dense=False)
+        for idx in (seg.index, seg.timeindex):
+            hp.fdatasync(idx.open(), idx.path)
+    finally:
+        seg.close()
+    return stats
+
+
+def _write_all(fd, parts, pos, path) -> int:
+    if parts:
+        data = b"".join(parts)
+        hp.pwrite_all(fd, data, pos, path)
+        pos += len(data)
+    return pos
+
+
+def swap_locked(part, fields, group: list[int], expected_sizes: dict) -> bool:
+    """Swap a cleaned group in (append lock held, in_append set). False, with the
+    .cleaned files dropped, if the segments changed since they were read."""
+    present = set(list_segments(part.path))
+    for b in group:
+        if b not in present or os.stat(_stem(part.path, b) + ".log").st_size != expected_sizes[b]:
+            remove_cleaned_files(part.path)
+            return False
+    swap = part.state.swap_begin()
+    try:
+        for b in group:
+            seg = part._segments.pop(b, None)
+            if seg is not None:
+                seg.close()
+        st.write_atomic(os.path.join(part.path, SWAP_MANIFEST),
+                        json.dumps({"version": CHECKPOINT_VERSION, "base": group[0],
+                                    "replaces": group}).encode() + b"\n")
+        finish_swap(part.path)
+        fields[st.F_SEGMENTS_VERSION] += 1
+        part.state.publish(fields)
+        part._segments_version = -1
+        part._refresh_segments(fields[st.F_SEGMENTS_VERSION])
+    finally:
+        part.state.swap_end(swap)
+    return True
+
+
+def now_or(now) -> int:
+    return now_ms() if now is None else now
+
+
+__all__ = ["CLEANER_CHECKPOINT", "SWAP_MANIFEST", "apply_retention_locked", "plan_cleaning", "build_offset_map",
+           "group_segments", "clean_group", "swap_locked", "finish_swap", "remove_cleaned_files",
+           "read_cleaner_checkpoint", "write_cleaner_checkpoint"]
