@@ -32,6 +32,7 @@ from bisect import bisect_right
 
 from . import _hotpath as hp
 from . import _state as st
+from ._failpoints import hit
 from ._errors import FormatVersionError
 from ._records import decode_columns, iter_batches, now_ms, rebuild_batch
 from ._segment import MAX_RELATIVE_OFFSET, Segment, list_segments, segment_name
@@ -102,14 +103,17 @@ def finish_swap(dir_path) -> bool:
         raise FormatVersionError(f"{path} was written by a newer embedlog (swap manifest version "
                                  f"{doc.get('version')})")
     base = doc["base"]
+    hit("cleaner.swap.committed")
     for old in sorted(doc["replaces"], reverse=True):
         if old != base:
             Segment(dir_path, old).delete_files()
+            hit("cleaner.swap.deleted_one")
     stem = _stem(dir_path, base)
     for ext in (".index", ".timeindex", ".log"):
         src = stem + ext + CLEANED
         if os.path.exists(src):
             os.replace(src, stem + ext)
+            hit("cleaner.swap.renamed_one")
     st.fsync_dir(dir_path)
     os.unlink(path)
     st.fsync_dir(dir_path)
@@ -234,11 +238,13 @@ def apply_retention_locked(part, fields, now: int) -> dict:
     # which the next pass deletes by the log-start rule; never data above it missing.
     st.write_checkpoint(part.path, clean=False, recovery_point=max(ck.get("recovery_point", 0), 0),
                         log_start_offset=new_start)
+    hit("retention.log_start_durable")
     fields[st.F_LOG_START] = new_start
     fields[st.F_SEGMENTS_VERSION] += 1
     part.state.publish(fields)
     for base in doomed:                          # oldest first: what remains is a suffix
         part._segments.pop(base, Segment(part.path, base)).delete_files()
+        hit("retention.deleted_one")
     st.fsync_dir(part.path)
     part._segments_version = -1                  # relist on next use
     part._refresh_segments(fields[st.F_SEGMENTS_VERSION])
