@@ -70,14 +70,25 @@ def path_from_config(value: str) -> str:
 
 
 class _TopicPartition(Partition):
-    """A partition opened through its Topic: before each append it lets the topic catch up
-    with metadata changes made by other processes (one shared-memory load when nothing
-    changed), so a lowered max.message.bytes applies to the very next append even when
-    the caller kept this object instead of going through the Topic."""
+    """A partition opened through its Topic: before each append (and each retention or
+    compaction run) it lets the topic catch up with metadata changes made by other
+    processes (one shared-memory load when nothing changed), so a lowered
+    max.message.bytes applies to the very next append even when the caller kept this
+    object instead of going through the Topic. The config dict is the topic's."""
+
+    _owner: "Topic"
 
     def append_batches(self, *args, **kwargs):
         self._owner._sync()
         return Partition.append_batches(self, *args, **kwargs)
+
+    def maintain(self, *args, **kwargs):
+        self._owner._sync()
+        return Partition.maintain(self, *args, **kwargs)
+
+    def compact(self, *args, **kwargs):
+        self._owner._sync()
+        return Partition.compact(self, *args, **kwargs)
 
 
 class Topic:
@@ -95,6 +106,7 @@ class Topic:
         self._config = _config.topic_config(meta.get("config"))   # live: partitions hold this dict
         self.topic_id = meta.get("topic_id")
         self._version = version        # the metadata version `meta` was read at (or after)
+        self._deleted = False          # seen deleted by another process (see _reload)
         self._partitions: dict[int, Partition] = {}
         self._sticky = StickyPartitioner()
         self._lock = threading.Lock()
@@ -116,12 +128,17 @@ class Topic:
             meta = self.log._read_meta(self.name)
             config = None if meta is None else _config.topic_config(meta.get("config"))
         except (EmbedlogError, OSError, ValueError, KeyError):
-            meta = None              # unreadable: keep what we have (the writer's problem)
+            with self._lock:         # unreadable: keep what we have (the writer's problem)
+                self._version = version
+            return
         with self._lock:
             if meta is not None and meta.get("topic_id") == self.topic_id:
                 self._apply(meta["partitions"], config)
-            # No file, or another topic of the same name: the topic was deleted (and maybe
-            # created again). This object keeps its last metadata, as it always did.
+            else:
+                # Deleted (and maybe created again) by another process. This object keeps
+                # its last metadata for whoever holds it, as before; Log.topic() stops
+                # handing it out.
+                self._deleted = True
             self._version = version
 
     def _apply(self, num_partitions: int, config: dict):
@@ -223,6 +240,7 @@ class Log:
         self.path = os.path.abspath(path)
         self.lock_timeout = lock_timeout
         self._topics: dict[str, Topic] = {}
+        self._retired: list[Topic] = []      # deleted by other processes, still held by someone
         self._closed = False
         self._mutex = threading.RLock()
         self._init_dir(create)
@@ -344,10 +362,17 @@ class Log:
         self._check_open()
         t = self._topics.get(name)
         if t is not None:
-            return t
+            t._sync()
+            if not t._deleted:
+                return t
         validate_topic_name(name)
         with self._mutex:
             t = self._topics.get(name)
+            if t is not None and t._deleted:
+                # Deleted by another process: its handles stay with their holders (released
+                # with the log, without a checkpoint); a lookup gets the topic as it is now.
+                self._retired.append(self._topics.pop(name))
+                t = None
             if t is None:
                 version = self.notifier.metadata_version()     # before the read: see Topic._reload
                 meta = self._read_meta(name)
@@ -459,6 +484,14 @@ class Log:
             for p in range(meta["partitions"]):
                 shutil.rmtree(os.path.join(self.path, f"{name}-{p}"), ignore_errors=True)
 
+    def _drop_retired(self):
+        """Release the handles of topics deleted by other processes without a flush or a
+        checkpoint: their folders are gone, or belong to a topic created again since."""
+        for t in self._retired:
+            for part in t._partitions.values():
+                part._abandon()
+        self._retired.clear()
+
     def _abandon(self):
         """Drop every handle without flush or clean checkpoint (crash simulation in tests)."""
         self._closed = True
@@ -466,6 +499,7 @@ class Log:
             for part in t._partitions.values():
                 part._abandon()
         self._topics.clear()
+        self._drop_retired()
         os.close(self._lock_fd)
         self.notifier.close()
 
@@ -480,6 +514,7 @@ class Log:
             except Exception as e:  # close every partition even if one fails
                 errors.append(e)
         self._topics.clear()
+        self._drop_retired()
         os.close(self._lock_fd)
         self.notifier.close()
         if errors:
