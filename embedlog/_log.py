@@ -106,6 +106,7 @@ class Topic:
         self._config = _config.topic_config(meta.get("config"))   # live: partitions hold this dict
         self.topic_id = meta.get("topic_id")
         self._version = version        # the metadata version `meta` was read at (or after)
+        self._metadata_version = log.notifier.metadata_version     # bound once: the hot path
         self._deleted = False          # seen deleted by another process (see _reload)
         self._partitions: dict[int, Partition] = {}
         self._sticky = StickyPartitioner()
@@ -117,7 +118,7 @@ class Topic:
     # ------------------------------------------------------------ live metadata
     def _sync(self):
         """Catch up with a metadata change of any process: one shared-memory load."""
-        version = self.log.notifier.metadata_version()
+        version = self._metadata_version()
         if version != self._version:
             self._reload(version)
 

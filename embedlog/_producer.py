@@ -255,7 +255,10 @@ class Producer:
         if partition != -1:
             if not isinstance(partition, int) or isinstance(partition, bool):
                 raise TypeError(f"partition must be an int, not {type(partition).__name__}")
-            n = self._topics[topic].num_partitions
+            t = self._topics[topic]
+            n = t._num_partitions                 # as last seen; re-checked when out of range:
+            if not 0 <= partition < n:            # another process may have added partitions
+                n = t.num_partitions
             if not 0 <= partition < n:
                 raise KafkaException(KafkaError(KafkaError._UNKNOWN_PARTITION,
                                                 f"topic {topic} has partitions 0..{n - 1}, not {partition}"))
@@ -316,7 +319,7 @@ class Producer:
             self._send_topic(acc)
 
     def _partitions(self, t, keys, explicit):
-        n = t.num_partitions
+        n = t.num_partitions      # current: partitions added by any process count from the next chunk
         if n == 1:
             return [0] * len(keys)   # explicit partitions were checked to be 0
         name = self._partitioner

@@ -110,6 +110,20 @@ def test_producer_sees_a_lowered_max_message_bytes(tmp_path):
         p.close()
 
 
+def test_retention_changed_in_another_process_applies_to_the_next_maintain(tmp_path):
+    path = tmp_path / "log"
+    with embedlog.open(path) as log:
+        part = log.create_topic("t", partitions=1).partition(0)   # only the partition is kept
+        for _ in range(3):
+            part.append_records([b"v"] * 10)
+        later = int(time.time() * 1000) + 60_000                 # a minute on: within 7 days
+        part.maintain(later)
+        assert part.log_start_offset == 0
+        cli(path, "topics", "alter", "-t", "t", "-c", "retention.ms=1000")
+        part.maintain(later)
+        assert part.log_start_offset == part.log_end_offset == 30
+
+
 # ------------------------------------------------------------------ partitions
 
 def test_partitions_added_in_another_process_take_keyed_records(tmp_path):
