@@ -339,7 +339,7 @@ class Consumer:
         deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
         while True:
             now = time.monotonic()
-            if now >= self._next_maint:
+            if now >= self._next_maint or (self._member is not None and self._member.metadata_moved()):
                 self._maintain(now)
             if self._pending:
                 return self._pending.pop(0)
@@ -449,15 +449,20 @@ class Consumer:
         """Sleep until a partition has data (futex) or the timeout; short slices when
         several partitions or a group need watching."""
         active = [ps for ps in self._order if not ps.paused and ps.fetch_pos is not None]
-        slice_ = 0.1 if self._member is not None or self._auto_commit else None
+        member = self._member
+        slice_ = 0.1 if member is not None or self._auto_commit else None
         t = left if slice_ is None else (slice_ if left is None else min(left, slice_))
-        if len(active) == 1:
+        if len(active) == 1 and member is None:
             active[0].part.wait(active[0].fetch_pos, t)
         elif active:
-            # Several partitions: sleep on the directory's futex word, which every append
-            # to any partition bumps; read it before checking, so no append is missed.
+            # Several partitions, or a group: sleep on the directory's futex word, which
+            # every append to any partition bumps, and every topic change (partitions
+            # added, a topic created or deleted: the group may rebalance). Read it before
+            # checking, so no append or change is missed.
             notifier = self._log.notifier
             seen = notifier.value()
+            if member is not None and member.metadata_moved():
+                return
             if all(ps.part.high_watermark <= ps.fetch_pos for ps in active):
                 notifier.wait(seen, t)
         else:
