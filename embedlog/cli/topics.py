@@ -137,7 +137,8 @@ def alter(topic, configs, deletes):
     """Change a topic's config.
 
     --config sets overrides and --delete-config restores defaults; other keys keep
-    their values."""
+    their values. Processes that have the log open apply the change from their next
+    append: no restart."""
     changes: dict = dict(parse_key_value(configs, "--config"))
     for key in deletes:
         if key in changes:
@@ -158,7 +159,9 @@ def alter(topic, configs, deletes):
               help="The new total number of partitions (larger than the current one).")
 def add_partitions(topic, partitions):
     """Grow a topic to --partitions in total. Partitions can be added, never removed;
-    keyed records map to other partitions from then on."""
+    keyed records map to other partitions from then on. Open producers route with the
+    new count at once, and subscribed consumer groups rebalance to include the new
+    partitions."""
     with open_log() as log:
         before = log.topic(topic).num_partitions
         with warnings.catch_warnings(record=True) as caught:
