@@ -510,6 +510,10 @@ class Log:
         self._closed = True
         errors = []
         for t in self._topics.values():
+            t._sync()
+            if t._deleted:               # by another process: nothing to flush, and no
+                self._retired.append(t)  # checkpoint into a folder that is gone or not its own
+                continue
             try:
                 t.close()
             except Exception as e:  # close every partition even if one fails

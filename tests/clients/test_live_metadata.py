@@ -327,6 +327,28 @@ def test_topic_deleted_by_another_process_crashes_nothing(tmp_path):
             c.close()
 
 
+@pytest.mark.parametrize("created_again", [False, True])
+def test_closing_after_another_process_deleted_the_topic(tmp_path, created_again):
+    """Closing used to flush the deleted partitions: FileNotFoundError when the folders
+    were gone, a clean checkpoint of the old data in the new topic's folder when a topic
+    of the same name had been created since."""
+    path = tmp_path / "log"
+    log = embedlog.open(path)
+    t = log.create_topic("gone", partitions=1)
+    t.append([b"x", b"y"])
+    cli(path, "topics", "delete", "-t", "gone")
+    if created_again:
+        cli(path, "topics", "create", "-t", "gone")
+    log.close()                                          # raises nothing
+    if created_again:
+        with open(path / "gone-0" / "partition.checkpoint") as f:
+            assert json.load(f)["recovery_point"] == 0   # the new topic's own checkpoint
+        with embedlog.open(path) as log:
+            part = log.partition("gone", 0)
+            assert (part.log_start_offset, part.log_end_offset) == (0, 0)
+            assert part.read(0) == []
+
+
 def test_nothing_is_read_from_disk_while_the_metadata_is_unchanged(tmp_path, monkeypatch):
     """The check on the append path is one load from .notify: no file is opened or
     stat'ed per append; the topic file is read once per change."""
