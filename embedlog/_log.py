@@ -118,21 +118,22 @@ class Topic:
     # ------------------------------------------------------------ live metadata
     def _sync(self):
         """Catch up with a metadata change of any process: one shared-memory load."""
-        version = self._metadata_version()
-        if version != self._version:
-            self._reload(version)
+        if self._metadata_version() != self._version:
+            self._reload()
 
-    def _reload(self, version: int):
-        # Read the version first, then the file: the writer renames the file, then bumps,
-        # so the file read here is at least as new as `version`.
-        try:
-            meta = self.log._read_meta(self.name)
-            config = None if meta is None else _config.topic_config(meta.get("config"))
-        except (EmbedlogError, OSError, ValueError, KeyError):
-            with self._lock:         # unreadable: keep what we have (the writer's problem)
-                self._version = version
-            return
-        with self._lock:
+    def _reload(self):
+        with self._lock:             # one reload at a time: an older read never lands last
+            # The version first, then the file: the writer renames the file, then bumps,
+            # so the file read here is at least as new as `version`.
+            version = self._metadata_version()
+            if version == self._version:
+                return               # another thread caught up meanwhile
+            try:
+                meta = self.log._read_meta(self.name)
+                config = None if meta is None else _config.topic_config(meta.get("config"))
+            except (EmbedlogError, OSError, ValueError, KeyError):
+                self._version = version  # unreadable: keep what we have (the writer's problem)
+                return
             if meta is not None and meta.get("topic_id") == self.topic_id:
                 self._apply(meta["partitions"], config)
             else:
