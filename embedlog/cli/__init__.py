@@ -7,6 +7,7 @@ kafka-consumer-groups.sh, kafka-dump-log.sh) and rpk-style short ones.
     embedlog [--dir DIR] groups list|describe|reset-offsets|lag
     embedlog dump FILE.log | verify [DIR]
     embedlog plan --rate 10MB/s --retention 7d | [--dir DIR] du [TOPIC...]
+    embedlog [--dir DIR] maintain [TOPIC...]
     embedlog demo [DIR]
 
 The directory comes from --dir (before or after the command) or EMBEDLOG_DIR. Read
@@ -26,6 +27,7 @@ from ._common import DIR_KEY, Failed, Group
 from .demo import demo
 from .groups import groups
 from .inspect import dump, verify
+from .maintain import maintain
 from .plan import du, plan
 from .records import consume, produce
 from .topics import topics
@@ -62,7 +64,7 @@ def cli(ctx, dir_):
         ctx.meta[DIR_KEY] = dir_
 
 
-for _command in (topics, produce, consume, groups, dump, verify, plan, du, demo):
+for _command in (topics, produce, consume, groups, dump, verify, plan, du, maintain, demo):
     cli.add_command(_command)
 del _command
 
