@@ -78,9 +78,13 @@ class _TopicPartition(Partition):
 
     _owner: "Topic"
 
-    def append_batches(self, *args, **kwargs):
-        self._owner._sync()
-        return Partition.append_batches(self, *args, **kwargs)
+    def append_batches(self, batches, *, sync: bool = False, _built_here: bool = False) -> list[AppendResult]:
+        # Partition.append_batches's own signature, spelled out: forwarding *args/**kwargs
+        # would cost three times the check itself (tests compare the two signatures).
+        owner = self._owner
+        if owner._metadata_version() != owner._version:
+            owner._reload()
+        return Partition.append_batches(self, batches, sync=sync, _built_here=_built_here)
 
     def maintain(self, *args, **kwargs):
         self._owner._sync()

@@ -391,6 +391,14 @@ def test_own_changes_apply_at_once_without_a_reread(tmp_path, monkeypatch):
         assert reads == ["t", "t"]            # each change read the file once, under the lock
 
 
+def test_partitions_of_a_topic_append_with_the_partition_signature():
+    """_TopicPartition spells out Partition.append_batches's parameters (for speed):
+    they must stay the same."""
+    import inspect
+    from embedlog._log import _TopicPartition
+    assert inspect.signature(_TopicPartition.append_batches) == inspect.signature(embedlog.Partition.append_batches)
+
+
 def test_a_topic_outlives_its_log(tmp_path):
     log = embedlog.open(tmp_path / "log")
     t = log.create_topic("t", partitions=3, config={"retention.ms": 5})
