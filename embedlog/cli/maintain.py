@@ -57,5 +57,5 @@ def maintain(topics, force_compaction, now_ms, fmt):
                           f"{human_bytes(comp['bytes_in'])} -> {human_bytes(comp['bytes_out'])}"
                           if comp else "-"),
         })
-    emit_rows(fmt, table, ["PARTITION", "DELETED SEGMENTS", "LOG-START-OFFSET", "COMPACTED"],
+    emit_rows(fmt, table, ["PARTITION", "DELETED-SEGMENTS", "LOG-START-OFFSET", "COMPACTED"],
               ["tp", "deleted", "start", "compacted"])

@@ -26,7 +26,7 @@ def test_maintain_applies_retention_and_compaction(logdir):
         assert log.partition("r", 0).log_start_offset == rows[("r", 0)]["log_start_offset"] > 0
         assert len(os.listdir(log.partition("r", 0).path)) < segs_before
     table = run("maintain", "r", dir=logdir)
-    assert table.code == 0 and table.table()[0] == ["PARTITION", "DELETED SEGMENTS", "LOG-START-OFFSET", "COMPACTED"]
+    assert table.code == 0 and table.table()[0] == ["PARTITION", "DELETED-SEGMENTS", "LOG-START-OFFSET", "COMPACTED"]
     assert table.table()[1][0] == "r-0" and table.table()[1][1] == "-"      # nothing more to delete
 
 
