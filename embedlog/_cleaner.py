@@ -1,4 +1,4 @@
-"""Retention and compaction of one partition (FORMAT.md §12): Kafka's deleteOldSegments
+"""Retention and compaction of one partition (FORMAT.md §14): Kafka's deleteOldSegments
 and LogCleaner, made safe for readers and writers in other processes.
 
 Who may do what
@@ -274,6 +274,9 @@ def plan_cleaning(part, fields, now: int, force: bool) -> CleanPlan | None:
         return None
     ck = read_cleaner_checkpoint(part.path) or {}
     first_dirty = min(max(ck.get("first_dirty_offset", log_start), bases[0]), active_base)
+    # The dirty range is whole segments: from the one holding the first dirty offset (a
+    # log start moved by DeleteRecords may lie inside one, and all of it is dirty).
+    first_dirty = min(bases[max(0, bisect_right(bases, first_dirty) - 1)], first_dirty)
     lag = cfg["min.compaction.lag.ms"]
     first_uncleanable = active_base
     sizes = {}

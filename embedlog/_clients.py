@@ -19,7 +19,8 @@ def acquire_log(values: dict) -> Log:
     with _lock:
         slot = _logs.get(path)
         if slot is None or slot[0]._closed:
-            slot = _logs[path] = [Log(path, lock_timeout=timeout), 0]
+            slot = _logs[path] = [Log(path, lock_timeout=timeout, retention_check_interval_ms=values.get(
+                "log.retention.check.interval.ms", 300000)), 0]
         slot[1] += 1
         return slot[0]
 

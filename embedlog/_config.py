@@ -27,7 +27,6 @@ class Key:
     pending: str = ""      # stored and validated, but not yet acted on: which issue will
 
 
-_RETENTION = "retention and compaction (#6)"
 
 
 def _int(lo: int, hi: int = LONG_MAX) -> Callable[[str, Any], int]:
@@ -94,27 +93,28 @@ def _str(name, value):
 COMPRESSION_TYPES = ("producer", "uncompressed", "none", "gzip", "snappy", "lz4", "zstd")
 
 _TOPIC_KEYS = [
-    Key("cleanup.policy", "delete", _cleanup_policy, "delete, compact, or compact,delete", pending=_RETENTION),
+    Key("cleanup.policy", "delete", _cleanup_policy, "delete, compact, or compact,delete"),
     Key("compression.type", "producer", _choice(*COMPRESSION_TYPES),
         "codec batches are stored with; producer keeps the producer's codec"),
-    Key("delete.retention.ms", 86400000, _int(0), "how long tombstones survive after cleaning", pending=_RETENTION),
-    Key("file.delete.delay.ms", 60000, _int(0), "delay before a deleted segment's files are removed", pending=_RETENTION),
+    Key("delete.retention.ms", 86400000, _int(0), "how long tombstones survive after cleaning"),
+    Key("file.delete.delay.ms", 60000, _int(0),
+        "accepted; files are unlinked at once (readers keep open descriptors, POSIX)", noop=True),
     Key("flush.messages", LONG_MAX, _int(1), "fdatasync after this many appended records"),
     Key("flush.ms", LONG_MAX, _int(0), "fdatasync when the oldest unsynced append is this old"),
     Key("index.interval.bytes", 4096, _int(0, INT_MAX), "bytes of log between offset-index entries"),
-    Key("max.compaction.lag.ms", LONG_MAX, _int(1), "longest a record may stay uncompacted", pending=_RETENTION),
+    Key("max.compaction.lag.ms", LONG_MAX, _int(1), "longest a record may stay uncompacted"),
     Key("max.message.bytes", 1048588, _int(0, INT_MAX), "largest batch, with its 12-byte log overhead"),
     Key("message.timestamp.type", "CreateTime", _choice("CreateTime", "LogAppendTime"),
         "whose timestamp records carry"),
     Key("message.timestamp.before.max.ms", LONG_MAX, _int(0), "reject CreateTime older than this", pending="timestamp validation"),
     Key("message.timestamp.after.max.ms", LONG_MAX, _int(0), "reject CreateTime further ahead than this", pending="timestamp validation"),
     Key("message.timestamp.difference.max.ms", LONG_MAX, _int(0), "deprecated in Kafka; accepted", noop=True),
-    Key("min.cleanable.dirty.ratio", 0.5, _float(0.0, 1.0), "dirty share of the log that triggers cleaning", pending=_RETENTION),
-    Key("min.compaction.lag.ms", 0, _int(0), "youngest a record may be and still be compacted", pending=_RETENTION),
+    Key("min.cleanable.dirty.ratio", 0.5, _float(0.0, 1.0), "dirty share of the log that triggers cleaning"),
+    Key("min.compaction.lag.ms", 0, _int(0), "youngest a record may be and still be compacted"),
     Key("min.insync.replicas", 1, _int(1, INT_MAX), "in-sync replicas acks=all needs", pending="mirroring (#7)"),
     Key("preallocate", False, _bool, "accepted; segments are not preallocated", noop=True),
-    Key("retention.bytes", -1, _int(-1), "largest size of one partition before old segments go; -1 unlimited", pending=_RETENTION),
-    Key("retention.ms", 604800000, _int(-1), "age after which segments are deleted; -1 unlimited", pending=_RETENTION),
+    Key("retention.bytes", -1, _int(-1), "largest size of one partition before old segments go; -1 unlimited"),
+    Key("retention.ms", 604800000, _int(-1), "age after which segments are deleted; -1 unlimited"),
     Key("segment.bytes", 1073741824, _int(14, INT_MAX), "size at which a segment rolls"),
     Key("segment.index.bytes", 10485760, _int(4, INT_MAX), "largest offset index; a full index rolls the segment"),
     Key("segment.jitter.ms", 0, _int(0), "random jitter subtracted from segment.ms"),
@@ -208,6 +208,8 @@ _COMMON_KEYS = [
     Key("bootstrap.servers", None, _str, "the log directory: file:///path or a path"),
     Key("embedlog.path", None, _str, "the log directory (wins over bootstrap.servers)"),
     Key("embedlog.lock.timeout.ms", 30000, _int(0), "longest wait for a partition lock"),
+    Key("log.retention.check.interval.ms", 300000, _int(0),
+        "how often a process that writes applies retention and compaction (0: never by itself)"),
     Key("client.id", "rdkafka", _str, "a name for this client in errors and group descriptions"),
     Key("error_cb", None, _callable, "called with a KafkaError for errors outside any one message"),
     Key("logger", None, _any, "a logging.Logger for embedlog's log lines"),

@@ -28,6 +28,7 @@ from . import _hotpath as hp
 from ._errors import (ConfigError, EmbedlogError, FormatVersionError, InvalidPartitionsError, InvalidTopicError,
                       LockTimeoutError, LogClosedError, StorageError, TopicExistsError,
                       UnknownTopicOrPartitionError)
+from ._maintenance import DEFAULT_INTERVAL_MS, Maintainer, maintain_log
 from ._partition import DEFAULT_LOCK_TIMEOUT, AppendResult, Partition
 from ._partitioner import StickyPartitioner, partitions_for_keys
 from ._records import build_batch
@@ -84,6 +85,8 @@ class _TopicPartition(Partition):
         owner = self._owner
         if owner._metadata_version() != owner._version:
             owner._reload()
+        if owner.log._maintainer is None:
+            owner.log._start_maintenance()       # this process writes: it maintains too
         return Partition.append_batches(self, batches, sync=sync, _built_here=_built_here)
 
     def maintain(self, *args, **kwargs):
@@ -235,7 +238,11 @@ class Topic:
 class Log:
     """An open log directory. `embedlog.open(path)` returns one; use it as a context manager."""
 
-    def __init__(self, path, *, create: bool = True, lock_timeout: float = DEFAULT_LOCK_TIMEOUT):
+    def __init__(self, path, *, create: bool = True, lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+                 retention_check_interval_ms: int = DEFAULT_INTERVAL_MS):
+        """`retention_check_interval_ms`: how often a process that appends applies
+        retention and compaction to every partition (Kafka's
+        log.retention.check.interval.ms); 0 turns the timer off (`maintain()` still works)."""
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"path must be a str or os.PathLike, not {type(path).__name__}")
         path = os.fspath(path)
@@ -245,6 +252,10 @@ class Log:
             raise ValueError("path contains a NUL byte")
         self.path = os.path.abspath(path)
         self.lock_timeout = lock_timeout
+        if not isinstance(retention_check_interval_ms, int) or retention_check_interval_ms < 0:
+            raise ValueError(f"retention_check_interval_ms must be an int >= 0, not {retention_check_interval_ms!r}")
+        self.retention_check_interval_ms = retention_check_interval_ms
+        self._maintainer = None
         self._topics: dict[str, Topic] = {}
         self._retired: list[Topic] = []      # deleted by other processes, still held by someone
         self._closed = False
@@ -498,8 +509,29 @@ class Log:
                 part._abandon()
         self._retired.clear()
 
+    # ------------------------------------------------------------ maintenance
+    def maintain(self, now: int | None = None, topics=None) -> dict:
+        """Apply retention and compaction to every partition now (`topics` to limit it),
+        as the timer of a writing process does every retention_check_interval_ms.
+        `now` (epoch ms) replaces the clock. Returns {topic: {partition: what was done}}
+        for the partitions where something happened."""
+        self._check_open()
+        return maintain_log(self, now, topics)
+
+    def _start_maintenance(self):
+        with self._mutex:
+            if self._maintainer is None and not self._closed:
+                self._maintainer = Maintainer(self, self.retention_check_interval_ms) \
+                    if self.retention_check_interval_ms else False
+
+    def _stop_maintenance(self):
+        m, self._maintainer = self._maintainer, False
+        if m:
+            m.stop()
+
     def _abandon(self):
         """Drop every handle without flush or clean checkpoint (crash simulation in tests)."""
+        self._stop_maintenance()
         self._closed = True
         for t in self._topics.values():
             for part in t._partitions.values():
@@ -512,6 +544,7 @@ class Log:
     def close(self):
         if self._closed:
             return
+        self._stop_maintenance()
         self._closed = True
         errors = []
         for t in self._topics.values():

@@ -209,7 +209,7 @@ class Partition:
     def _recover_files_locked(self) -> list[int]:
         self.state.set_in_append(os.getpid())   # a crash during recovery re-runs it
         st.remove_temp_files(self.path)
-        _cleaner.finish_swap(self.path)         # a committed swap completes (FORMAT.md §12)
+        _cleaner.finish_swap(self.path)         # a committed swap completes (FORMAT.md §14)
         if not self._cleaning and self.state.lock(st.LOCK_CLEAN, 0):   # nobody cleans: drop uncommitted output
             try:
                 _cleaner.remove_cleaned_files(self.path)
@@ -652,7 +652,7 @@ class Partition:
                                f"({self._failed}); reopen the log to recover", path=self.path)
         self._sync_to(self._fields()[st.F_LOG_END])
 
-    # ============================================================ maintenance (FORMAT.md §12)
+    # ============================================================ maintenance (FORMAT.md §14)
     def maintain(self, now: int | None = None, *, force_compaction: bool = False) -> dict:
         """Apply the topic's retention and compaction rules now (Kafka's log retention
         check and log cleaner, for this partition). `now` (epoch ms) replaces the clock,
@@ -871,7 +871,7 @@ class Partition:
         """Run a lock-free read so that it never mixes files from before and after a
         change of the segment set: a read that overlapped a cleaner swap is repeated, and
         a file deleted under it (retention) makes it start again from fresh state, where
-        its offset may now be below the log start (OFFSET_OUT_OF_RANGE). FORMAT.md §12."""
+        its offset may now be below the log start (OFFSET_OUT_OF_RANGE). FORMAT.md §14."""
         state = self.state
         for _ in range(1000):
             word = state.swap_word()

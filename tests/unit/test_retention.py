@@ -352,3 +352,54 @@ def test_readers_in_another_process_see_correct_data_while_segments_change(tmp_p
         assert reads > 10
     assert passes > 5
     log.close()
+
+
+# ------------------------------------------------------------------ the timer
+
+def test_a_writing_process_maintains_by_itself(tmp_path):
+    """log.retention.check.interval.ms: the process that appends runs the passes; the
+    timer is what is under test here, so this test waits (bounded) for it."""
+    import time
+    path = str(tmp_path / "log")
+    p = embedlog.Producer({"bootstrap.servers": path, "log.retention.check.interval.ms": 50})
+    with embedlog.open(path) as log:
+        log.create_topic("t", 1, {"segment.bytes": 1000, "retention.bytes": 2000, "retention.ms": -1})
+    for _ in range(60):
+        p.produce("t", b"y" * 50)
+        p.flush()
+    deadline = time.monotonic() + 10
+    with embedlog.open(path, retention_check_interval_ms=0) as log:
+        part = log.partition("t", 0)
+        while part.size_bytes() > 3000 and time.monotonic() < deadline:
+            time.sleep(0.02)            # the last appends may still await their pass
+        assert part.size_bytes() <= 3000
+        assert part.log_start_offset > 0
+        assert log._maintainer is None, "a process that only reads starts no timer"
+    p.flush()
+    del p
+
+
+def test_log_maintain_covers_every_topic_and_reports_what_it_did(log):
+    a = log.create_topic("a", 2, {"segment.bytes": 1000, "retention.bytes": 1500, "retention.ms": -1})
+    log.create_topic("quiet", 1)
+    for p in a.partitions:
+        fill(p, 30)
+    done = log.maintain(T0)
+    assert set(done) == {"a"} and set(done["a"]) == {0, 1}
+    assert all(r["retention"]["deleted_segments"] > 0 for r in done["a"].values())
+    assert log.maintain(T0) == {}, "a second pass has nothing to do"
+
+
+def test_compaction_after_delete_records_inside_the_first_segment(log):
+    """Found by the model test: a log start inside the first segment once made the
+    cleaner leave that segment out of its key map, so an older value survived a
+    tombstone that was later removed."""
+    part = log.create_topic("c", 1, {"cleanup.policy": "compact", "segment.bytes": 700,
+                                     "delete.retention.ms": 1000}).partition(0)
+    part.append_records([b"old"] * 3 + [b"", None], [b"a"] * 5, timestamps=[T0] * 5)
+    part.delete_records(1)
+    fill(part, 20, keys=lambda i: b"pad%d" % i, size=40)        # roll: the first segment is closed
+    part.compact(T0)
+    assert [r.offset for r in part.read(1, max_bytes=1 << 20) if r.key == b"a"] == [4]
+    part.compact(T0 + 1000)
+    assert [r.key for r in part.read(1, max_bytes=1 << 20) if r.key == b"a"] == []
