@@ -325,9 +325,8 @@ def build_offset_map(part, plan: CleanPlan) -> dict:
             if h.records_count == 0:
                 continue
             cols = decode_columns(buf, pos, h, path=path)
-            for key, off in zip(cols.keys, cols.offsets):
-                if key is not None:
-                    latest[bytes(key)] = off
+            latest.update(zip(cols.keys, cols.offsets))   # keys are bytes; offsets increase
+    latest.pop(None, None)                                   # keyless records are not compacted
     return latest
 
 
@@ -368,19 +367,22 @@ def clean_group(part, plan: CleanPlan, group: list[int], latest: dict, now: int)
                     continue                      # an empty batch carries nothing we keep
                 cols = decode_columns(buf, bpos, h, path=path)
                 horizon_set = bool(h.attributes & 0x40)
-                keep = []
+                # A record stays unless a later record has its key (keyless ones: no entry).
+                keep = [i for i, off, newest in zip(range(h.records_count), cols.offsets,
+                                                    map(latest.get, cols.keys))
+                        if newest is None or off >= newest]
                 tombstones = False
-                for i, (off, key, value) in enumerate(zip(cols.offsets, cols.keys, cols.values)):
-                    if key is not None:
-                        newest = latest.get(bytes(key))
-                        if newest is not None and off < newest:
-                            continue              # a later record has this key
-                        if value is None:
+                values = cols.values
+                if None in values:
+                    kept = []
+                    for i in keep:
+                        if values[i] is None and cols.keys[i] is not None:
                             if horizon_set and now >= h.base_timestamp:
                                 stats["tombstones_removed"] += 1
                                 continue          # delete.retention.ms has passed since first cleaned
                             tombstones = True
-                    keep.append(i)
+                        kept.append(i)
+                    keep = kept
                 if tombstones:
                     due = h.base_timestamp if horizon_set else horizon
                     if stats["next_horizon"] is None or due < stats["next_horizon"]:
