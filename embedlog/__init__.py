@@ -16,6 +16,7 @@ from ._version import __version__
 _EXPORTS = {
     "_errors": ["ConfigError", "CorruptRecordError", "EmbedlogError", "FormatVersionError",
                 "InvalidPartitionsError", "InvalidTopicError", "LockTimeoutError", "LogClosedError",
+                "InvalidReplicationFactorError", "NotEnoughReplicasAfterAppendError", "NotEnoughReplicasError",
                 "OffsetOutOfRangeError", "RecordTooLargeError", "StorageError", "TopicExistsError",
                 "UnknownTopicOrPartitionError"],
     "_log": ["Log", "Topic"],

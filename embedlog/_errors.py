@@ -135,3 +135,24 @@ class InvalidProducerEpochError(EmbedlogError):
     """Raised when a batch carries an older epoch than the producer id's current one."""
 
     code = 47
+
+
+class NotEnoughReplicasError(EmbedlogError):
+    """Raised by an acks=all append when fewer replicas than min.insync.replicas are in
+    sync: nothing was written."""
+
+    code = 19
+    retriable = True
+
+
+class NotEnoughReplicasAfterAppendError(NotEnoughReplicasError):
+    """Raised by an acks=all append that was written to the primary but could not reach
+    min.insync.replicas in-sync replicas (a mirror failed meanwhile): not acknowledged."""
+
+    code = 20
+
+
+class InvalidReplicationFactorError(EmbedlogError, ValueError):
+    """Raised when a topic asks for more replicas than the log has directories."""
+
+    code = 38

@@ -28,6 +28,7 @@ from . import _hotpath as hp
 from ._errors import (ConfigError, EmbedlogError, FormatVersionError, InvalidPartitionsError, InvalidTopicError,
                       LockTimeoutError, LogClosedError, StorageError, TopicExistsError,
                       UnknownTopicOrPartitionError)
+from . import _replication
 from ._maintenance import DEFAULT_INTERVAL_MS, Maintainer, maintain_log
 from ._partition import DEFAULT_LOCK_TIMEOUT, AppendResult, Partition
 from ._partitioner import StickyPartitioner, partitions_for_keys
@@ -87,6 +88,8 @@ class _TopicPartition(Partition):
             owner._reload()
         if owner.log._maintainer is None:
             owner.log._start_maintenance()       # this process writes: it maintains too
+        if self.mirrors and owner.log._replicator is None:
+            owner.log._start_replicator()        # ... and copies to mirrors
         return Partition.append_batches(self, batches, sync=sync, _built_here=_built_here)
 
     def maintain(self, *args, **kwargs):
@@ -112,6 +115,7 @@ class Topic:
         self._num_partitions = meta["partitions"]
         self._config = _config.topic_config(meta.get("config"))   # live: partitions hold this dict
         self.topic_id = meta.get("topic_id")
+        self.replicas = list(meta.get("replicas", []))   # mirror ids; replication.factor = 1 + len
         self._version = version        # the metadata version `meta` was read at (or after)
         self._metadata_version = log.notifier.metadata_version     # bound once: the hot path
         self._deleted = False          # seen deleted by another process (see _reload)
@@ -143,6 +147,7 @@ class Topic:
                 return
             if meta is not None and meta.get("topic_id") == self.topic_id:
                 self._apply(meta["partitions"], config)
+                self._refresh_mirrors()
             else:
                 # Deleted (and maybe created again) by another process. This object keeps
                 # its last metadata for whoever holds it, as before; Log.topic() stops
@@ -157,6 +162,19 @@ class Topic:
             self._config.update(config)
         if num_partitions > self._num_partitions:
             self._num_partitions = num_partitions     # partitions are never removed
+
+    def _refresh_mirrors(self):
+        """The registry may have changed (a mirror removed or added back)."""
+        if not self.replicas:
+            return
+        roots = self.log._replica_roots()
+        for part in self._partitions.values():
+            for m in part.mirrors:
+                m.set_root(roots.get(m.replica_id))
+
+    @property
+    def replication_factor(self) -> int:
+        return 1 + len(self.replicas)
 
     @property
     def num_partitions(self) -> int:
@@ -183,6 +201,10 @@ class Topic:
                                        self._config, lock_timeout=self.log.lock_timeout,
                                        notifier=self.log.notifier)
                 part._owner = self
+                if self.replicas:
+                    roots = self.log._replica_roots()
+                    part.mirrors = [_replication.PartitionMirror(part, slot, rid, roots.get(rid))
+                                    for slot, rid in enumerate(self.replicas)]
                 self._partitions[p] = part
         return part
 
@@ -256,6 +278,7 @@ class Log:
             raise ValueError(f"retention_check_interval_ms must be an int >= 0, not {retention_check_interval_ms!r}")
         self.retention_check_interval_ms = retention_check_interval_ms
         self._maintainer = None
+        self._replicator = None
         self._topics: dict[str, Topic] = {}
         self._retired: list[Topic] = []      # deleted by other processes, still held by someone
         self._closed = False
@@ -279,6 +302,10 @@ class Log:
                 raise FormatVersionError(
                     f"{self.path} was written by a newer embedlog (format version {doc.get('version')}; "
                     f"this one reads up to {FORMAT_VERSION}): upgrade embedlog")
+            if doc.get("mirror_of"):
+                raise StorageError(
+                    f"{self.path} is a mirror of {doc['mirror_of']}: open the primary, or make this one the "
+                    "primary with `embedlog replicas promote`", path=self.path)
             return
         if not create:
             raise FileNotFoundError(f"no embedlog directory at {self.path}")
@@ -350,14 +377,16 @@ class Log:
         validate_topic_name(name)
         if not isinstance(partitions, int) or isinstance(partitions, bool) or partitions < 1:
             raise InvalidPartitionsError(f"partitions must be a positive integer, not {partitions!r}")
-        if replication_factor != 1:
-            raise ConfigError(f"replication_factor {replication_factor}: this log has no mirror "
-                              "directories, so only 1 is possible")
         values = _config.topic_config(config)
         overrides = _config.topic_overrides(values)
         with self._mutex, self._dir_lock():
             if self._read_meta(name) is not None:
                 raise TopicExistsError(f"topic {name!r} already exists in {self.path}")
+            replicas = _replication.choose_replicas(self.path, replication_factor)
+            if values["min.insync.replicas"] > replication_factor:
+                warnings.warn(f"topic {name!r}: min.insync.replicas={values['min.insync.replicas']} is more "
+                              f"than its replication factor {replication_factor}: acks=all will always fail",
+                              stacklevel=2)
             try:
                 remove_temp_files(os.path.join(self.path, TOPICS_DIR))
                 for p in range(partitions):
@@ -368,6 +397,8 @@ class Log:
                 fsync_dir(self.path)
                 meta = {"name": name, "partitions": partitions, "config": overrides,
                         "topic_id": os.urandom(16).hex()}
+                if replicas:
+                    meta["replicas"] = replicas
                 write_atomic(self._meta_path(name), json.dumps(meta, indent=1).encode() + b"\n")
             except OSError as e:
                 raise StorageError(f"creating topic {name!r} failed: {e.strerror or e}",
@@ -528,6 +559,55 @@ class Log:
         m, self._maintainer = self._maintainer, False
         if m:
             m.stop()
+        r, self._replicator = self._replicator, False
+        if r:
+            r.stop()
+
+    # ------------------------------------------------------------ mirrors (FORMAT.md §15)
+    def _start_replicator(self):
+        with self._mutex:
+            if self._replicator is None and not self._closed:
+                self._replicator = _replication.Replicator(self)
+
+    def _replica_roots(self) -> dict:
+        return {r["id"]: (None if r.get("removed") else r["path"]) for r in _replication.read_replicas(self.path)}
+
+    def replicas(self) -> list[dict]:
+        """The mirror directories: [{"id", "path", "removed"}]."""
+        self._check_open()
+        return [dict(r, removed=bool(r.get("removed"))) for r in _replication.read_replicas(self.path)]
+
+    def add_replica(self, path) -> dict:
+        """Add a mirror directory (created if needed; an existing one must be empty or a
+        mirror of this log). Adding a removed mirror back resumes it where it stopped.
+        Topics created from now on may use it (replication.factor)."""
+        self._check_open()
+        with self._mutex, self._dir_lock():
+            entry = _replication.add_replica(self, path)
+            self.notifier.bump_metadata()
+        return entry
+
+    def remove_replica(self, path) -> dict:
+        """Detach a mirror: its partitions leave the in-sync set at once (acks=all may then
+        fail with NOT_ENOUGH_REPLICAS); its files stay where they are."""
+        self._check_open()
+        with self._mutex, self._dir_lock():
+            entry = _replication.remove_replica(self, path)
+            self.notifier.bump_metadata()
+        return entry
+
+    def replica_status(self, topics=None) -> list[dict]:
+        """Every replica of every mirrored partition: log end offset, lag, in-sync."""
+        self._check_open()
+        out = []
+        for name in (self.topics() if topics is None else topics):
+            t = self.topic(name)
+            if not t.replicas:
+                continue
+            for p, part in enumerate(t.partitions):
+                for row in _replication.status(part):
+                    out.append(dict(row, topic=name, partition=p))
+        return out
 
     def _abandon(self):
         """Drop every handle without flush or clean checkpoint (crash simulation in tests)."""

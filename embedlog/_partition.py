@@ -32,8 +32,10 @@ import time
 from . import _hotpath as hp
 from . import _state as st
 from . import _cleaner, _failpoints
+from . import _replication
 from ._errors import (CorruptRecordError, InvalidProducerEpochError, LockTimeoutError, LogClosedError,
-                      OffsetOutOfRangeError, OutOfOrderSequenceError, RecordTooLargeError, StorageError)
+                      NotEnoughReplicasAfterAppendError, NotEnoughReplicasError, OffsetOutOfRangeError,
+                      OutOfOrderSequenceError, RecordTooLargeError, StorageError)
 from ._index import IndexCorrupt, OffsetIndex, TimeIndex
 from ._records import (ATTR_CONTROL, ATTR_LOG_APPEND_TIME, HEADER_SIZE, MAGIC, Columns, Record,
                        decode_columns, encode_batch, iter_batches, now_ms, parse_header, peek_header)
@@ -94,6 +96,7 @@ class Partition:
         self._clean_mutex = threading.Lock()    # one maintenance pass per handle at a time
         self._gaps = False                      # compaction ran: offsets may have gaps
         self._cleaning = False                  # this handle holds the cleaner lock
+        self.mirrors: list = []                 # _replication.PartitionMirror, set by the Topic (FORMAT.md §15)
         self._segments: dict[int, Segment] = {}
         self._bases: list[int] = []
         self._segments_version = -1
@@ -218,6 +221,7 @@ class Partition:
         if self.state.swap_word() & 1:
             self.state.swap_end(self.state.swap_word())
         self._gaps = os.path.exists(os.path.join(self.path, _cleaner.CLEANER_CHECKPOINT))
+        self.state.reset_replication()          # mirrors are verified again before they count
         ck = st.read_checkpoint(self.path)
         interval = self.config["index.interval.bytes"]
         bases = list_segments(self.path)
@@ -366,6 +370,8 @@ class Partition:
         if self._failed:
             raise StorageError(f"partition {self.topic}-{self.partition} is FAILED after an I/O error "
                                f"({self._failed}); reopen the log to recover", path=self.path)
+        if sync and self.mirrors:
+            self._check_insync_replicas()
         results = []
         with self._mutex:
             self._lock()
@@ -375,7 +381,55 @@ class Partition:
                 self.state.unlock(st.LOCK_APPEND)
         if sync or self._flush_due():
             self._sync_to(end_offset)
+            if sync and self.mirrors:
+                self._replicate_durably(end_offset)
         return results
+
+    # ------------------------------------------------------------ mirrors (acks=all)
+    def _check_insync_replicas(self):
+        """Kafka's NOT_ENOUGH_REPLICAS: refuse an acks=all append, before writing, when the
+        ISR is smaller than min.insync.replicas (after trying to bring lagging mirrors in)."""
+        need = self.config["min.insync.replicas"]
+        if _replication.isr_size(self) >= need:
+            return
+        errors = _replication.refresh(self, durable=True, wait=True)
+        have = _replication.isr_size(self)
+        if have < need:
+            why = "; ".join(str(e) for e in errors)
+            raise NotEnoughReplicasError(
+                f"{self.topic}-{self.partition} has {have} in-sync replica(s), min.insync.replicas={need}"
+                + (f" ({why})" if why else "") + "; nothing was written")
+
+    def _replicate_durably(self, end_offset: int):
+        """acks=all: every in-sync mirror holds [.., end_offset) fdatasync'd, and at least
+        min.insync.replicas replicas do, or NOT_ENOUGH_REPLICAS_AFTER_APPEND."""
+        errors = []
+        for m in self.mirrors:
+            if m.in_isr() and m.get(_replication.DURABLE) < end_offset:
+                try:
+                    m.sync(True, self.lock_timeout)     # copies (and syncs) others' appends too
+                except StorageError as e:
+                    errors.append(e)
+        self._with_append_lock_publish(lambda f: _replication.update_isr_locked(self, f, now_ms()))
+        acked = 1 + sum(1 for m in self.mirrors if m.in_isr() and m.get(_replication.DURABLE) >= end_offset)
+        need = self.config["min.insync.replicas"]
+        if acked < need:
+            why = "; ".join(str(e) for e in errors)
+            raise NotEnoughReplicasAfterAppendError(
+                f"{self.topic}-{self.partition}: written on the primary but only {acked} replica(s) hold it "
+                f"durably, min.insync.replicas={need}" + (f" ({why})" if why else "") + "; not acknowledged")
+
+    def _with_append_lock_publish(self, change):
+        """Run change(fields) under the append lock and publish if it returns True (state
+        only: no file is written, so in_append is not set)."""
+        with self._mutex:
+            self._lock()
+            try:
+                fields = self._ensure_state_locked()
+                if change(fields):
+                    self.state.publish(fields)
+            finally:
+                self.state.unlock(st.LOCK_APPEND)
 
     def _flush_due(self) -> bool:
         cfg = self.config
@@ -447,7 +501,8 @@ class Partition:
                     fields[st.F_FIRST_UNFLUSHED_MS] = now_ms()
                 fields[st.F_ACTIVE_SIZE] = position + size
                 fields[st.F_LOG_END] = last + 1
-                fields[st.F_HIGH_WATERMARK] = last + 1
+                if not self.mirrors or not any(m.in_isr() for m in self.mirrors):
+                    fields[st.F_HIGH_WATERMARK] = last + 1     # else: the lowest LEO in the ISR
                 results.append(AppendResult(base, last, append_time))
                 if h.producer_id >= 0:
                     self._remember_batch(h, base, last)

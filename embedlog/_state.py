@@ -20,10 +20,13 @@ Layout (host byte order: the file is a cache of this machine, never copied elsew
     64  u64  fields[N_FIELDS]  (the F_* indexes below)
     192 u64  swap   odd while the cleaner swaps segment files (readers retry a read
                     that overlapped a swap); even otherwise
+    256 64B x 8     mirror slots (_replication.py): leo, durable leo, base, size,
+                    caught-up time, flags, failed time
 
 Byte-range locks on this file (open-file-description locks, released by the kernel
 when the holder dies): byte 0 is the append lock, byte 1 the group-commit sync lock,
-byte 2 the cleaner lock (one process maintains a partition at a time).
+byte 2 the cleaner lock (one process maintains a partition at a time), bytes 8-15 the
+copy locks of mirror slots 0-7.
 
 `partition.checkpoint` is JSON written by write-temp, fsync, rename, fsync-dir: the
 recovery point, the log start offset, and whether the last writer closed cleanly.
@@ -60,6 +63,7 @@ _OFF_BOOT = 32
 _OFF_VERSION = 48
 _OFF_FLUSHED = 56
 _OFF_SWAP = 192
+_OFF_REPLICATION, _REPLICATION_BYTES = 256, 8 * 64      # 8 mirror slots (_replication.py)
 
 
 def _read_boot_id() -> bytes:
@@ -158,6 +162,10 @@ class SharedState:
 
     def raise_flushed_offset(self, offset: int) -> int:
         return hp.lib.el_atomic_max_u64(self.ptr + _OFF_FLUSHED, offset)
+
+    def reset_replication(self):
+        """Forget what is known of mirrors (FORMAT.md §15): after recovery they are verified again."""
+        self.mm[_OFF_REPLICATION:_OFF_REPLICATION + _REPLICATION_BYTES] = bytes(_REPLICATION_BYTES)
 
     # -- segment swaps (the cleaner)
     def swap_word(self) -> int:

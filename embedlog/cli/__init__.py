@@ -8,6 +8,7 @@ kafka-consumer-groups.sh, kafka-dump-log.sh) and rpk-style short ones.
     embedlog dump FILE.log | verify [DIR]
     embedlog plan --rate 10MB/s --retention 7d | [--dir DIR] du [TOPIC...]
     embedlog [--dir DIR] maintain [TOPIC...]
+    embedlog [--dir DIR] replicas add|remove|status|promote|repair
     embedlog demo [DIR]
 
 The directory comes from --dir (before or after the command) or EMBEDLOG_DIR. Read
@@ -28,6 +29,7 @@ from .demo import demo
 from .groups import groups
 from .inspect import dump, verify
 from .maintain import maintain
+from .replicas import replicas
 from .plan import du, plan
 from .records import consume, produce
 from .topics import topics
@@ -64,7 +66,7 @@ def cli(ctx, dir_):
         ctx.meta[DIR_KEY] = dir_
 
 
-for _command in (topics, produce, consume, groups, dump, verify, plan, du, maintain, demo):
+for _command in (topics, produce, consume, groups, dump, verify, plan, du, maintain, replicas, demo):
     cli.add_command(_command)
 del _command
 

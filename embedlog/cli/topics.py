@@ -27,7 +27,7 @@ def _internal(name: str) -> bool:
 @click.option("--partitions", "-p", type=click.IntRange(min=1), default=1, show_default=True,
               help="Number of partitions.")
 @click.option("--replication-factor", "-r", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Copies of each partition; only 1 until mirror directories exist.")
+              help="Copies of each partition: the primary plus mirrors (`embedlog replicas add`).")
 @click.option("--config", "-c", "configs", multiple=True, metavar="KEY=VALUE",
               help="Topic config override, e.g. retention.ms=604800000 (repeatable).")
 @click.option("--if-not-exists", is_flag=True, help="Succeed without change if the topic exists.")
@@ -36,10 +36,7 @@ def create(topic, partitions, replication_factor, configs, if_not_exists):
 
     Also creates the log directory if it does not exist yet."""
     config = dict(parse_key_value(configs, "--config"))
-    if replication_factor > 1:
-        raise CliError(f"--replication-factor {replication_factor}: this log has no mirror directories "
-                       "(mirroring is not available yet), so the replication factor can only be 1")
-    from embedlog import TopicExistsError
+    from embedlog import InvalidReplicationFactorError, TopicExistsError
     with open_log(create=True) as log:
         try:
             log.create_topic(topic, partitions, config, replication_factor=replication_factor)
@@ -47,6 +44,8 @@ def create(topic, partitions, replication_factor, configs, if_not_exists):
             if if_not_exists:
                 return
             raise CliError(f"topic {topic!r} already exists in {log.path}") from None
+        except InvalidReplicationFactorError as e:
+            raise CliError(str(e)) from None
     click.echo(f"Created topic {topic}.")
 
 
@@ -82,7 +81,7 @@ def describe_topic(log, name: str) -> dict:
         start, end = part.watermarks()
         parts.append({"partition": p, "log_start_offset": start, "log_end_offset": end,
                       "size_bytes": part.size_bytes(), "segments": _segments(part.path)})
-    return {"topic": name, "topic_id": t.topic_id, "partitions": t.num_partitions, "replication_factor": 1,
+    return {"topic": name, "topic_id": t.topic_id, "partitions": t.num_partitions, "replication_factor": t.replication_factor,
             "internal": _internal(name), "config": _config.topic_overrides(t.config),
             "effective_config": dict(t.config), "partition_details": parts}
 

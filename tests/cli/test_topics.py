@@ -30,7 +30,7 @@ def test_create_errors(logdir):
     assert_error(run("topics", "create", "-t", "t", dir=logdir), 1, "'t' already exists")
     assert call("topics", "create", "-t", "t", "--if-not-exists", dir=logdir).code == 0
     assert_error(call("topics", "create", "-t", "r", "--replication-factor", "3", dir=logdir), 1,
-                 "--replication-factor 3", "mirror")
+                 "replication factor 3 needs 2 mirror directories")
     assert_error(call("topics", "create", "-t", "c", "--config", "retention.msx=5", dir=logdir), 1,
                  "retention.msx", "retention.ms")
     assert_error(call("topics", "create", "-t", "c", "-c", "retention.ms=soon", dir=logdir), 1, "retention.ms")

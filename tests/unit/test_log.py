@@ -82,8 +82,9 @@ def test_bad_partition_counts(log):
     for bad in (0, -1, 1.5, "3", True):
         with pytest.raises(InvalidPartitionsError):
             log.create_topic("t", partitions=bad)
-    with pytest.raises(ConfigError, match="replication_factor"):
+    with pytest.raises(embedlog.InvalidReplicationFactorError, match="replication factor 3 needs 2 mirror"):
         log.create_topic("t", replication_factor=3)
+    assert "t" not in log.topics()
     t = log.create_topic("t", partitions=2)
     for bad in (2, -1, "0"):
         with pytest.raises(UnknownTopicOrPartitionError):

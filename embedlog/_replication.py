@@ -1,0 +1,596 @@
+"""Mirroring of partitions to peer directories (FORMAT.md §15): Kafka's follower
+replicas, in-sync replica set (ISR), high watermark and min.insync.replicas, as a shim
+on one host.
+
+A log directory may name mirror directories (another disk, a network mount) in its
+`replicas.json`. A topic with replication.factor k keeps its partitions on the primary
+and on k-1 mirrors. A mirror directory is itself an embedlog directory whose marker says
+whose mirror it is: its segment files are byte-identical copies of the primary's (same
+batches at the same positions), plus indexes and the topic's config, so it can be
+promoted to a primary as it stands.
+
+Copying is pull-shaped, as Kafka's followers fetch: whoever holds a mirror's copy lock
+(byte 8 + slot of the partition's state file) copies what the primary has published and
+the mirror lacks. An acks=all append does it itself, fdatasync included, before it
+reports delivery; for acks=1 a replicator thread in each writing process follows the
+directory's futex word, so mirrors (and the high watermark) follow within a wake-up.
+
+Per-partition replication state lives in partition.state (a cache, rebuilt empty after a
+reboot: every mirror is then verified against the primary before it counts again):
+    256 + 64*slot:  leo, durable_leo, base, size, caught_up_ms, flags, failed_ms, (spare)
+flags: VERIFIED (the mirror's active segment is known to be a prefix of the primary's),
+IN_ISR, FAILED (the last copy failed with an I/O error; retried after a backoff).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+
+from . import _hotpath as hp
+from . import _state as st
+from ._errors import (EmbedlogError, FormatVersionError, InvalidReplicationFactorError, LogClosedError,
+                      StorageError)
+from ._failpoints import hit
+from ._records import HEADER_SIZE, iter_batches, now_ms
+from ._segment import Segment, list_segments, segment_name
+
+REPLICAS_FILE = "replicas.json"
+REPLICAS_VERSION = 1
+MAX_MIRRORS = 8
+COPY_LOCK_BASE = 8                # byte 8 + slot of partition.state: the mirror's copy lock
+COPY_CHUNK = 8 << 20
+FAILED_BACKOFF_MS = 1000
+_SLOT_BASE, _SLOT_SIZE = 256, 64
+LEO, DURABLE, BASE, SIZE, CAUGHT_UP, FLAGS, FAILED_MS = range(7)
+VERIFIED, IN_ISR, FAILED = 1, 2, 4
+
+
+# ------------------------------------------------------------------ the registry
+
+def read_replicas(log_path) -> list[dict]:
+    """[{"id": int, "path": str, "removed": bool}] of a log directory (empty: no mirrors)."""
+    path = os.path.join(log_path, REPLICAS_FILE)
+    try:
+        with open(path, "rb") as f:
+            doc = json.loads(f.read())
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as e:
+        raise StorageError(f"{path} is unreadable ({e})", path=path) from e
+    if doc.get("version", 0) > REPLICAS_VERSION:
+        raise FormatVersionError(f"{path} was written by a newer embedlog (version {doc.get('version')})")
+    return doc.get("replicas", [])
+
+
+def write_replicas(log_path, replicas: list[dict]):
+    st.write_atomic(os.path.join(log_path, REPLICAS_FILE),
+                    json.dumps({"version": REPLICAS_VERSION, "replicas": replicas}, indent=1).encode() + b"\n")
+
+
+def mirror_marker(primary_path) -> dict:
+    return {"format": "embedlog", "version": 1, "mirror_of": os.path.abspath(primary_path)}
+
+
+def init_mirror_dir(mirror_path, primary_path):
+    """Make (or adopt) a mirror directory: an embedlog directory marked as this log's mirror."""
+    marker = os.path.join(mirror_path, "embedlog.json")
+    if os.path.exists(marker):
+        with open(marker, "rb") as f:
+            doc = json.loads(f.read())
+        if doc.get("format") != "embedlog":
+            raise StorageError(f"{marker} does not describe an embedlog directory", path=marker)
+        owner = doc.get("mirror_of")
+        if owner is not None and os.path.abspath(owner) != os.path.abspath(primary_path):
+            raise StorageError(f"{mirror_path} is already a mirror of {owner}", path=mirror_path)
+    elif os.path.isdir(mirror_path) and os.listdir(mirror_path):
+        raise StorageError(f"{mirror_path} exists, is not empty and is no embedlog directory: "
+                           "refusing to use it as a mirror", path=mirror_path)
+    os.makedirs(os.path.join(mirror_path, "topics"), exist_ok=True)
+    st.write_atomic(marker, json.dumps(mirror_marker(primary_path)).encode() + b"\n")
+
+
+def add_replica(log, path) -> dict:
+    """Register a mirror directory (or bring back a removed one, with its old id, so it
+    catches up from where it stopped). Call with the directory lock held."""
+    path = os.path.abspath(os.fspath(path))
+    if path == log.path or path.startswith(log.path + os.sep) or log.path.startswith(path + os.sep):
+        raise StorageError(f"a mirror must be outside the log directory and not contain it: {path}", path=path)
+    replicas = read_replicas(log.path)
+    entry = next((r for r in replicas if r["path"] == path), None)
+    live = [r for r in replicas if not r.get("removed")]
+    if entry is None and len(live) >= MAX_MIRRORS:
+        raise StorageError(f"a log has at most {MAX_MIRRORS} mirrors", path=path)
+    try:
+        init_mirror_dir(path, log.path)
+    except OSError as e:
+        raise StorageError(f"cannot use {path} as a mirror: {e.strerror or e}", path=path, errno=e.errno) from e
+    if entry is None:
+        entry = {"id": max([r["id"] for r in replicas], default=0) + 1, "path": path}
+        replicas.append(entry)
+    entry.pop("removed", None)
+    write_replicas(log.path, replicas)
+    return entry
+
+
+def remove_replica(log, path) -> dict:
+    """Detach a mirror: its partitions leave the ISR at once; its files stay. Adding the
+    same path again resumes it. Call with the directory lock held."""
+    path = os.path.abspath(os.fspath(path))
+    replicas = read_replicas(log.path)
+    entry = next((r for r in replicas if r["path"] == path and not r.get("removed")), None)
+    if entry is None:
+        raise StorageError(f"{path} is not a mirror of {log.path}", path=path)
+    entry["removed"] = True
+    write_replicas(log.path, replicas)
+    return entry
+
+
+def choose_replicas(log_path, replication_factor: int) -> list[int]:
+    """The mirror ids for a new topic: the first replication_factor - 1 live mirrors."""
+    if not isinstance(replication_factor, int) or isinstance(replication_factor, bool) or replication_factor < 1:
+        raise InvalidReplicationFactorError(f"replication factor must be a positive integer, not {replication_factor!r}")
+    live = [r["id"] for r in read_replicas(log_path) if not r.get("removed")]
+    if replication_factor - 1 > len(live):
+        raise InvalidReplicationFactorError(
+            f"replication factor {replication_factor} needs {replication_factor - 1} mirror directories; "
+            f"{log_path} has {len(live)} (add one with `embedlog replicas add PATH`)")
+    return sorted(live)[:replication_factor - 1]
+
+
+# ------------------------------------------------------------------ one partition's mirror
+
+class PartitionMirror:
+    """The copy of one partition in one mirror directory (slot = its place in the topic's
+    replica list)."""
+
+    def __init__(self, part, slot: int, replica_id: int, root: str | None):
+        self.part = part
+        self.slot = slot
+        self.replica_id = replica_id
+        self.root = root                  # None: the mirror was removed from the registry
+        self.path = None if root is None else os.path.join(root, os.path.basename(part.path))
+        self._closed_ok: dict[int, tuple] = {}     # base -> primary (ino, size, mtime) known copied
+        self._config_seen = None
+        self._mutex = threading.Lock()
+
+    def set_root(self, root: str | None):
+        """The registry changed (a mirror removed, or added back): where this copy lives."""
+        if root != self.root:
+            self.root = root
+            self.path = None if root is None else os.path.join(root, os.path.basename(self.part.path))
+            self._closed_ok.clear()
+            self._config_seen = None
+            self.set(FLAGS, 0)                 # verify again before it counts
+
+    def __repr__(self):
+        return f"<mirror {self.replica_id} of {self.part.topic}-{self.part.partition} at {self.path}>"
+
+    # -- shared slot
+    def _addr(self, field):
+        return self.part.state.ptr + _SLOT_BASE + _SLOT_SIZE * self.slot + 8 * field
+
+    def get(self, field) -> int:
+        return hp.lib.el_atomic_load_u64(self._addr(field))
+
+    def set(self, field, value: int):
+        hp.lib.el_atomic_store_u64(self._addr(field), value)
+
+    def flags(self) -> int:
+        return self.get(FLAGS)
+
+    def in_isr(self) -> bool:
+        return bool(self.flags() & IN_ISR)
+
+    # -- copying
+    def sync(self, durable: bool, lock_timeout: float | None) -> bool:
+        """Copy what the primary published and the mirror lacks (fdatasync'd if durable).
+        False if another process holds the copy lock past lock_timeout (0: do not wait)."""
+        if self.root is None:
+            raise StorageError(f"mirror {self.replica_id} of {self.part.topic} was removed", path=None)
+        with self._mutex:
+            if not self.part.state.lock(COPY_LOCK_BASE + self.slot, lock_timeout):
+                return False
+            try:
+                self._sync_locked(durable)
+            except OSError as e:
+                self.set(FLAGS, (self.flags() | FAILED) & ~VERIFIED)
+                self.set(FAILED_MS, now_ms())
+                raise StorageError(f"mirroring {self.part.topic}-{self.part.partition} to {self.path} failed: "
+                                   f"{e.strerror or e}", path=getattr(e, "filename", None) or self.path,
+                                   errno=e.errno) from e
+            finally:
+                self.part.state.unlock(COPY_LOCK_BASE + self.slot)
+        return True
+
+    def _sync_locked(self, durable: bool):
+        part = self.part
+        fields = part._fields()
+        leo, active_base, active_size = fields[st.F_LOG_END], fields[st.F_ACTIVE_BASE], fields[st.F_ACTIVE_SIZE]
+        bases = [b for b in list_segments(part.path) if b <= active_base]
+        if not os.path.isdir(self.path):
+            if not os.path.isdir(self.root):
+                raise FileNotFoundError(2, "mirror directory is missing", self.root)
+            os.makedirs(self.path, exist_ok=True)
+        if not self.flags() & VERIFIED:
+            # A former primary's own state must not outlive its demotion: a later promotion
+            # would trust it. A mirror folder holds segments and indexes only.
+            for name in PRIMARY_ONLY_FILES:
+                try:
+                    os.unlink(os.path.join(self.path, name))
+                except FileNotFoundError:
+                    pass
+        _copy_topic_config_of(self)
+        dir_changed = False
+        have = list_segments(self.path)
+        keep = set(bases)
+        for b in have:                    # deleted by retention, or a divergent tail of an old primary
+            if b not in keep:
+                Segment(self.path, b).delete_files()
+                self._closed_ok.pop(b, None)
+                dir_changed = True
+        flags = self.flags()
+        prev_base = self.get(BASE) if flags & VERIFIED else -1
+        for b in bases:
+            if b >= active_base:
+                break
+            dir_changed |= self._sync_closed(b, prev_base)
+        # The active segment: append what is missing after a verified prefix.
+        src = Segment(part.path, active_base)
+        dst = os.path.join(self.path, segment_name(active_base) + ".log")
+        if not os.path.exists(dst):
+            _create(dst)
+            dir_changed = True
+            start = 0
+        elif prev_base == active_base:
+            start = min(self.get(SIZE), os.path.getsize(dst))
+        else:
+            start = common_prefix(src.log_path, dst, active_size)
+        _copy_range(src.log_path, dst, start, active_size, truncate=True)
+        hit("mirror.after_copy")
+        for idx, entries, width in ((src.index, fields[st.F_INDEX_ENTRIES], 8),
+                                    (src.timeindex, fields[st.F_TIMEINDEX_ENTRIES], 12)):
+            out = os.path.join(self.path, os.path.basename(idx.path))
+            if not os.path.exists(out):
+                _create(out)
+                dir_changed = True
+            _copy_range(idx.path, out, 0, entries * width, truncate=True)
+        if durable:
+            _fdatasync_path(dst)
+        if dir_changed:
+            st.fsync_dir(self.path)
+        self.set(BASE, active_base)
+        self.set(SIZE, active_size)
+        self.set(LEO, leo)
+        if durable:
+            self.set(DURABLE, leo)
+        elif self.get(DURABLE) > leo:
+            self.set(DURABLE, leo)
+        if part._fields()[st.F_LOG_END] <= leo:
+            self.set(CAUGHT_UP, now_ms())
+        self.set(FLAGS, (self.flags() | VERIFIED) & ~FAILED)
+
+    def _sync_closed(self, base: int, prev_base: int) -> bool:
+        """Make the mirror's copy of a closed segment identical (True if a file was created)."""
+        src = Segment(self.part.path, base)
+        s = os.stat(src.log_path)
+        key = (s.st_ino, s.st_size, s.st_mtime_ns)
+        if self._closed_ok.get(base) == key:
+            return False
+        dst = os.path.join(self.path, segment_name(base) + ".log")
+        created = not os.path.exists(dst)
+        if base == prev_base and not created:
+            # It was our active segment: only its tail is missing.
+            _copy_range(src.log_path, dst, min(self.get(SIZE), os.path.getsize(dst)), s.st_size, truncate=True)
+        elif created or os.path.getsize(dst) != s.st_size or common_prefix(src.log_path, dst, s.st_size) != s.st_size:
+            _copy_file(src.log_path, dst)    # new, compacted or divergent: whole file, via a temp
+            created = True
+        for idx in (src.index, src.timeindex):
+            _copy_file(idx.path, os.path.join(self.path, os.path.basename(idx.path)))
+        _fdatasync_path(dst)             # closed segments are durable on the primary too (roll)
+        self._closed_ok[base] = key
+        return created
+
+
+def _copy_topic_config_of(mirror):
+    """topics/<name>.json of the primary, copied to the mirror when it changed."""
+    src = os.path.join(os.path.dirname(mirror.part.path), "topics", mirror.part.topic + ".json")
+    try:
+        s = os.stat(src)
+    except FileNotFoundError:
+        return
+    key = (s.st_ino, s.st_mtime_ns, s.st_size)
+    if mirror._config_seen == key:
+        return
+    os.makedirs(os.path.join(mirror.root, "topics"), exist_ok=True)
+    with open(src, "rb") as f:
+        data = f.read()
+    st.write_atomic(os.path.join(mirror.root, "topics", mirror.part.topic + ".json"), data)
+    mirror._config_seen = key
+
+
+def _create(path):
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644))
+
+
+def _fdatasync_path(path):
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        hp.fdatasync(fd, path)
+    finally:
+        os.close(fd)
+
+
+def _copy_range(src, dst, start: int, end: int, *, truncate: bool):
+    """dst[start:end] = src[start:end]; with truncate, dst ends at `end`."""
+    sfd = os.open(src, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    dfd = os.open(dst, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        pos = start
+        while pos < end:
+            buf = os.pread(sfd, min(COPY_CHUNK, end - pos), pos)
+            if not buf:
+                raise OSError(5, f"{src} ended at {pos}, expected {end} bytes", src)
+            hp.pwrite_all(dfd, buf, pos, dst)
+            pos += len(buf)
+        if truncate and os.fstat(dfd).st_size != end:
+            hp.ftruncate(dfd, end, dst)
+    finally:
+        os.close(sfd)
+        os.close(dfd)
+
+
+def _copy_file(src, dst):
+    tmp = dst + ".mirror"
+    shutil.copyfile(src, tmp)
+    _fdatasync_path(tmp)
+    os.replace(tmp, dst)
+
+
+def common_prefix(src, dst, src_size: int) -> int:
+    """The length of the longest prefix of whole, valid batches that dst shares with src
+    (src's first src_size bytes): where a mirror must be truncated before it continues.
+    Compares batch headers (baseOffset, length, CRC) at the same positions, newest first."""
+    try:
+        with open(dst, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return 0
+    positions = []
+    try:
+        for pos, h in iter_batches(data, verify_crc=True):
+            if pos + h.size > src_size:
+                break
+            positions.append((pos, h.size))
+    except EmbedlogError:
+        pass                              # torn or garbage tail: the valid prefix counts
+    if not positions:
+        return 0
+    with open(src, "rb") as f:
+        for pos, size in reversed(positions):
+            f.seek(pos)
+            if f.read(21) == data[pos:pos + 21]:     # baseOffset, batchLength, epoch, magic, CRC
+                return pos + size
+    return 0
+
+
+# ------------------------------------------------------------------ ISR and high watermark
+
+def update_isr_locked(part, fields, now: int) -> bool:
+    """Kafka's ISR rules for each mirror, then the high watermark = the lowest log end
+    offset in the ISR (never moving back). Append lock held. True if fields changed."""
+    lag_max = part.config["replica.lag.time.max.ms"]
+    leo = fields[st.F_LOG_END]
+    hw = leo
+    for m in part.mirrors:
+        flags = m.flags()
+        if flags & IN_ISR:
+            if flags & FAILED or m.root is None or (m.get(LEO) < leo and now - m.get(CAUGHT_UP) > lag_max):
+                m.set(FLAGS, flags & ~IN_ISR)
+        elif flags & VERIFIED and not flags & FAILED and m.root is not None and m.get(LEO) >= fields[st.F_HIGH_WATERMARK]:
+            m.set(FLAGS, flags | IN_ISR)           # caught up to the high watermark: back in
+        if m.flags() & IN_ISR:
+            hw = min(hw, m.get(LEO))
+    hw = max(hw, fields[st.F_HIGH_WATERMARK])
+    if hw != fields[st.F_HIGH_WATERMARK]:
+        fields[st.F_HIGH_WATERMARK] = hw
+        return True
+    return False
+
+
+def isr_size(part) -> int:
+    return 1 + sum(1 for m in part.mirrors if m.in_isr())
+
+
+def refresh(part, *, durable: bool, wait: bool, only_isr: bool = False) -> list[StorageError]:
+    """Copy to every mirror (the ISR only, if only_isr) and apply the ISR rules. I/O
+    errors take the mirror out of the ISR and are returned, not raised."""
+    errors = []
+    now = now_ms()
+    for m in part.mirrors:
+        if m.root is None or (only_isr and not m.in_isr()):
+            continue
+        if m.flags() & FAILED and now - m.get(FAILED_MS) < FAILED_BACKOFF_MS and not durable:
+            continue
+        try:
+            m.sync(durable, part.lock_timeout if wait else 0)
+        except StorageError as e:
+            errors.append(e)
+    part._with_append_lock_publish(lambda fields: update_isr_locked(part, fields, now_ms()))
+    return errors
+
+
+def status(part) -> list[dict]:
+    """Each replica of a partition: id, path, log end offset, lag, ISR membership."""
+    fields = part._fields()
+    leo = fields[st.F_LOG_END]
+    rows = [{"replica": 0, "path": part.path, "role": "primary", "log_end_offset": leo, "lag": 0,
+             "in_sync": True, "high_watermark": fields[st.F_HIGH_WATERMARK]}]
+    for m in part.mirrors:
+        flags = m.flags()
+        known = bool(flags & VERIFIED)
+        rows.append({"replica": m.replica_id, "path": m.path, "role": "mirror",
+                     "log_end_offset": m.get(LEO) if known else None,
+                     "lag": leo - m.get(LEO) if known else None,
+                     "in_sync": bool(flags & IN_ISR), "failed": bool(flags & FAILED),
+                     "removed": m.root is None})
+    return rows
+
+
+# ------------------------------------------------------------------ the replicator thread
+
+class Replicator:
+    """Follows the log's futex word and copies new data to mirrors of the partitions this
+    process has open, so acks=1 data reaches mirrors (and the high watermark moves) within
+    a wake-up; also applies replica.lag.time.max.ms while nothing is written."""
+
+    def __init__(self, log):
+        self.log = log
+        self.pid = os.getpid()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"embedlog-replicator {log.path}", daemon=True)
+        self._thread.start()
+
+    def _parts(self):
+        out = []
+        for t in list(self.log._topics.values()):
+            for p in list(t._partitions.values()):
+                if p.mirrors and not p._closed:
+                    out.append(p)
+        return out
+
+    def _run(self):
+        notifier = self.log.notifier
+        while not self._stop.is_set():
+            if os.getpid() != self.pid:
+                return
+            seen = notifier.value()
+            try:
+                for p in self._parts():
+                    f = p._fields()
+                    if any(m.get(LEO) < f[st.F_LOG_END] or not m.in_isr() for m in p.mirrors) or \
+                            f[st.F_HIGH_WATERMARK] < f[st.F_LOG_END]:
+                        refresh(p, durable=False, wait=False)
+            except (LogClosedError, ValueError):
+                return                    # the log closed under us
+            except (EmbedlogError, OSError):
+                pass                      # reported through status and the ISR; retried next wake
+            notifier.wait(seen, 0.1)
+
+    def stop(self):
+        self._stop.set()
+        try:
+            self.log.notifier.bump()
+        except Exception:    # noqa: BLE001 - a closed notifier: the thread ends on its timeout
+            pass
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
+
+__all__ = ["read_replicas", "write_replicas", "add_replica", "remove_replica", "choose_replicas",
+           "PartitionMirror", "refresh", "status", "update_isr_locked", "isr_size", "Replicator"]
+
+
+# ------------------------------------------------------------------ failover and repair
+
+PRIMARY_ONLY_FILES = (st.STATE_FILE, st.CHECKPOINT_FILE)
+
+
+def promote(mirror_path) -> dict:
+    """Make a mirror directory the primary (`embedlog replicas promote`). Its registry
+    lists the old primary (under the id the mirror had) and the other mirrors; the old
+    primary and those mirrors, where reachable, are marked as mirrors of the new primary,
+    so the old primary cannot be opened as a primary again: when the new primary copies
+    to it, its divergent tail (records that never reached this mirror) is truncated.
+    Opening the promoted directory recovers its partitions from their files."""
+    mirror_path = os.path.abspath(os.fspath(mirror_path))
+    marker = os.path.join(mirror_path, "embedlog.json")
+    try:
+        with open(marker, "rb") as f:
+            doc = json.loads(f.read())
+    except (OSError, ValueError) as e:
+        raise StorageError(f"{mirror_path} is not an embedlog mirror ({e})", path=mirror_path) from e
+    old = doc.get("mirror_of")
+    if not old:
+        raise StorageError(f"{mirror_path} is not a mirror (it is a primary already)", path=mirror_path)
+    try:
+        registry = read_replicas(old)
+    except EmbedlogError:
+        registry = []                      # the old primary is gone: keep what we know
+    me = next((r for r in registry if r["path"] == mirror_path), None)
+    my_id = me["id"] if me else 1
+    new_registry = [{"id": my_id, "path": old}]
+    for r in registry:
+        if r["path"] != mirror_path and not r.get("removed"):
+            new_registry.append({"id": r["id"], "path": r["path"]})
+    for name in os.listdir(mirror_path):          # partition folders: no primary state yet
+        pdir = os.path.join(mirror_path, name)
+        if os.path.isdir(pdir) and name not in ("topics", "groups"):
+            for f in PRIMARY_ONLY_FILES:
+                try:
+                    os.unlink(os.path.join(pdir, f))
+                except FileNotFoundError:
+                    pass
+    write_replicas(mirror_path, new_registry)
+    st.write_atomic(marker, json.dumps({"format": "embedlog", "version": 1}).encode() + b"\n")
+    fenced = []
+    for r in new_registry:                        # fence the old primary first, then the others
+        try:
+            if os.path.exists(os.path.join(r["path"], "embedlog.json")):
+                st.write_atomic(os.path.join(r["path"], "embedlog.json"),
+                                json.dumps(mirror_marker(mirror_path)).encode() + b"\n")
+                fenced.append(r["path"])
+        except OSError:
+            pass                                  # unreachable now: fenced when it is copied to
+    return {"primary": mirror_path, "old_primary": old, "replicas": new_registry, "fenced": fenced}
+
+
+def repair(part) -> list[dict]:
+    """Replace damaged segments of a partition by an in-sync mirror's copy (`embedlog
+    replicas repair`). A segment is damaged when a validating scan stops before its end;
+    the mirror's copy is used only if it scans valid further than the primary's. Runs
+    under the append lock; afterwards the partition's state is rebuilt from the files."""
+    repaired = []
+    with part._mutex:
+        part._lock()
+        try:
+            fields = part._ensure_state_locked()
+            active_base = fields[st.F_ACTIVE_BASE]
+            part.state.set_in_append(os.getpid())
+            for base in list_segments(part.path):
+                seg = Segment(part.path, base)
+                try:
+                    size = seg.file_size()
+                    end = fields[st.F_ACTIVE_SIZE] if base == active_base else size
+                    r = seg.scan(base, part.config["index.interval.bytes"], end=end, dense=part._dense())
+                finally:
+                    seg.close()
+                if r.valid_size >= end:
+                    continue
+                for m in part.mirrors:
+                    if m.path is None:
+                        continue
+                    cand = Segment(m.path, base)
+                    try:
+                        if not os.path.exists(cand.log_path):
+                            continue
+                        cr = cand.scan(base, part.config["index.interval.bytes"], end=cand.file_size(),
+                                       dense=part._dense())
+                    except (OSError, EmbedlogError):
+                        continue
+                    finally:
+                        cand.close()
+                    if cr.valid_size > r.valid_size and (base != active_base or cr.valid_size >= end):
+                        _copy_file(cand.log_path, seg.log_path)
+                        Segment(part.path, base).rebuild_indexes(part.config["index.interval.bytes"],
+                                                                  closed=base != active_base, dense=part._dense())
+                        repaired.append({"segment": seg.log_path, "from": cand.log_path,
+                                         "valid_bytes_before": r.valid_size, "valid_bytes_after": cr.valid_size})
+                        break
+            st.fsync_dir(part.path)
+            part.state.invalidate()             # every process re-derives the state from the files
+        finally:
+            part.state.unlock(st.LOCK_APPEND)
+    return repaired
