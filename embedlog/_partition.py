@@ -1031,6 +1031,7 @@ class Partition:
                     fields = fresh
         fd = seg.open()
         out = []
+        upper = self._segment_upper(seg, fields)
         while pos < log_size:
             if h is None:
                 h = peek_header(os.pread(fd, HEADER_SIZE, pos))
@@ -1045,6 +1046,13 @@ class Partition:
             got = 0
             try:
                 for bpos, bh in iter_batches(buf, path=seg.log_path, base_position=pos):
+                    if bh.last_offset >= upper or bh.base_offset < seg.base_offset:
+                        # baseOffset is outside the CRC: a batch that claims offsets past the
+                        # next segment (or the log end) is damage, never "the end of the data".
+                        raise CorruptRecordError(
+                            f"batch at position {pos + bpos} of {seg.log_path} claims offsets "
+                            f"{bh.base_offset}..{bh.last_offset}, outside the segment's "
+                            f"[{seg.base_offset}, {upper})", path=seg.log_path, position=pos + bpos)
                     if bh.base_offset >= hw:
                         return out, _END
                     if expected is not None and (bh.base_offset != expected if dense else bh.base_offset < expected):
@@ -1071,6 +1079,15 @@ class Partition:
             if budget <= 0:
                 return out, _END if pos >= log_size else _BUDGET
         return out, _END
+
+    def _segment_upper(self, seg, fields) -> int:
+        """Every offset of a segment lies below the next segment's base offset, or below
+        the log end offset for the active segment."""
+        if seg.base_offset >= fields[st.F_ACTIVE_BASE]:
+            return fields[st.F_LOG_END]
+        from bisect import bisect_right
+        i = bisect_right(self._bases, seg.base_offset)
+        return self._bases[i] if i < len(self._bases) else fields[st.F_LOG_END]
 
     def _dense(self) -> bool:
         """Offsets have no gaps (no compaction ever ran: no cleaner.checkpoint), so each
