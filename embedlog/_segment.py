@@ -201,12 +201,17 @@ class Segment:
             at = 0
             while len(chunk) - at >= HEADER_SIZE:
                 h = peek_header(chunk, at)
-                if h.magic != 2 or h.batch_length < HEADER_SIZE - 12:
-                    return pos + at, h, expected  # the reader reports the damage
                 if expected is None:
+                    # The batch an index entry points at: if it is not a whole batch ending
+                    # at the entry's offset, the (derived, unchecksummed) index is suspect
+                    # first: it is rebuilt, and a retry meets any real damage in the log.
+                    if h.magic != 2 or h.batch_length < HEADER_SIZE - 12 or pos + h.size > log_size:
+                        raise IndexCorrupt(f"{self.index.path}: entry ({rel}, {pos}) points at no whole batch")
                     if h.last_offset != self.base_offset + rel:
                         raise IndexCorrupt(f"{self.index.path}: entry ({rel}, {pos}) points at a batch "
                                            f"ending at offset {h.last_offset}")
+                elif h.magic != 2 or h.batch_length < HEADER_SIZE - 12:
+                    return pos + at, h, expected  # the reader reports the damage
                 elif h.base_offset != expected if dense else h.base_offset < expected:
                     raise CorruptRecordError(
                         f"batch at position {pos + at} of {self.log_path} has base offset {h.base_offset}, "
@@ -216,6 +221,8 @@ class Segment:
                 expected = h.next_offset
                 at += h.size
             if at == 0:
+                if expected is None:
+                    raise IndexCorrupt(f"{self.index.path}: entry ({rel}, {pos}) points at no whole batch")
                 return pos, None, expected  # fewer than 61 bytes left: torn (cannot be below log_size)
             pos += at
         return log_size, None, expected

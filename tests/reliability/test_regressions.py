@@ -98,3 +98,33 @@ def test_base_offset_flipped_past_the_log_end_is_damage(tmp_path, topic, config)
         assert part.high_watermark == end
         with pytest.raises(CorruptRecordError, match="claims offsets"):
             _read_all(part)
+
+
+@pytest.mark.parametrize("which", ["closed", "active"])
+@pytest.mark.parametrize("reboot", [True, False])
+def test_index_entry_pointing_inside_a_batch_is_rebuilt(tmp_path, which, reboot):
+    """Corruption sweep, closed_index / active_index: an .index entry whose position was
+    damaged to point inside a batch made reads by offset fail with "bad magic byte" in
+    the .log (which is fine) instead of rebuilding the derived index."""
+    with embedlog.open(tmp_path / "log") as log:
+        part = _fill(log, "t", batches=22, config={"index.interval.bytes": 50, "segment.bytes": 1400})
+        pdir = part.path
+        expected = {r.offset: r for r in part.read(0, max_bytes=1 << 20)}
+    seg = _segments(pdir)[0 if which == "closed" else -1]
+    index = seg[:-4] + ".index"
+    with open(index, "rb") as f:
+        entries = f.read()
+    assert len(entries) >= 16, "the fixture needs index entries"
+    rel = int.from_bytes(entries[8:12], "big")
+    position = int.from_bytes(entries[12:16], "big")
+    _poke(index, 12, (position + 5).to_bytes(4, "big"))      # inside the batch
+    if reboot:
+        _reboot(pdir)
+    base = int(os.path.basename(seg)[:20])
+    with embedlog.open(tmp_path / "log") as log:
+        part = log.partition("t", 0)
+        for off in (base + rel, base + rel + 1):
+            assert part.read(off, max_records=1)[0] == expected[off]
+        assert sorted(expected) == [r.offset for r in part.read(0, max_bytes=1 << 20)]
+    with open(index, "rb") as f:
+        assert f.read() == entries          # rebuilt as it was
