@@ -1046,6 +1046,10 @@ class Partition:
             got = 0
             try:
                 for bpos, bh in iter_batches(buf, path=seg.log_path, base_position=pos):
+                    if expected is not None and (bh.base_offset != expected if dense else bh.base_offset < expected):
+                        raise CorruptRecordError(
+                            f"batch at position {pos + bpos} of {seg.log_path} has base offset "
+                            f"{bh.base_offset}, expected {expected}", path=seg.log_path, position=pos + bpos)
                     if bh.last_offset >= upper or bh.base_offset < seg.base_offset:
                         # baseOffset is outside the CRC: a batch that claims offsets past the
                         # next segment (or the log end) is damage, never "the end of the data".
@@ -1055,10 +1059,6 @@ class Partition:
                             f"[{seg.base_offset}, {upper})", path=seg.log_path, position=pos + bpos)
                     if bh.base_offset >= hw:
                         return out, _END
-                    if expected is not None and (bh.base_offset != expected if dense else bh.base_offset < expected):
-                        raise CorruptRecordError(
-                            f"batch at position {pos + bpos} of {seg.log_path} has base offset "
-                            f"{bh.base_offset}, expected {expected}", path=seg.log_path, position=pos + bpos)
                     expected = bh.next_offset
                     got = bpos + bh.size
                     out.append((buf, bpos, bh, seg.log_path, pos + bpos))
