@@ -35,7 +35,7 @@ from . import _state as st
 from ._failpoints import hit
 from ._errors import FormatVersionError
 from ._records import decode_columns, iter_batches, now_ms, rebuild_batch
-from ._segment import MAX_RELATIVE_OFFSET, Segment, list_segments, segment_name
+from ._segment import MAX_RELATIVE_OFFSET, IndexCorrupt, Segment, list_segments, segment_name
 
 CLEANER_CHECKPOINT = "cleaner.checkpoint"
 SWAP_MANIFEST = "cleaner.swap"
@@ -151,13 +151,24 @@ def iter_segment_batches(path, size: int):
 
 # ------------------------------------------------------------------ segment facts
 
-def largest_timestamp(seg: Segment, active: bool, fields) -> int:
-    """Kafka's LogSegment.largestTimestamp: the max record timestamp, else the file's mtime."""
+def largest_timestamp(seg: Segment, active: bool, fields, dense: bool = False) -> int:
+    """Kafka's LogSegment.largestTimestamp: the max record timestamp, else the file's mtime.
+
+    A closed segment's comes from its time index, checked against the batches it names
+    (Segment.time_lookup): a damaged but plausible final entry must not let retention
+    delete a segment early. If the check fails, the segment's batch headers are scanned
+    instead (nothing is written: the next reader rebuilds the index under the append lock)."""
     if active:
         ts = fields[st.F_MAX_TIMESTAMP]
     else:
-        seg.timeindex.load(seg.timeindex.file_entries(), MAX_RELATIVE_OFFSET)
-        ts = seg.timeindex.last_timestamp()
+        size = seg.file_size()
+        try:
+            seg.load_indexes(None, None, size)
+            ts, _start = seg.time_lookup(2**63 - 1, size, dense, None)
+        except IndexCorrupt:
+            seg.index.reset()
+            seg.timeindex.reset()
+            ts = seg.scan(seg.base_offset, 2**31 - 1, end=size).max_timestamp
         ts = -1 if ts is None else ts
     if ts >= 0:
         return ts

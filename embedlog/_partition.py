@@ -1144,17 +1144,20 @@ class Partition:
             for base in list(self._bases):
                 seg = self._segment(base)
                 active, log_size = self._segment_size(seg, fields)
-                try:
-                    self._load_indexes(seg, fields, active, log_size)
-                except IndexCorrupt:
-                    fresh = self._rebuild_index(seg, active)
-                    fields = fresh if active else fields
-                    self._load_indexes(seg, fields, active, log_size)
-                largest = fields[st.F_MAX_TIMESTAMP] if active else seg.timeindex.last_timestamp()
+                for attempt in (0, 1):
+                    try:
+                        self._load_indexes(seg, fields, active, log_size)
+                        largest, start = seg.time_lookup(timestamp, log_size, self._dense(),
+                                                         fields[st.F_MAX_TIMESTAMP] if active else None)
+                        break
+                    except IndexCorrupt as e:   # time index entries are checked against their batches
+                        if attempt:
+                            raise CorruptRecordError(f"time index of {seg.log_path} is still damaged after a "
+                                                     f"rebuild: {e}", path=seg.timeindex.path) from e
+                        fresh = self._rebuild_index(seg, active)
+                        fields = fresh if active else fields
                 if largest is None or largest < timestamp:
                     continue
-                rel = seg.timeindex.lookup_before(timestamp)
-                start = base + rel + 1 if rel >= 0 else base
                 start = max(start, fields[st.F_LOG_START])
                 hw = fields[st.F_HIGH_WATERMARK]
                 while start < hw:

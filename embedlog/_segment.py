@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from bisect import bisect_left
 
 from . import _hotpath as hp
 from ._index import IndexCorrupt, OffsetIndex, TimeIndex
@@ -181,6 +182,64 @@ class Segment:
             time_entries = self.timeindex.file_entries()
         self.index.load(index_entries, log_size)
         self.timeindex.load(time_entries, MAX_RELATIVE_OFFSET)
+
+    def time_lookup(self, timestamp: int, log_size: int, dense: bool,
+                    active_max_timestamp: int | None) -> tuple[int | None, int]:
+        """(largest timestamp of the segment or None, first offset that may hold a record
+        at or after `timestamp`) from the time index (Kafka's TimeIndex.lookup), for a
+        closed segment (`active_max_timestamp` None) or the active one (the state's max).
+
+        The time index is derived and unchecksummed, and a plausible but wrong entry would
+        answer wrongly without any error, so each entry used is checked against the batch
+        it names: that batch ends at the entry's offset and its maxTimestamp is the entry's
+        timestamp. A closed segment's last batch must not be newer than its final entry
+        (a lost final entry). IndexCorrupt when anything disagrees: the caller rebuilds."""
+        ti = self.timeindex
+        if active_max_timestamp is None:
+            largest = ti.last_timestamp()
+            last = self.last_header(log_size)
+            if last is not None and last.max_timestamp > (-1 if largest is None else largest):
+                raise IndexCorrupt(f"{ti.path}: the segment's last batch has timestamp {last.max_timestamp}, "
+                                   f"newer than the final entry's {largest}")
+            if largest is not None:
+                self._check_time_entry(largest, ti.rel[-1], log_size, dense)
+        else:
+            largest = active_max_timestamp if active_max_timestamp >= 0 else None
+        if largest is None or largest < timestamp:
+            return largest, self.base_offset
+        i = bisect_left(ti.ts, timestamp) - 1
+        if i < 0:
+            return largest, self.base_offset
+        self._check_time_entry(ti.ts[i], ti.rel[i], log_size, dense)
+        return largest, self.base_offset + ti.rel[i] + 1
+
+    def _check_time_entry(self, timestamp: int, rel: int, log_size: int, dense: bool):
+        _pos, h, _exp = self.find_position(self.base_offset + rel, log_size, dense)
+        if h is None or h.magic != 2 or h.last_offset != self.base_offset + rel or h.max_timestamp != timestamp:
+            found = "no batch" if h is None else f"a batch ending at {h.last_offset} with timestamp {h.max_timestamp}"
+            raise IndexCorrupt(f"{self.timeindex.path}: entry ({timestamp}, {rel}) names {found}")
+
+    def last_header(self, log_size: int):
+        """The header of the segment's last batch, walking from the last offset-index entry
+        (at most index.interval.bytes of headers); None if the segment is empty or the walk
+        meets damage (the reader reports that)."""
+        from ._records import peek_header
+        pos = self.index.pos[-1] if self.index.count else 0
+        fd = self.open()
+        last = None
+        while pos < log_size:
+            chunk = os.pread(fd, min(65536, log_size - pos), pos)
+            at = 0
+            while len(chunk) - at >= HEADER_SIZE:
+                h = peek_header(chunk, at)
+                if h.magic != 2 or h.batch_length < HEADER_SIZE - 12:
+                    return None
+                last = h
+                at += h.size
+            if at == 0:
+                return None
+            pos += at
+        return last
 
     def find_position(self, offset: int, log_size: int, dense: bool) -> tuple[int, object, int]:
         """(position, header, expected base offset) of the first batch whose last offset is

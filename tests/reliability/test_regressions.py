@@ -128,3 +128,71 @@ def test_index_entry_pointing_inside_a_batch_is_rebuilt(tmp_path, which, reboot)
         assert sorted(expected) == [r.offset for r in part.read(0, max_bytes=1 << 20)]
     with open(index, "rb") as f:
         assert f.read() == entries          # rebuilt as it was
+
+
+def _time_entries(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    return [(int.from_bytes(data[i:i + 8], "big", signed=True), int.from_bytes(data[i + 8:i + 12], "big"))
+            for i in range(0, len(data), 12)]
+
+
+def _expected_offset_for_time(records, ts):
+    return next(((r.offset, r.timestamp) for r in records if r.timestamp >= ts), None)
+
+
+@pytest.mark.parametrize("damage", ["timestamp", "offset", "final_entry_lost"])
+def test_time_index_damage_never_gives_a_wrong_time_lookup(tmp_path, damage):
+    """Corruption sweep, closed_timeindex / active_timeindex: a .timeindex entry damaged into
+    another plausible entry (timestamps still increasing) made offset_for_time skip records
+    and answer a later offset, without any error; a closed segment whose final entry was
+    lost was skipped altogether. Entries are now checked against the batch they name."""
+    with embedlog.open(tmp_path / "log") as log:
+        part = _fill(log, "t", batches=22, config={"index.interval.bytes": 50, "segment.bytes": 1400})
+        records = part.read(0, max_bytes=1 << 20)
+        pdir = part.path
+    seg = _segments(pdir)[0]
+    ti = seg[:-4] + ".timeindex"
+    entries = _time_entries(ti)
+    assert len(entries) >= 3
+    if damage == "timestamp":        # entry 1's timestamp lowered, still above entry 0's
+        _poke(ti, 12, (entries[0][0] + 1).to_bytes(8, "big"))
+        probe = entries[0][0] + 2
+    elif damage == "offset":         # entry 1 names a later batch
+        _poke(ti, 20, (entries[2][1]).to_bytes(4, "big"))
+        probe = entries[1][0]
+    else:                            # the final entry (the segment's largest timestamp) cut off
+        os.truncate(ti, 12 * (len(entries) - 1))
+        probe = entries[-1][0]
+    with embedlog.open(tmp_path / "log") as log:
+        part = log.partition("t", 0)
+        assert part.offset_for_time(probe) == _expected_offset_for_time(records, probe)
+        for r in records[::5]:
+            assert part.offset_for_time(r.timestamp) == _expected_offset_for_time(records, r.timestamp)
+    with open(ti, "rb") as f:
+        assert _time_entries(ti) == entries, "the time index was rebuilt"
+
+
+def test_retention_does_not_trust_a_damaged_final_time_entry(tmp_path):
+    """Corruption sweep (a consequence of the time-index finding): retention.ms judges a
+    closed segment by its final .timeindex entry; an entry damaged to an old timestamp
+    made maintain() delete a segment of fresh records."""
+    from embedlog._records import now_ms
+    now = now_ms()
+    with embedlog.open(tmp_path / "log") as log:
+        topic = log.create_topic("t", partitions=1, config={"segment.bytes": 600, "retention.ms": 86_400_000})
+        part = topic.partition(0)
+        for b in range(12):
+            part.append_records([b"v%d-%d" % (b, i) for i in range(3)], timestamps=[now - 1000] * 3)
+        pdir = part.path
+        count = len(part.read(0, max_bytes=1 << 20))
+    seg = _segments(pdir)[0]
+    ti = seg[:-4] + ".timeindex"
+    entries = _time_entries(ti)
+    assert len(entries) == 1
+    _poke(ti, 0, (now - 3 * 86_400_000).to_bytes(8, "big"))       # three days old, says the index
+    with embedlog.open(tmp_path / "log", retention_check_interval_ms=0) as log:
+        done = log.maintain(now=now)
+        part = log.partition("t", 0)
+        assert part.log_start_offset == 0, done
+        assert len(part.read(0, max_bytes=1 << 20)) == count
