@@ -289,17 +289,59 @@ def remove_temp_files(dir_path):
                 pass
 
 
+_CRC_KEY = b', "crc32c": '
+
+
+def seal_json(text: bytes) -> bytes:
+    """A JSON object's text (as json.dumps wrote it) with the CRC-32C of that text added as
+    its last key, `"crc32c": <uint32>`, and a final newline (FORMAT.md §7). Readers that do
+    not know the key ignore it."""
+    if not text.endswith(b"}"):
+        raise ValueError("seal_json needs the text of a JSON object")
+    return text[:-1] + _CRC_KEY + b"%d}\n" % hp.crc32c(text)
+
+
+def unseal_json(data: bytes) -> dict:
+    """The object a sealed (or older, unsealed) JSON file holds. ValueError if it is not a
+    JSON object, or if it carries a crc32c that does not match the text before it: a bit
+    flipped anywhere is caught, and one flipped in the key's own name leaves the rest
+    intact."""
+    doc = json.loads(data)
+    if not isinstance(doc, dict):
+        raise ValueError(f"not a JSON object but {type(doc).__name__}")
+    if "crc32c" in doc:
+        crc = doc.pop("crc32c")
+        i = data.rfind(_CRC_KEY)
+        if i < 0 or not isinstance(crc, int) or hp.crc32c(data[:i] + b"}") != crc:
+            raise ValueError("CRC-32C mismatch")
+    return doc
+
+
+def _checkpoint_shape_ok(doc: dict) -> bool:
+    def is_int(v):
+        return isinstance(v, int) and not isinstance(v, bool)
+    fields = doc.get("fields")
+    return (is_int(doc.get("version", 0)) and isinstance(doc.get("clean", False), bool)
+            and is_int(doc.get("recovery_point", 0)) and doc.get("recovery_point", 0) >= 0
+            and is_int(doc.get("log_start_offset", 0)) and doc.get("log_start_offset", 0) >= 0
+            and (fields is None or (isinstance(fields, list) and len(fields) == N_FIELDS
+                                    and all(is_int(v) for v in fields))))
+
+
 def read_checkpoint(dir_path) -> dict:
     path = os.path.join(dir_path, CHECKPOINT_FILE)
+    damaged = {"version": CHECKPOINT_VERSION, "clean": False, "recovery_point": 0,
+               "log_start_offset": 0, "damaged": True}
     try:
         with open(path, "rb") as f:
-            data = json.loads(f.read())
+            data = unseal_json(f.read())
     except FileNotFoundError:
         return {"version": CHECKPOINT_VERSION, "clean": False, "recovery_point": 0, "log_start_offset": 0}
     except (OSError, ValueError):
         # Damaged checkpoint: recover everything from the segments (the safe direction).
-        return {"version": CHECKPOINT_VERSION, "clean": False, "recovery_point": 0,
-                "log_start_offset": 0, "damaged": True}
+        return damaged
+    if not _checkpoint_shape_ok(data):
+        return damaged
     if data.get("version", 0) > CHECKPOINT_VERSION:
         raise FormatVersionError(f"{path} was written by a newer embedlog (checkpoint version "
                                  f"{data.get('version')}, this one reads up to {CHECKPOINT_VERSION})")
@@ -312,4 +354,4 @@ def write_checkpoint(dir_path, *, clean: bool, recovery_point: int, log_start_of
            "log_start_offset": log_start_offset}
     if fields is not None:
         doc["fields"] = fields
-    write_atomic(os.path.join(dir_path, CHECKPOINT_FILE), json.dumps(doc).encode() + b"\n")
+    write_atomic(os.path.join(dir_path, CHECKPOINT_FILE), seal_json(json.dumps(doc).encode()))

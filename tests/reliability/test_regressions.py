@@ -196,3 +196,60 @@ def test_retention_does_not_trust_a_damaged_final_time_entry(tmp_path):
         part = log.partition("t", 0)
         assert part.log_start_offset == 0, done
         assert len(part.read(0, max_bytes=1 << 20)) == count
+
+
+def _checkpoint_field_span(path, key):
+    """(position, text) of a key's value in partition.checkpoint."""
+    with open(path, "rb") as f:
+        data = f.read()
+    i = data.index(b'"%s": ' % key.encode()) + len(key) + 4
+    j = i
+    while data[j:j + 1] not in (b",", b"}"):
+        j += 1
+    return i, data[i:j]
+
+
+@pytest.mark.parametrize("key,new", [("log_start_offset", b"9"), ("fields", None)])
+def test_damaged_checkpoint_values_are_detected(tmp_path, key, new):
+    """Corruption sweep, partition_checkpoint: a digit flipped in partition.checkpoint was
+    trusted: a larger log_start_offset hid the first records, and on the clean fast path
+    the flipped `fields` (high watermark, max timestamp) hid the tail of the log or made
+    time lookups answer None. The checkpoint now carries a CRC-32C; a mismatch counts as
+    damage (full recovery from the first segment, the safe direction)."""
+    with embedlog.open(tmp_path / "log") as log:
+        part = _fill(log, "t")
+        records = part.read(0, max_bytes=1 << 20)
+        pdir = part.path
+    ck = os.path.join(pdir, "partition.checkpoint")
+    if key == "fields":     # the high watermark (fields[2]) lowered, same number of digits
+        import re
+        with open(ck, "rb") as f:
+            m = re.search(rb'"fields": \[\d+, \d+, (\d+),', f.read())
+        _poke(ck, m.start(1), b"1" * len(m.group(1)))
+    else:
+        pos, text = _checkpoint_field_span(ck, key)
+        _poke(ck, pos, new)
+    _reboot(pdir)
+    with embedlog.open(tmp_path / "log") as log:
+        part = log.partition("t", 0)
+        assert part.watermarks() == (0, records[-1].offset + 1)
+        assert part.read(0, max_bytes=1 << 20) == records
+        assert part.offset_for_time(records[-1].timestamp) == (records[-1].offset, records[-1].timestamp)
+
+
+def test_checkpoints_without_a_crc_are_still_read(tmp_path):
+    """Checkpoints written before the CRC existed (no crc32c key) are read as before."""
+    import json
+    with embedlog.open(tmp_path / "log") as log:
+        part = _fill(log, "t")
+        part.delete_records(5)
+        pdir = part.path
+    ck = os.path.join(pdir, "partition.checkpoint")
+    with open(ck) as f:
+        doc = json.load(f)
+    del doc["crc32c"]
+    with open(ck, "w") as f:
+        f.write(json.dumps(doc) + "\n")
+    _reboot(pdir)
+    with embedlog.open(tmp_path / "log") as log:
+        assert log.partition("t", 0).log_start_offset == 5
