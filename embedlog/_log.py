@@ -33,7 +33,7 @@ from ._maintenance import DEFAULT_INTERVAL_MS, Maintainer, maintain_log
 from ._partition import DEFAULT_LOCK_TIMEOUT, AppendResult, Partition
 from ._partitioner import StickyPartitioner, partitions_for_keys
 from ._records import build_batch
-from ._state import TEMP_RE, DirNotifier, fsync_dir, remove_temp_files, write_atomic
+from ._state import TEMP_RE, DirNotifier, fsync_dir, remove_temp_files, seal_json, unseal_json, write_atomic
 
 FORMAT_NAME = "embedlog"
 FORMAT_VERSION = 1
@@ -353,14 +353,24 @@ class Log:
         return os.path.join(self.path, TOPICS_DIR, name + ".json")
 
     def _read_meta(self, name: str) -> dict | None:
+        path = self._meta_path(name)
         try:
-            with open(self._meta_path(name)) as f:
-                return json.load(f)
+            with open(path, "rb") as f:
+                meta = unseal_json(f.read())        # checks its CRC-32C (FORMAT.md §9)
+            partitions = meta["partitions"]
+            if not isinstance(partitions, int) or isinstance(partitions, bool) or partitions < 1:
+                raise ValueError(f"partitions is {partitions!r}")
+            if not isinstance(meta.get("config") or {}, dict):
+                raise ValueError(f"config is {meta.get('config')!r}")
         except FileNotFoundError:
             return None
-        except ValueError as e:
-            raise StorageError(f"topic metadata {self._meta_path(name)} is damaged: {e}",
-                               path=self._meta_path(name)) from e
+        except (ValueError, KeyError) as e:
+            raise StorageError(f"topic metadata {path} is damaged: {e}", path=path) from e
+        try:
+            _config.topic_config(meta.get("config"))
+        except ConfigError as e:
+            raise ConfigError(f"topic metadata {path}: {e}") from None
+        return meta
 
     def _existing_meta(self, name: str) -> dict:
         meta = self._read_meta(name)
@@ -399,7 +409,7 @@ class Log:
                         "topic_id": os.urandom(16).hex()}
                 if replicas:
                     meta["replicas"] = replicas
-                write_atomic(self._meta_path(name), json.dumps(meta, indent=1).encode() + b"\n")
+                write_atomic(self._meta_path(name), seal_json(json.dumps(meta, indent=1).encode()))
             except OSError as e:
                 raise StorageError(f"creating topic {name!r} failed: {e.strerror or e}",
                                    path=getattr(e, "filename", None), errno=e.errno) from e
@@ -471,7 +481,7 @@ class Log:
                 Partition(pdir, name, p, values, lock_timeout=self.lock_timeout).close()
             fsync_dir(self.path)
             meta["partitions"] = total
-            write_atomic(self._meta_path(name), json.dumps(meta, indent=1).encode() + b"\n")
+            write_atomic(self._meta_path(name), seal_json(json.dumps(meta, indent=1).encode()))
             self._published(name, meta, values)
         return self.topic(name)
 
@@ -497,7 +507,7 @@ class Log:
             if validate_only:
                 return values
             meta["config"] = _config.topic_overrides(values)
-            write_atomic(self._meta_path(name), json.dumps(meta, indent=1).encode() + b"\n")
+            write_atomic(self._meta_path(name), seal_json(json.dumps(meta, indent=1).encode()))
             self._published(name, meta, values)
         return values
 

@@ -253,3 +253,46 @@ def test_checkpoints_without_a_crc_are_still_read(tmp_path):
     _reboot(pdir)
     with embedlog.open(tmp_path / "log") as log:
         assert log.partition("t", 0).log_start_offset == 5
+
+
+@pytest.mark.parametrize("old,new,error", [
+    (b'"partitions"', b'"partitionr"', "damaged"),          # KeyError escaped before
+    (b'"retention.ms": -1', b'"retention.ms": -0', "damaged"),   # retention 0: deletes everything
+    (b'"partitions": 1', b'"partitions": 3', "damaged"),    # two phantom partitions appeared
+])
+def test_damaged_topic_metadata_is_refused_with_its_file_name(tmp_path, old, new, error):
+    """Corruption sweep, topic_json: a flipped bit in topics/<t>.json either escaped as a
+    KeyError, or was applied as a valid but different config (retention.ms -1 -> 0 lets
+    the next maintenance delete every closed segment; partitions 1 -> 3). The file now
+    carries a CRC-32C, and its shape is checked: StorageError naming the file."""
+    from embedlog import StorageError
+    with embedlog.open(tmp_path / "log") as log:
+        _fill(log, "t")
+    path = tmp_path / "log" / "topics" / "t.json"
+    data = path.read_bytes()
+    assert data.count(old) == 1
+    path.write_bytes(data.replace(old, new))
+    with embedlog.open(tmp_path / "log") as log:
+        with pytest.raises(StorageError, match=error) as e:
+            log.topic("t")
+        assert e.value.path == str(path)
+
+
+def test_topic_metadata_config_errors_name_the_file(tmp_path):
+    """Corruption sweep, topic_json: an unknown config key in a topic file (written by
+    hand, or before the CRC) was a ConfigError that did not say which file."""
+    import json
+    from embedlog import ConfigError
+    with embedlog.open(tmp_path / "log") as log:
+        _fill(log, "t")
+    path = tmp_path / "log" / "topics" / "t.json"
+    meta = json.loads(path.read_bytes())
+    del meta["crc32c"]
+    meta["config"]["retention.mss"] = 5
+    path.write_text(json.dumps(meta, indent=1) + "\n")
+    with embedlog.open(tmp_path / "log") as log:
+        with pytest.raises(ConfigError, match=r"topics/t\.json.*retention\.mss"):
+            log.topic("t")
+        del meta["config"]["retention.mss"]
+        path.write_text(json.dumps(meta, indent=1) + "\n")          # no CRC: read as before
+        assert log.topic("t").num_partitions == 1
