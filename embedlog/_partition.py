@@ -392,7 +392,9 @@ class Partition:
         need = self.config["min.insync.replicas"]
         if _replication.isr_size(self) >= need:
             return
-        errors = _replication.refresh(self, durable=True, wait=True)
+        # Copy to the mirrors that are out (waiting briefly for a copy lock someone holds:
+        # they are copying, and the mirror may be in by the time they are done).
+        errors = _replication.refresh(self, durable=True, wait=1.0)
         have = _replication.isr_size(self)
         if have < need:
             why = "; ".join(str(e) for e in errors)
@@ -405,7 +407,12 @@ class Partition:
         min.insync.replicas replicas do, or NOT_ENOUGH_REPLICAS_AFTER_APPEND."""
         errors = []
         for m in self.mirrors:
-            if m.in_isr() and m.get(_replication.DURABLE) < end_offset:
+            # The ISR, and mirrors not yet verified (new, or after a restart: Kafka starts a
+            # new partition with every replica in sync) that come in by catching up here.
+            flags = m.flags()
+            if m.root is not None and (flags & _replication.IN_ISR or not flags & (_replication.VERIFIED |
+                                                                                    _replication.FAILED)) \
+                    and m.get(_replication.DURABLE) < end_offset:
                 try:
                     m.sync(True, self.lock_timeout)     # copies (and syncs) others' appends too
                 except StorageError as e:

@@ -182,7 +182,7 @@ class PartitionMirror:
         return self.get(FLAGS)
 
     def in_isr(self) -> bool:
-        return bool(self.flags() & IN_ISR)
+        return self.root is not None and bool(self.flags() & IN_ISR)
 
     # -- copying
     def sync(self, durable: bool, lock_timeout: float | None) -> bool:
@@ -207,6 +207,7 @@ class PartitionMirror:
 
     def _sync_locked(self, durable: bool):
         part = self.part
+        started = now_ms()
         fields = part._fields()
         leo, active_base, active_size = fields[st.F_LOG_END], fields[st.F_ACTIVE_BASE], fields[st.F_ACTIVE_SIZE]
         bases = [b for b in list_segments(part.path) if b <= active_base]
@@ -268,8 +269,9 @@ class PartitionMirror:
             self.set(DURABLE, leo)
         elif self.get(DURABLE) > leo:
             self.set(DURABLE, leo)
-        if part._fields()[st.F_LOG_END] <= leo:
-            self.set(CAUGHT_UP, now_ms())
+        # Kafka's lastCaughtUpTimeMs: the mirror now holds everything the primary had when
+        # this copy started.
+        self.set(CAUGHT_UP, started)
         self.set(FLAGS, (self.flags() | VERIFIED) & ~FAILED)
 
     def _sync_closed(self, base: int, prev_base: int) -> bool:
@@ -404,7 +406,7 @@ def isr_size(part) -> int:
     return 1 + sum(1 for m in part.mirrors if m.in_isr())
 
 
-def refresh(part, *, durable: bool, wait: bool, only_isr: bool = False) -> list[StorageError]:
+def refresh(part, *, durable: bool, wait: float | bool, only_isr: bool = False) -> list[StorageError]:
     """Copy to every mirror (the ISR only, if only_isr) and apply the ISR rules. I/O
     errors take the mirror out of the ISR and are returned, not raised."""
     errors = []
@@ -415,7 +417,7 @@ def refresh(part, *, durable: bool, wait: bool, only_isr: bool = False) -> list[
         if m.flags() & FAILED and now - m.get(FAILED_MS) < FAILED_BACKOFF_MS and not durable:
             continue
         try:
-            m.sync(durable, part.lock_timeout if wait else 0)
+            m.sync(durable, part.lock_timeout if wait is True else float(wait))
         except StorageError as e:
             errors.append(e)
     part._with_append_lock_publish(lambda fields: update_isr_locked(part, fields, now_ms()))
@@ -434,7 +436,7 @@ def status(part) -> list[dict]:
         rows.append({"replica": m.replica_id, "path": m.path, "role": "mirror",
                      "log_end_offset": m.get(LEO) if known else None,
                      "lag": leo - m.get(LEO) if known else None,
-                     "in_sync": bool(flags & IN_ISR), "failed": bool(flags & FAILED),
+                     "in_sync": m.in_isr(), "failed": bool(flags & FAILED),
                      "removed": m.root is None})
     return rows
 
@@ -498,13 +500,14 @@ __all__ = ["read_replicas", "write_replicas", "add_replica", "remove_replica", "
 PRIMARY_ONLY_FILES = (st.STATE_FILE, st.CHECKPOINT_FILE)
 
 
-def promote(mirror_path) -> dict:
+def promote(mirror_path, *, fence: bool = True) -> dict:
     """Make a mirror directory the primary (`embedlog replicas promote`). Its registry
     lists the old primary (under the id the mirror had) and the other mirrors; the old
     primary and those mirrors, where reachable, are marked as mirrors of the new primary,
     so the old primary cannot be opened as a primary again: when the new primary copies
     to it, its divergent tail (records that never reached this mirror) is truncated.
-    Opening the promoted directory recovers its partitions from their files."""
+    Opening the promoted directory recovers its partitions from their files. `fence=False`
+    leaves the others alone (tests promote a copy of a mirror)."""
     mirror_path = os.path.abspath(os.fspath(mirror_path))
     marker = os.path.join(mirror_path, "embedlog.json")
     try:
@@ -536,7 +539,7 @@ def promote(mirror_path) -> dict:
     write_replicas(mirror_path, new_registry)
     st.write_atomic(marker, json.dumps({"format": "embedlog", "version": 1}).encode() + b"\n")
     fenced = []
-    for r in new_registry:                        # fence the old primary first, then the others
+    for r in (new_registry if fence else ()):    # fence the old primary first, then the others
         try:
             if os.path.exists(os.path.join(r["path"], "embedlog.json")):
                 st.write_atomic(os.path.join(r["path"], "embedlog.json"),
