@@ -48,6 +48,29 @@ LEO, DURABLE, BASE, SIZE, CAUGHT_UP, FLAGS, FAILED_MS = range(7)
 VERIFIED, IN_ISR, FAILED = 1, 2, 4
 
 
+_pool = None
+_pool_lock = threading.Lock()
+
+
+def background(fn, *args):
+    """Run fn(*args) on the mirror copy threads (shared by the process); a Future."""
+    global _pool
+    if _pool is None:
+        with _pool_lock:
+            if _pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+                _pool = ThreadPoolExecutor(max_workers=MAX_MIRRORS, thread_name_prefix="embedlog-mirror")
+    return _pool.submit(fn, *args)
+
+
+def _after_fork():
+    global _pool
+    _pool = None          # the parent's threads do not exist in the child
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
 # ------------------------------------------------------------------ the registry
 
 def read_replicas(log_path) -> list[dict]:
@@ -153,12 +176,14 @@ class PartitionMirror:
         self.root = root                  # None: the mirror was removed from the registry
         self.path = None if root is None else os.path.join(root, os.path.basename(part.path))
         self._closed_ok: dict[int, tuple] = {}     # base -> primary (ino, size, mtime) known copied
+        self._active = None    # [segments version, base, fds (src/dst log, index, timeindex), entries...]
         self._config_seen = None
         self._mutex = threading.Lock()
 
     def set_root(self, root: str | None):
         """The registry changed (a mirror removed, or added back): where this copy lives."""
         if root != self.root:
+            self.close()
             self.root = root
             self.path = None if root is None else os.path.join(root, os.path.basename(self.part.path))
             self._closed_ok.clear()
@@ -196,6 +221,7 @@ class PartitionMirror:
             try:
                 self._sync_locked(durable)
             except OSError as e:
+                self.close()
                 self.set(FLAGS, (self.flags() | FAILED) & ~VERIFIED)
                 self.set(FAILED_MS, now_ms())
                 raise StorageError(f"mirroring {self.part.topic}-{self.part.partition} to {self.path} failed: "
@@ -205,11 +231,74 @@ class PartitionMirror:
                 self.part.state.unlock(COPY_LOCK_BASE + self.slot)
         return True
 
+    def close(self):
+        a, self._active = self._active, None
+        if a is not None:
+            for fd in a[2]:
+                os.close(fd)
+
     def _sync_locked(self, durable: bool):
         part = self.part
         started = now_ms()
         fields = part._fields()
-        leo, active_base, active_size = fields[st.F_LOG_END], fields[st.F_ACTIVE_BASE], fields[st.F_ACTIVE_SIZE]
+        a = self._active
+        if a is not None and a[0] == fields[st.F_SEGMENTS_VERSION] and a[1] == fields[st.F_ACTIVE_BASE] \
+                and self.flags() & VERIFIED and self.get(BASE) == a[1]:
+            return self._sync_fast(fields, durable, started)
+        self.close()
+        self._sync_slow(fields, durable, started)
+        # Keep the active segment's six files open for the next copies.
+        base = fields[st.F_ACTIVE_BASE]
+        stem_src = os.path.join(part.path, segment_name(base))
+        stem_dst = os.path.join(self.path, segment_name(base))
+        fds = []
+        try:
+            for ext in (".log", ".index", ".timeindex"):
+                fds.append(os.open(stem_src + ext, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)))
+                fds.append(os.open(stem_dst + ext, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0)))
+        except OSError:
+            for fd in fds:
+                os.close(fd)
+            return
+        self._active = [fields[st.F_SEGMENTS_VERSION], base, fds, fields[st.F_INDEX_ENTRIES],
+                        fields[st.F_TIMEINDEX_ENTRIES]]
+
+    def _sync_fast(self, fields, durable: bool, started: int):
+        """The common case: same segments as last time; append the new bytes of the active
+        segment and of its indexes through open descriptors."""
+        a = self._active
+        fds = a[2]
+        end = fields[st.F_ACTIVE_SIZE]
+        _copy_fds(fds[0], fds[1], self.get(SIZE), end, self.path)
+        hit("mirror.after_copy")
+        for k, (field, width) in enumerate(((st.F_INDEX_ENTRIES, 8), (st.F_TIMEINDEX_ENTRIES, 12))):
+            new, old = fields[field], a[3 + k]
+            if new != old:
+                _copy_fds(fds[2 + 2 * k], fds[3 + 2 * k], min(old, new) * width, new * width, self.path)
+                if new < old:
+                    hp.ftruncate(fds[3 + 2 * k], new * width, self.path)
+                a[3 + k] = new
+        if durable:
+            hp.fdatasync(fds[1], self.path)
+        self._record(fields, durable, started)
+
+    def _record(self, fields, durable: bool, started: int):
+        leo = fields[st.F_LOG_END]
+        self.set(BASE, fields[st.F_ACTIVE_BASE])
+        self.set(SIZE, fields[st.F_ACTIVE_SIZE])
+        self.set(LEO, leo)
+        if durable:
+            self.set(DURABLE, leo)
+        elif self.get(DURABLE) > leo:
+            self.set(DURABLE, leo)
+        # Kafka's lastCaughtUpTimeMs: the mirror now holds everything the primary had when
+        # this copy started.
+        self.set(CAUGHT_UP, started)
+        self.set(FLAGS, (self.flags() | VERIFIED) & ~FAILED)
+
+    def _sync_slow(self, fields, durable: bool, started: int):
+        part = self.part
+        active_base, active_size = fields[st.F_ACTIVE_BASE], fields[st.F_ACTIVE_SIZE]
         bases = [b for b in list_segments(part.path) if b <= active_base]
         if not os.path.isdir(self.path):
             if not os.path.isdir(self.root):
@@ -262,17 +351,7 @@ class PartitionMirror:
             _fdatasync_path(dst)
         if dir_changed:
             st.fsync_dir(self.path)
-        self.set(BASE, active_base)
-        self.set(SIZE, active_size)
-        self.set(LEO, leo)
-        if durable:
-            self.set(DURABLE, leo)
-        elif self.get(DURABLE) > leo:
-            self.set(DURABLE, leo)
-        # Kafka's lastCaughtUpTimeMs: the mirror now holds everything the primary had when
-        # this copy started.
-        self.set(CAUGHT_UP, started)
-        self.set(FLAGS, (self.flags() | VERIFIED) & ~FAILED)
+        self._record(fields, durable, started)
 
     def _sync_closed(self, base: int, prev_base: int) -> bool:
         """Make the mirror's copy of a closed segment identical (True if a file was created)."""
@@ -323,6 +402,16 @@ def _fdatasync_path(path):
         hp.fdatasync(fd, path)
     finally:
         os.close(fd)
+
+
+def _copy_fds(sfd: int, dfd: int, start: int, end: int, where):
+    pos = start
+    while pos < end:
+        buf = os.pread(sfd, min(COPY_CHUNK, end - pos), pos)
+        if not buf:
+            raise OSError(5, f"the primary's file ended at {pos}, expected {end} bytes", where)
+        hp.pwrite_all(dfd, buf, pos, where)
+        pos += len(buf)
 
 
 def _copy_range(src, dst, start: int, end: int, *, truncate: bool):
