@@ -1,7 +1,7 @@
 """acks=all throughput and latency with 0, 1 and 2 mirrors on the same disk, beside
 acks=1, in one run (issue #7).
 
-    python bench/bench_mirroring.py [--messages 20000] [--latency-messages 1000] [--size 100]
+    python bench/bench_mirroring.py [--messages 200000] [--latency-messages 1000] [--size 100]
                                     [--rounds 2] [--dir DIR] [--json]
 
 For each configuration a fresh log (and fresh mirror directories under the same parent,
@@ -90,7 +90,7 @@ def run_one(root, name, acks, mirrors, args):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--messages", type=int, default=20000)
+    ap.add_argument("--messages", type=int, default=200000)
     ap.add_argument("--latency-messages", type=int, default=1000)
     ap.add_argument("--size", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=2)
