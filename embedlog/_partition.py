@@ -235,7 +235,7 @@ class Partition:
         fields = ck.get("fields")
         if ck.get("clean") and fields and len(fields) == st.N_FIELDS and \
                 fields[st.F_ACTIVE_BASE] == bases[-1] and \
-                Segment(self.path, bases[-1]).file_size() == fields[st.F_ACTIVE_SIZE]:
+                os.stat(Segment(self.path, bases[-1]).log_path).st_size == fields[st.F_ACTIVE_SIZE]:
             fields = list(fields)          # clean close: trust it, no scan
             flushed = fields[st.F_LOG_END]
             self._check_index_files(bases[:-1], interval)
