@@ -863,7 +863,8 @@ class Partition:
         f = self._fields()
         with self._mutex:
             self._refresh_segments(f[st.F_SEGMENTS_VERSION])
-            return sum(self._segment(b).file_size() for b in self._bases[:-1]) + f[st.F_ACTIVE_SIZE]
+            return sum(self._segment(b).file_size() for b in self._bases if b < f[st.F_ACTIVE_BASE]) + \
+                f[st.F_ACTIVE_SIZE]
 
     def wait(self, offset: int, timeout: float | None = None) -> bool:
         """Block until the high watermark passes `offset` (data at `offset` is readable),
@@ -1170,6 +1171,8 @@ class Partition:
         with self._mutex:
             self._refresh_segments(fields[st.F_SEGMENTS_VERSION])
             for base in list(self._bases):
+                if base > fields[st.F_ACTIVE_BASE]:
+                    break       # not published (a roll in progress, or a stray file): not the log
                 seg = self._segment(base)
                 active, log_size = self._segment_size(seg, fields)
                 for attempt in (0, 1):

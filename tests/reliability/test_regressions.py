@@ -339,3 +339,22 @@ def test_recovery_leaks_no_descriptor(tmp_path):
         with embedlog.open(tmp_path / "log") as log:
             assert log.partition("t", 0).high_watermark == 36
     assert _open_fds() - before < 5
+
+
+def test_a_stray_segment_past_the_active_one_is_not_read(tmp_path):
+    """Corruption sweep, garbage files: a copy of a real segment dropped into the folder
+    under a name past the active segment was taken for a closed segment by time lookups
+    (which then failed: "time index ... still damaged after a rebuild") and counted by
+    size_bytes, while the partition had not published it."""
+    import shutil
+    with embedlog.open(tmp_path / "log") as log:
+        part = _fill(log, "t")
+        records = part.read(0, max_bytes=1 << 20)
+        size = part.size_bytes()
+        pdir = part.path
+    shutil.copyfile(_segments(pdir)[0], os.path.join(pdir, "00000000000000099999.log"))
+    with embedlog.open(tmp_path / "log") as log:
+        part = log.partition("t", 0)
+        for r in records[::4]:
+            assert part.offset_for_time(r.timestamp) == _expected_offset_for_time(records, r.timestamp)
+        assert part.size_bytes() == size
