@@ -27,12 +27,15 @@ def segment_name(base_offset: int) -> str:
 
 
 def list_segments(dir_path) -> list[int]:
-    """Base offsets of the segments in a partition folder, sorted (never readdir order)."""
+    """Base offsets of the segments in a partition folder, sorted (never readdir order).
+    Only regular files (or links to them) count: a folder, FIFO, device or dangling link
+    that happens to have a segment's name is not a segment."""
     out = []
-    for name in os.listdir(dir_path):
-        m = SEGMENT_RE.match(name)
-        if m:
-            out.append(int(m.group(1)))
+    with os.scandir(dir_path) as it:
+        for entry in it:
+            m = SEGMENT_RE.match(entry.name)
+            if m and entry.is_file():
+                out.append(int(m.group(1)))
     out.sort()
     return out
 

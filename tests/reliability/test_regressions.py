@@ -341,6 +341,34 @@ def test_recovery_leaks_no_descriptor(tmp_path):
     assert _open_fds() - before < 5
 
 
+@pytest.mark.parametrize("kind", ["dir", "dangling symlink", "fifo"])
+@pytest.mark.parametrize("reboot", [True, False])
+def test_non_files_named_like_segments_are_not_segments(tmp_path, kind, reboot):
+    """Corruption sweep, garbage files: a folder named like a segment past the end made
+    every read fail (IsADirectoryError escaping, or a StorageError from recovery), and a
+    dangling symlink so named failed reads with ENOENT."""
+    with embedlog.open(tmp_path / "log") as log:
+        part = _fill(log, "t")
+        records = part.read(0, max_bytes=1 << 20)
+        size = part.size_bytes()
+        pdir = part.path
+    stray = os.path.join(pdir, "00000000000000099999.log")
+    if kind == "dir":
+        os.mkdir(stray)
+    elif kind == "fifo":
+        os.mkfifo(stray)
+    else:
+        os.symlink("/nonexistent/segment", stray)
+    if reboot:
+        _reboot(pdir)
+    with embedlog.open(tmp_path / "log") as log:
+        part = log.partition("t", 0)
+        assert part.read(0, max_bytes=1 << 20) == records
+        assert part.offset_for_time(records[-1].timestamp) == (records[-1].offset, records[-1].timestamp)
+        assert part.size_bytes() == size
+    assert os.path.lexists(stray)
+
+
 def test_a_stray_segment_past_the_active_one_is_not_read(tmp_path):
     """Corruption sweep, garbage files: a copy of a real segment dropped into the folder
     under a name past the active segment was taken for a closed segment by time lookups
