@@ -299,3 +299,20 @@ def test_a_second_process_replicates_to_the_same_mirrors(dirs, mirrored):
     mirrored.close()
     for m in (m1, m2):
         same_files(os.path.join(primary, "t-0"), os.path.join(m, "t-0"))
+
+
+def test_producer_reports_not_enough_replicas_in_the_delivery_report(dirs, mirrored):
+    primary, m1, _ = dirs
+    mirrored.create_topic("t", 1, {"min.insync.replicas": 2}, replication_factor=2)
+    mirrored.remove_replica(m1)
+    reports = []
+    # NOT_ENOUGH_REPLICAS is retriable: the producer retries until delivery.timeout.ms.
+    p = embedlog.Producer({"bootstrap.servers": primary, "acks": "all", "delivery.timeout.ms": 300})
+    p.produce("t", b"x", on_delivery=lambda err, msg: reports.append(err))
+    p.flush()
+    assert reports[0] is not None and reports[0].code() == embedlog.KafkaError.NOT_ENOUGH_REPLICAS
+    q = embedlog.Producer({"bootstrap.servers": primary, "acks": 1})
+    q.produce("t", b"y", on_delivery=lambda err, msg: reports.append(err))
+    q.flush()
+    assert reports[1] is None, "acks=1 does not need the mirrors"
+    assert mirrored.partition("t", 0).log_end_offset == 1
