@@ -77,12 +77,7 @@ def _stem(dir_path, base):
 
 def remove_cleaned_files(dir_path):
     """Drop the output of a cleaning that never reached its commit point."""
-    for name in os.listdir(dir_path):
-        if name.endswith(CLEANED):
-            try:
-                os.unlink(os.path.join(dir_path, name))
-            except FileNotFoundError:
-                pass
+    st.remove_temp_files(dir_path, lambda name: name.endswith(CLEANED))
 
 
 def finish_swap(dir_path) -> bool:

@@ -419,13 +419,7 @@ def _copy_range(src, dst, start: int, end: int, *, truncate: bool):
     sfd = os.open(src, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     dfd = os.open(dst, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
     try:
-        pos = start
-        while pos < end:
-            buf = os.pread(sfd, min(COPY_CHUNK, end - pos), pos)
-            if not buf:
-                raise OSError(5, f"{src} ended at {pos}, expected {end} bytes", src)
-            hp.pwrite_all(dfd, buf, pos, dst)
-            pos += len(buf)
+        _copy_fds(sfd, dfd, start, end, dst)
         if truncate and os.fstat(dfd).st_size != end:
             hp.ftruncate(dfd, end, dst)
     finally:

@@ -279,10 +279,11 @@ def write_atomic(path, data: bytes):
 TEMP_RE = re.compile(r"^\.\d+\.tmp$")
 
 
-def remove_temp_files(dir_path):
-    """Drop temp files a crashed write_atomic left (call with the folder's lock held)."""
+def remove_temp_files(dir_path, match=TEMP_RE.match):
+    """Drop temp files a crashed write_atomic left (call with the folder's lock held), or
+    the files whose names `match` (the cleaner's uncommitted output)."""
     for name in os.listdir(dir_path):
-        if TEMP_RE.match(name):
+        if match(name):
             try:
                 os.unlink(os.path.join(dir_path, name))
             except FileNotFoundError:
