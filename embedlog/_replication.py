@@ -34,7 +34,7 @@ from . import _state as st
 from ._errors import (EmbedlogError, FormatVersionError, InvalidReplicationFactorError, LogClosedError,
                       StorageError)
 from ._failpoints import hit
-from ._records import HEADER_SIZE, iter_batches, now_ms
+from ._records import iter_batches, now_ms, peek_header
 from ._segment import Segment, list_segments, segment_name
 
 REPLICAS_FILE = "replicas.json"
@@ -437,26 +437,49 @@ def _copy_file(src, dst):
 def common_prefix(src, dst, src_size: int) -> int:
     """The length of the longest prefix of whole, valid batches that dst shares with src
     (src's first src_size bytes): where a mirror must be truncated before it continues.
-    Compares batch headers (baseOffset, length, CRC) at the same positions, newest first."""
+    Compares batch headers (baseOffset, length, CRC) at the same positions, newest first.
+    Reads dst in chunks, keeping 21 bytes per batch."""
+    heads = []                            # (position, size, first 21 header bytes)
     try:
-        with open(dst, "rb") as f:
-            data = f.read()
+        fd = os.open(dst, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         return 0
-    positions = []
     try:
-        for pos, h in iter_batches(data, verify_crc=True):
-            if pos + h.size > src_size:
-                break
-            positions.append((pos, h.size))
-    except EmbedlogError:
-        pass                              # torn or garbage tail: the valid prefix counts
-    if not positions:
+        pos = 0
+        while True:
+            buf = os.pread(fd, COPY_CHUNK, pos)
+            got = 0
+            try:
+                for bpos, h in iter_batches(buf, verify_crc=True):
+                    if pos + bpos + h.size > src_size:
+                        break
+                    heads.append((pos + bpos, h.size, buf[bpos:bpos + 21]))
+                    got = bpos + h.size
+            except EmbedlogError:
+                got = 0                   # torn or garbage: the valid prefix so far counts
+                buf = b""
+            if got == 0:
+                if len(buf) >= COPY_CHUNK:     # one batch larger than a chunk: read just it
+                    h = peek_header(buf)
+                    if h is not None and pos + h.size <= src_size:
+                        one = os.pread(fd, h.size, pos)
+                        try:
+                            for _bpos, h2 in iter_batches(one, verify_crc=True):
+                                heads.append((pos, h2.size, one[:21]))
+                                got = h2.size
+                        except EmbedlogError:
+                            pass
+                if got == 0:
+                    break
+            pos += got
+    finally:
+        os.close(fd)
+    if not heads:
         return 0
     with open(src, "rb") as f:
-        for pos, size in reversed(positions):
+        for pos, size, head in reversed(heads):
             f.seek(pos)
-            if f.read(21) == data[pos:pos + 21]:     # baseOffset, batchLength, epoch, magic, CRC
+            if f.read(21) == head:        # baseOffset, batchLength, epoch, magic, CRC
                 return pos + size
     return 0
 

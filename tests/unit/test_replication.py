@@ -316,3 +316,33 @@ def test_producer_reports_not_enough_replicas_in_the_delivery_report(dirs, mirro
     q.flush()
     assert reports[1] is None, "acks=1 does not need the mirrors"
     assert mirrored.partition("t", 0).log_end_offset == 1
+
+
+def test_common_prefix_finds_where_a_mirror_diverges(tmp_path):
+    from embedlog._records import build_batch
+    from embedlog._replication import common_prefix
+
+    def batch(i, value):
+        b = bytearray(build_batch([value], timestamp=T0))
+        b[0:8] = i.to_bytes(8, "big")          # baseOffset (outside the CRC)
+        return bytes(b)
+    primary = b"".join(batch(i, b"p%d" % i) for i in range(10))
+    sizes = [len(batch(i, b"p%d" % i)) for i in range(10)]
+    src = tmp_path / "src"
+    src.write_bytes(primary)
+    cut = sum(sizes[:6])
+    cases = {
+        "identical": (primary, len(primary)),
+        "torn tail": (primary[:cut + 5], cut),
+        "garbage tail": (primary[:cut] + b"\xff" * 100, cut),
+        "divergent tail": (primary[:cut] + b"".join(batch(i, b"X%d" % i) for i in range(6, 9)), cut),
+        "empty": (b"", 0),
+        "longer than the primary's published size": (primary, len(primary)),
+    }
+    for name, (data, expect) in cases.items():
+        dst = tmp_path / name.replace(" ", "_")
+        dst.write_bytes(data)
+        assert common_prefix(str(src), str(dst), len(primary)) == expect, name
+    dst = tmp_path / "ahead"
+    dst.write_bytes(primary)
+    assert common_prefix(str(src), str(dst), cut) == cut, "never past what the primary published"
