@@ -30,7 +30,7 @@ import json
 import os
 from bisect import bisect_right
 
-from . import _hotpath as hp
+from . import _io
 from . import _state as st
 from ._failpoints import hit
 from ._errors import FormatVersionError
@@ -91,7 +91,7 @@ def finish_swap(dir_path) -> bool:
         return False
     except ValueError:
         # write_atomic never leaves a torn manifest; a garbage one is not ours to act on.
-        os.unlink(path)
+        _io.unlink(path)
         st.fsync_dir(dir_path)
         return False
     if doc.get("version", 0) > CHECKPOINT_VERSION:
@@ -107,10 +107,10 @@ def finish_swap(dir_path) -> bool:
     for ext in (".index", ".timeindex", ".log"):
         src = stem + ext + CLEANED
         if os.path.exists(src):
-            os.replace(src, stem + ext)
+            _io.replace(src, stem + ext)
             hit("cleaner.swap.renamed_one")
     st.fsync_dir(dir_path)
-    os.unlink(path)
+    _io.unlink(path)
     st.fsync_dir(dir_path)
     return True
 
@@ -357,7 +357,7 @@ def clean_group(part, plan: CleanPlan, group: list[int], latest: dict, now: int)
     horizon = now + part.config["delete.retention.ms"]
     stem = _stem(part.path, group[0])
     out_path = stem + ".log" + CLEANED
-    fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o644)
+    fd = _io.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o644)
     stats = {"records_in": 0, "records_out": 0, "bytes_in": 0, "bytes_out": 0, "tombstones_removed": 0,
              "next_horizon": None}
     try:
@@ -406,7 +406,7 @@ def clean_group(part, plan: CleanPlan, group: list[int], latest: dict, now: int)
                     pos = _write_all(fd, pending, pos, out_path)
                     pending, pending_size = [], 0
         pos = _write_all(fd, pending, pos, out_path)
-        hp.fdatasync(fd, out_path)
+        _io.fdatasync(fd, out_path)
     finally:
         os.close(fd)
     stats["bytes_out"] = pos
@@ -414,7 +414,7 @@ def clean_group(part, plan: CleanPlan, group: list[int], latest: dict, now: int)
     try:
         seg.rebuild_indexes(part.config["index.interval.bytes"], closed=True, dense=False)
         for idx in (seg.index, seg.timeindex):
-            hp.fdatasync(idx.open(), idx.path)
+            _io.fdatasync(idx.open(), idx.path)
     finally:
         seg.close()
     return stats
@@ -423,7 +423,7 @@ def clean_group(part, plan: CleanPlan, group: list[int], latest: dict, now: int)
 def _write_all(fd, parts, pos, path) -> int:
     if parts:
         data = b"".join(parts)
-        hp.pwrite_all(fd, data, pos, path)
+        _io.pwrite_all(fd, data, pos, path)
         pos += len(data)
     return pos
 

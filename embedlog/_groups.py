@@ -24,6 +24,7 @@ import time
 import uuid
 
 from . import _hotpath as hp
+from . import _io
 from ._errors import EmbedlogError, LockTimeoutError, UnknownTopicOrPartitionError
 from ._state import fsync_dir, remove_temp_files, write_atomic
 
@@ -165,12 +166,12 @@ class GroupMember:
         self._mutex = threading.RLock()
         self._stop = threading.Event()
         self._heartbeat = None
-        os.makedirs(os.path.join(self.dir, "members"), exist_ok=True)
-        self._lock_fd = os.open(os.path.join(self.dir, ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        _io.makedirs(os.path.join(self.dir, "members"), exist_ok=True)
+        self._lock_fd = _io.open(os.path.join(self.dir, ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         gen_path = os.path.join(self.dir, "generation")
-        self._gen_fd = os.open(gen_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self._gen_fd = _io.open(gen_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         if os.fstat(self._gen_fd).st_size < 4096:
-            os.ftruncate(self._gen_fd, 4096)
+            _io.ftruncate(self._gen_fd, 4096)
         self._gen_mm = mmap.mmap(self._gen_fd, 4096)
         self._gen_ptr = hp.from_buffer(self._gen_mm)
 
@@ -214,7 +215,7 @@ class GroupMember:
                 continue
             try:
                 if hp.lock(fd, 0, 1, True, 0):      # we got it: the owner is gone
-                    os.unlink(path)
+                    _io.unlink(path)
                     continue
                 with open(path) as f:
                     text = f.read()
@@ -330,13 +331,13 @@ class GroupMember:
             remove_temp_files(self.dir)
             if self._member_fd is None:
                 path = os.path.join(self.dir, "members", self.member_id)
-                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+                fd = _io.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
                 if not hp.lock(fd, 0, 1, True, 0):
                     raise LockTimeoutError(f"cannot lock member file {path}", path=path)
                 self._member_fd = fd
                 fsync_dir(os.path.dirname(path))
-            os.ftruncate(self._member_fd, 0)
-            os.pwrite(self._member_fd, json.dumps(self._my_meta()).encode(), 0)
+            _io.ftruncate(self._member_fd, 0)
+            _io.pwrite(self._member_fd, json.dumps(self._my_meta()).encode(), 0)
             self._rebalance_locked()
         finally:
             self._group_unlock()
@@ -400,7 +401,7 @@ class GroupMember:
                     changed = True                 # the owner died: the kernel freed its lock
                 elif now - os.fstat(fd).st_mtime > self.session_timeout:
                     try:
-                        os.unlink(path)            # alive but silent: evicted, as Kafka does
+                        _io.unlink(path)            # alive but silent: evicted, as Kafka does
                     except FileNotFoundError:
                         pass
                     changed = True
@@ -475,7 +476,7 @@ class GroupMember:
         self._group_lock(True)
         try:
             try:
-                os.unlink(os.path.join(self.dir, "members", self.member_id))
+                _io.unlink(os.path.join(self.dir, "members", self.member_id))
             except FileNotFoundError:
                 pass
             os.close(self._member_fd)

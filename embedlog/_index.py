@@ -18,7 +18,7 @@ import os
 from array import array
 from bisect import bisect_left, bisect_right
 
-from . import _hotpath as hp
+from . import _io
 
 OFFSET_ENTRY = 8
 TIME_ENTRY = 12
@@ -46,7 +46,7 @@ class _IndexFile:
 
     def open(self):
         if self.fd is None:
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+            self.fd = _io.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
         return self.fd
 
     def close(self):
@@ -70,10 +70,10 @@ class _IndexFile:
         return data
 
     def write_entries(self, at: int, data: bytes):
-        hp.pwrite_all(self.open(), data, at * self.entry_size, self.path)
+        _io.pwrite_all(self.open(), data, at * self.entry_size, self.path)
 
     def truncate(self, entries: int):
-        hp.ftruncate(self.open(), entries * self.entry_size, self.path)
+        _io.ftruncate(self.open(), entries * self.entry_size, self.path)
         if self.count > entries:
             self.reset()
 

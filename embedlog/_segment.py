@@ -13,6 +13,7 @@ import re
 from bisect import bisect_left
 
 from . import _hotpath as hp
+from . import _io
 from ._index import IndexCorrupt, OffsetIndex, TimeIndex
 from ._records import HEADER_SIZE
 
@@ -64,7 +65,7 @@ class Segment:
 
     def open(self):
         if self.fd is None:
-            self.fd = os.open(self.log_path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
+            self.fd = _io.open(self.log_path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
         return self.fd
 
     def close(self):
@@ -82,16 +83,16 @@ class Segment:
         """Create empty .log/.index/.timeindex (a leftover from a dead roll is emptied)."""
         seg = cls(dir_path, base_offset)
         flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
-        seg.fd = os.open(seg.log_path, flags, 0o644)
+        seg.fd = _io.open(seg.log_path, flags, 0o644)
         for idx in (seg.index, seg.timeindex):
-            idx.fd = os.open(idx.path, flags, 0o644)
+            idx.fd = _io.open(idx.path, flags, 0o644)
         return seg
 
     def delete_files(self):
         self.close()
         for p in (self.log_path, self.index.path, self.timeindex.path):
             try:
-                os.unlink(p)
+                _io.unlink(p)
             except FileNotFoundError:
                 pass
 

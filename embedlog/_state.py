@@ -39,6 +39,7 @@ import os
 import re
 
 from . import _hotpath as hp
+from . import _io
 from ._errors import FormatVersionError, StorageError
 
 STATE_FILE = "partition.state"
@@ -87,9 +88,9 @@ class SharedState:
         self.path = path
         flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
         try:
-            self.fd = os.open(path, flags, 0o644)
+            self.fd = _io.open(path, flags, 0o644)
             if os.fstat(self.fd).st_size < STATE_SIZE:
-                os.ftruncate(self.fd, STATE_SIZE)  # zero-filled: magic absent = not valid
+                _io.ftruncate(self.fd, STATE_SIZE)  # zero-filled: magic absent = not valid
             self.mm = mmap.mmap(self.fd, STATE_SIZE)
         except OSError as e:
             raise StorageError(f"cannot open partition state {path}: {e.strerror}",
@@ -208,10 +209,10 @@ class DirNotifier:
 
     def __init__(self, path):
         self.path = path
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        fd = _io.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
         try:
             if os.fstat(fd).st_size < STATE_SIZE:
-                os.ftruncate(fd, STATE_SIZE)
+                _io.ftruncate(fd, STATE_SIZE)
             self.mm = mmap.mmap(fd, STATE_SIZE)
         finally:
             os.close(fd)
@@ -252,11 +253,7 @@ class DirNotifier:
 
 
 def fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    _io.fsync_dir(path)
 
 
 def write_atomic(path, data: bytes):
@@ -264,16 +261,16 @@ def write_atomic(path, data: bytes):
     path = os.fspath(path)
     # A short temp name: "<name>.tmp" could pass NAME_MAX for a 249-character topic.
     tmp = os.path.join(os.path.dirname(path), f".{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o644)
+    fd = _io.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o644)
     try:
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
+            view = view[_io.write(fd, view):]
+        _io.fsync(fd)
     finally:
         os.close(fd)
-    os.replace(tmp, path)
-    fsync_dir(os.path.dirname(path) or ".")
+    _io.replace(tmp, path)
+    _io.fsync_dir(os.path.dirname(path) or ".")
 
 
 TEMP_RE = re.compile(r"^\.\d+\.tmp$")
@@ -285,7 +282,7 @@ def remove_temp_files(dir_path, match=TEMP_RE.match):
     for name in os.listdir(dir_path):
         if match(name):
             try:
-                os.unlink(os.path.join(dir_path, name))
+                _io.unlink(os.path.join(dir_path, name))
             except FileNotFoundError:
                 pass
 
