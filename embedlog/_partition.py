@@ -30,6 +30,7 @@ import threading
 import time
 
 from . import _hotpath as hp
+from . import _io
 from . import _state as st
 from . import _cleaner, _failpoints
 from . import _replication
@@ -110,7 +111,7 @@ class Partition:
         self._pstate: dict[int, list] = {}
         self._pstate_end: int | None = None
         try:
-            os.makedirs(self.path, exist_ok=True)
+            _io.makedirs(self.path, exist_ok=True)
         except OSError as e:
             raise _storage_error(e, "creating partition folder", self.path) from e
         self.state = st.SharedState(os.path.join(self.path, st.STATE_FILE))
@@ -288,8 +289,8 @@ class Partition:
                     bases = bases[:i + 1]
                     last = True
                 if torn:
-                    hp.ftruncate(seg.open(), r.valid_size, seg.log_path)
-                    hp.fdatasync(seg.open(), seg.log_path)
+                    _io.ftruncate(seg.open(), r.valid_size, seg.log_path)
+                    _io.fdatasync(seg.open(), seg.log_path)
                 if not last:
                     seg.final_time_entry(r)
                 seg.write_indexes(r)
@@ -510,7 +511,7 @@ class Partition:
                 position = fields[st.F_ACTIVE_SIZE]
                 size = len(data)
                 try:
-                    hp.pwrite2(seg.open(), head, body, position, seg.log_path)
+                    _io.pwrite2(seg.open(), head, body, position, seg.log_path)
                     self._index_locked(seg, fields, position, size, last, max_ts, interval)
                 except OSError as e:
                     raise _storage_error(e, "append", seg.log_path) from e
@@ -660,7 +661,7 @@ class Partition:
                 fields[st.F_TIMEINDEX_ENTRIES] += 1
             old.index.truncate(fields[st.F_INDEX_ENTRIES])
             old.timeindex.truncate(fields[st.F_TIMEINDEX_ENTRIES])
-            hp.ftruncate(old.open(), fields[st.F_ACTIVE_SIZE], old.log_path)
+            _io.ftruncate(old.open(), fields[st.F_ACTIVE_SIZE], old.log_path)
             self._fsync(old.open(), old.log_path)
             for idx in (old.index, old.timeindex):
                 self._fsync(idx.open(), idx.path)
@@ -688,7 +689,7 @@ class Partition:
 
     def _fsync(self, fd, path):
         try:
-            hp.fdatasync(fd, path)
+            _io.fdatasync(fd, path)
         except OSError as e:
             self._failed = f"fdatasync of {path}: {e.strerror}"
             # fsyncgate: the kernel may have dropped the dirty pages. Nobody may trust the
