@@ -18,13 +18,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import threading
 import warnings
 from urllib.parse import unquote, urlparse
 
 from . import _config
 from . import _hotpath as hp
+from . import _io
 from ._errors import (ConfigError, EmbedlogError, FormatVersionError, InvalidPartitionsError, InvalidTopicError,
                       LockTimeoutError, LogClosedError, StorageError, TopicExistsError,
                       UnknownTopicOrPartitionError)
@@ -284,7 +284,7 @@ class Log:
         self._closed = False
         self._mutex = threading.RLock()
         self._init_dir(create)
-        self._lock_fd = os.open(os.path.join(self.path, ".lock"),
+        self._lock_fd = _io.open(os.path.join(self.path, ".lock"),
                                 os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
         self.notifier = DirNotifier(os.path.join(self.path, NOTIFY_FILE))
 
@@ -314,7 +314,7 @@ class Log:
             raise FormatVersionError(
                 f"{self.path} exists, is not empty and has no {MARKER}: refusing to use it as a log directory")
         try:
-            os.makedirs(os.path.join(self.path, TOPICS_DIR), exist_ok=True)
+            _io.makedirs(os.path.join(self.path, TOPICS_DIR), exist_ok=True)
             write_atomic(marker, json.dumps({"format": FORMAT_NAME, "version": FORMAT_VERSION}).encode() + b"\n")
             fsync_dir(os.path.dirname(self.path))
         except OSError as e:
@@ -402,7 +402,7 @@ class Log:
                 for p in range(partitions):
                     pdir = os.path.join(self.path, f"{name}-{p}")
                     if os.path.exists(pdir):    # debris of a create that crashed
-                        shutil.rmtree(pdir)
+                        _io.rmtree(pdir)
                     Partition(pdir, name, p, values, lock_timeout=self.lock_timeout).close()
                 fsync_dir(self.path)
                 meta = {"name": name, "partitions": partitions, "config": overrides,
@@ -477,7 +477,7 @@ class Log:
             for p in range(current, total):
                 pdir = os.path.join(self.path, f"{name}-{p}")
                 if os.path.exists(pdir):
-                    shutil.rmtree(pdir)
+                    _io.rmtree(pdir)
                 Partition(pdir, name, p, values, lock_timeout=self.lock_timeout).close()
             fsync_dir(self.path)
             meta["partitions"] = total
@@ -536,11 +536,11 @@ class Log:
             t = self._topics.pop(name, None)
             if t is not None:
                 t.close()
-            os.unlink(self._meta_path(name))          # the commit point
+            _io.unlink(self._meta_path(name))          # the commit point
             fsync_dir(os.path.join(self.path, TOPICS_DIR))
             self.notifier.bump_metadata()             # group members drop its partitions
             for p in range(meta["partitions"]):
-                shutil.rmtree(os.path.join(self.path, f"{name}-{p}"), ignore_errors=True)
+                _io.rmtree(os.path.join(self.path, f"{name}-{p}"), ignore_errors=True)
 
     def _drop_retired(self):
         """Release the handles of topics deleted by other processes without a flush or a
