@@ -121,8 +121,11 @@ def makedirs(path, exist_ok: bool = False):
 def rmtree(path, ignore_errors: bool = False):
     """shutil.rmtree, one `unlink` per file and one `rmdir` per folder (deepest first).
     Links are removed, never followed."""
+    path = os.fspath(path)
     try:
-        _rmtree(os.fspath(path))
+        if os.path.islink(path):       # as shutil.rmtree: never delete what a link points at
+            raise OSError(40, "Cannot call rmtree on a symbolic link", path)
+        _rmtree(path)
     except OSError:
         if not ignore_errors:
             raise
