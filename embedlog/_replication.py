@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import threading
 import time
 
 from . import _hotpath as hp
+from . import _io
 from . import _state as st
 from ._errors import (EmbedlogError, FormatVersionError, InvalidReplicationFactorError, LogClosedError,
                       StorageError)
@@ -111,7 +111,7 @@ def init_mirror_dir(mirror_path, primary_path):
     elif os.path.isdir(mirror_path) and os.listdir(mirror_path):
         raise StorageError(f"{mirror_path} exists, is not empty and is no embedlog directory: "
                            "refusing to use it as a mirror", path=mirror_path)
-    os.makedirs(os.path.join(mirror_path, "topics"), exist_ok=True)
+    _io.makedirs(os.path.join(mirror_path, "topics"), exist_ok=True)
     st.write_atomic(marker, json.dumps(mirror_marker(primary_path)).encode() + b"\n")
 
 
@@ -255,7 +255,7 @@ class PartitionMirror:
         try:
             for ext in (".log", ".index", ".timeindex"):
                 fds.append(os.open(stem_src + ext, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)))
-                fds.append(os.open(stem_dst + ext, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0)))
+                fds.append(_io.open(stem_dst + ext, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0)))
         except OSError:
             for fd in fds:
                 os.close(fd)
@@ -276,10 +276,10 @@ class PartitionMirror:
             if new != old:
                 _copy_fds(fds[2 + 2 * k], fds[3 + 2 * k], min(old, new) * width, new * width, self.path)
                 if new < old:
-                    hp.ftruncate(fds[3 + 2 * k], new * width, self.path)
+                    _io.ftruncate(fds[3 + 2 * k], new * width, self.path)
                 a[3 + k] = new
         if durable:
-            hp.fdatasync(fds[1], self.path)
+            _io.fdatasync(fds[1], self.path)
         self._record(fields, durable, started)
 
     def _record(self, fields, durable: bool, started: int):
@@ -303,13 +303,13 @@ class PartitionMirror:
         if not os.path.isdir(self.path):
             if not os.path.isdir(self.root):
                 raise FileNotFoundError(2, "mirror directory is missing", self.root)
-            os.makedirs(self.path, exist_ok=True)
+            _io.makedirs(self.path, exist_ok=True)
         if not self.flags() & VERIFIED:
             # A former primary's own state must not outlive its demotion: a later promotion
             # would trust it. A mirror folder holds segments and indexes only.
             for name in PRIMARY_ONLY_FILES:
                 try:
-                    os.unlink(os.path.join(self.path, name))
+                    _io.unlink(os.path.join(self.path, name))
                 except FileNotFoundError:
                     pass
         _copy_topic_config_of(self)
@@ -385,7 +385,7 @@ def _copy_topic_config_of(mirror):
     key = (s.st_ino, s.st_mtime_ns, s.st_size)
     if mirror._config_seen == key:
         return
-    os.makedirs(os.path.join(mirror.root, "topics"), exist_ok=True)
+    _io.makedirs(os.path.join(mirror.root, "topics"), exist_ok=True)
     with open(src, "rb") as f:
         data = f.read()
     st.write_atomic(os.path.join(mirror.root, "topics", mirror.part.topic + ".json"), data)
@@ -393,13 +393,13 @@ def _copy_topic_config_of(mirror):
 
 
 def _create(path):
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644))
+    os.close(_io.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644))
 
 
 def _fdatasync_path(path):
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     try:
-        hp.fdatasync(fd, path)
+        _io.fdatasync(fd, path)
     finally:
         os.close(fd)
 
@@ -410,18 +410,18 @@ def _copy_fds(sfd: int, dfd: int, start: int, end: int, where):
         buf = os.pread(sfd, min(COPY_CHUNK, end - pos), pos)
         if not buf:
             raise OSError(5, f"the primary's file ended at {pos}, expected {end} bytes", where)
-        hp.pwrite_all(dfd, buf, pos, where)
+        _io.pwrite_all(dfd, buf, pos, where)
         pos += len(buf)
 
 
 def _copy_range(src, dst, start: int, end: int, *, truncate: bool):
     """dst[start:end] = src[start:end]; with truncate, dst ends at `end`."""
     sfd = os.open(src, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    dfd = os.open(dst, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
+    dfd = _io.open(dst, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
     try:
         _copy_fds(sfd, dfd, start, end, dst)
         if truncate and os.fstat(dfd).st_size != end:
-            hp.ftruncate(dfd, end, dst)
+            _io.ftruncate(dfd, end, dst)
     finally:
         os.close(sfd)
         os.close(dfd)
@@ -429,9 +429,9 @@ def _copy_range(src, dst, start: int, end: int, *, truncate: bool):
 
 def _copy_file(src, dst):
     tmp = dst + ".mirror"
-    shutil.copyfile(src, tmp)
+    _io.copyfile(src, tmp)
     _fdatasync_path(tmp)
-    os.replace(tmp, dst)
+    _io.replace(tmp, dst)
 
 
 def common_prefix(src, dst, src_size: int) -> int:
@@ -639,7 +639,7 @@ def promote(mirror_path, *, fence: bool = True) -> dict:
         if os.path.isdir(pdir) and name not in ("topics", "groups"):
             for f in PRIMARY_ONLY_FILES:
                 try:
-                    os.unlink(os.path.join(pdir, f))
+                    _io.unlink(os.path.join(pdir, f))
                 except FileNotFoundError:
                     pass
     write_replicas(mirror_path, new_registry)
