@@ -43,7 +43,6 @@ import time
 import pytest
 
 from . import _sweep
-from .conftest import soak_enabled
 
 WORKER = os.path.join(os.path.dirname(__file__), "_sweep.py")
 CASE_TIMEOUT = 30.0
@@ -237,7 +236,7 @@ def judge(case: dict, res: dict) -> str | None:
 
 def sweep(fixture_log, cases, label):
     root, template, model, model_path = fixture_log
-    workers = int(os.environ.get("EMBEDLOG_SWEEP_WORKERS", "2" if soak_enabled() else "1"))
+    workers = int(os.environ.get("EMBEDLOG_SWEEP_WORKERS", "2" if len(cases) > 5000 else "1"))
     t = time.monotonic()
     results = run_cases(root, template, model_path, cases, workers)
     elapsed = time.monotonic() - t
@@ -268,16 +267,29 @@ def sweep(fixture_log, cases, label):
 
 def test_bit_flips(fixture_log):
     _root, _tpl, model, _ = fixture_log
-    cases = flip_cases(model, exhaustive=soak_enabled())
-    counts = sweep(fixture_log, cases, "bit flips")
+    counts = sweep(fixture_log, flip_cases(model, exhaustive=False), "bit flips")
     # The sweep exercised every kind of outcome it claims to judge.
     assert counts["error"] > 100 and counts["intact"] > 100, counts
 
 
+@pytest.mark.soak
+def test_bit_flips_exhaustive(fixture_log):
+    """Every bit of every byte of every region, after a reboot and under live readers."""
+    _root, _tpl, model, _ = fixture_log
+    sweep(fixture_log, flip_cases(model, exhaustive=True), "bit flips (all)")
+
+
 def test_truncations(fixture_log):
     _root, _tpl, model, _ = fixture_log
-    counts = sweep(fixture_log, truncate_cases(model, exhaustive=soak_enabled()), "truncations")
+    counts = sweep(fixture_log, truncate_cases(model, exhaustive=False), "truncations")
     assert counts["truncated"] > 50, counts
+
+
+@pytest.mark.soak
+def test_truncations_exhaustive(fixture_log):
+    """Every byte of every region, after a reboot and under live readers."""
+    _root, _tpl, model, _ = fixture_log
+    sweep(fixture_log, truncate_cases(model, exhaustive=True), "truncations (all)")
 
 
 def test_garbage_files(fixture_log):

@@ -24,7 +24,6 @@ import embedlog
 from embedlog import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from .checker import Send, Session, check, summary
-from .conftest import soak_enabled
 
 PRODUCER = os.path.join(os.path.dirname(__file__), "_producer_proc.py")
 TOPIC = "h"
@@ -128,7 +127,15 @@ def run_history(tmp_path, per_producer: int, kill_after: int):
 
 
 def test_producers_and_a_tailing_consumer(tmp_path):
-    per = 2000 if not soak_enabled() else 20000
+    _history_test(tmp_path, 2000)
+
+
+@pytest.mark.soak
+def test_producers_and_a_tailing_consumer_soak(tmp_path):
+    _history_test(tmp_path, 25000)
+
+
+def _history_test(tmp_path, per):
     report, producers, errors, ends = run_history(tmp_path, per, kill_after=per // 3)
     assert not errors, errors[:5]
     assert report["valid"], summary(report)
