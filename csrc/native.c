@@ -507,11 +507,56 @@ int64_t el_slices_format(const int32_t *key_off, const int32_t *key_len,
 
 /* ------------------------------------------------------------------ file I/O */
 
+/* The I/O table (SQLite's VFS idea, embedlog/_io.py): the loops below reach the system
+ * only through these pointers, so a test can make a call return a short count, EINTR
+ * or an error, and check what the loop does with it. No raw syscall(). */
+static int64_t sys_pwrite(int fd, const void *buf, size_t len, int64_t pos)
+{
+    return pwrite(fd, buf, len, (off_t)pos);
+}
+
+static int64_t sys_pwritev2(int fd, const void *a, size_t alen, const void *b, size_t blen, int64_t pos)
+{
+    struct iovec iov[2] = {{(void *)a, alen}, {(void *)b, blen}};
+    return pwritev(fd, iov, 2, (off_t)pos);
+}
+
+static int64_t sys_pread(int fd, void *buf, size_t len, int64_t pos)
+{
+    return pread(fd, buf, len, (off_t)pos);
+}
+
+static int sys_fdatasync(int fd)
+{
+#if defined(__APPLE__)
+    if (fcntl(fd, F_FULLFSYNC) == 0) return 0;
+    return fsync(fd);
+#else
+    return fdatasync(fd);
+#endif
+}
+
+static int sys_ftruncate(int fd, int64_t len)
+{
+    return ftruncate(fd, (off_t)len);
+}
+
+el_vfs_t el_vfs = {sys_pwrite, sys_pwritev2, sys_pread, sys_fdatasync, sys_ftruncate};
+
+void el_vfs_reset(void)
+{
+    el_vfs.pwrite = sys_pwrite;
+    el_vfs.pwritev2 = sys_pwritev2;
+    el_vfs.pread = sys_pread;
+    el_vfs.fdatasync = sys_fdatasync;
+    el_vfs.ftruncate = sys_ftruncate;
+}
+
 int el_pwrite_all(int fd, const void *buf_, size_t len, int64_t pos)
 {
     const uint8_t *buf = buf_;
     while (len) {
-        ssize_t w = pwrite(fd, buf, len, (off_t)pos);
+        int64_t w = el_vfs.pwrite(fd, buf, len, pos);
         if (w < 0) {
             if (errno == EINTR) continue;
             return -1;
@@ -526,9 +571,8 @@ int el_pwrite_all(int fd, const void *buf_, size_t len, int64_t pos)
 
 int el_pwrite2(int fd, const void *a_, size_t alen, const void *b_, size_t blen, int64_t pos)
 {
-    struct iovec iov[2] = {{(void *)a_, alen}, {(void *)b_, blen}};
-    ssize_t w;
-    do { w = pwritev(fd, iov, 2, (off_t)pos); } while (w < 0 && errno == EINTR);
+    int64_t w;
+    do { w = el_vfs.pwritev2(fd, a_, alen, b_, blen, pos); } while (w < 0 && errno == EINTR);
     if (w < 0) return -1;
     if ((size_t)w == alen + blen) return 0;
     /* A short write: finish what is left with the single-buffer loop. */
@@ -536,7 +580,7 @@ int el_pwrite2(int fd, const void *a_, size_t alen, const void *b_, size_t blen,
         if (el_pwrite_all(fd, (const uint8_t *)a_ + w, alen - (size_t)w, pos + w) < 0) return -1;
         return el_pwrite_all(fd, b_, blen, pos + (int64_t)alen);
     }
-    return el_pwrite_all(fd, (const uint8_t *)b_ + (w - (ssize_t)alen), blen - (size_t)(w - (ssize_t)alen), pos + w);
+    return el_pwrite_all(fd, (const uint8_t *)b_ + (w - (int64_t)alen), blen - (size_t)(w - (int64_t)alen), pos + w);
 }
 
 int64_t el_pread_all(int fd, void *buf_, size_t len, int64_t pos)
@@ -544,7 +588,7 @@ int64_t el_pread_all(int fd, void *buf_, size_t len, int64_t pos)
     uint8_t *buf = buf_;
     size_t got = 0;
     while (got < len) {
-        ssize_t r = pread(fd, buf + got, len - got, (off_t)(pos + (int64_t)got));
+        int64_t r = el_vfs.pread(fd, buf + got, len - got, pos + (int64_t)got);
         if (r < 0) {
             if (errno == EINTR) continue;
             return -1;
@@ -557,20 +601,15 @@ int64_t el_pread_all(int fd, void *buf_, size_t len, int64_t pos)
 
 int el_fdatasync(int fd)
 {
-#if defined(__APPLE__)
-    if (fcntl(fd, F_FULLFSYNC) == 0) return 0;
-    return fsync(fd);
-#else
     int rc;
-    do { rc = fdatasync(fd); } while (rc < 0 && errno == EINTR);
+    do { rc = el_vfs.fdatasync(fd); } while (rc < 0 && errno == EINTR);
     return rc;
-#endif
 }
 
 int el_ftruncate(int fd, int64_t len)
 {
     int rc;
-    do { rc = ftruncate(fd, (off_t)len); } while (rc < 0 && errno == EINTR);
+    do { rc = el_vfs.ftruncate(fd, len); } while (rc < 0 && errno == EINTR);
     return rc;
 }
 

@@ -90,6 +90,22 @@ typedef struct {
 int64_t el_scan_fd(int fd, int64_t pos, int64_t end, void *scratch, size_t scratch_len,
                    el_batch_info *out, int64_t cap, int64_t *stop_pos, int *stop_reason);
 
+/* The I/O table (SQLite's VFS idea): the file functions below reach the system only
+ * through these pointers, which default to the system's calls (pwrite, pwritev of two
+ * buffers, pread, fdatasync or F_FULLFSYNC, ftruncate). Each returns what the system
+ * call does: a count, or 0, or -1 with errno set. Tests point them at their own
+ * functions (cffi callbacks) to return short counts, EINTR or errors to the retry
+ * loops; el_vfs_reset() puts the system's back. Not thread-safe to change while in use. */
+typedef struct {
+    int64_t (*pwrite)(int fd, const void *buf, size_t len, int64_t pos);
+    int64_t (*pwritev2)(int fd, const void *a, size_t alen, const void *b, size_t blen, int64_t pos);
+    int64_t (*pread)(int fd, void *buf, size_t len, int64_t pos);
+    int (*fdatasync)(int fd);
+    int (*ftruncate)(int fd, int64_t len);
+} el_vfs_t;
+extern el_vfs_t el_vfs;
+void el_vfs_reset(void);
+
 int el_pwrite_all(int fd, const void *buf, size_t len, int64_t pos);
 /* Write a then b at pos (one pwritev when possible), retrying short writes. */
 int el_pwrite2(int fd, const void *a, size_t alen, const void *b, size_t blen, int64_t pos);
