@@ -64,11 +64,13 @@ def write_prefix(op: str, args, k: int) -> int:
 
 def tear_length(n: int, tear, rng: random.Random) -> int:
     """How many of n bytes a torn write keeps: tear is a fraction in [0, 1], "random"
-    (uniform in [0, n)), or an int (clamped)."""
+    (uniform in [0, n)), "len-1", or an int (clamped)."""
     if n == 0:
         return 0
     if tear == "random":
         return rng.randrange(n)
+    if tear == "len-1":
+        return n - 1
     if isinstance(tear, float):
         return min(n - 1, int(n * tear)) if tear < 1 else n
     return max(0, min(n, tear))
