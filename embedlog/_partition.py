@@ -398,7 +398,7 @@ class Partition:
         errors = _replication.refresh(self, durable=True, wait=1.0)
         have = _replication.isr_size(self)
         if have < need:
-            why = "; ".join(str(e) for e in errors)
+            why = "; ".join([str(e) for e in errors] or [m.why_not() for m in self.mirrors if not m.in_isr()])
             raise NotEnoughReplicasError(
                 f"{self.topic}-{self.partition} has {have} in-sync replica(s), min.insync.replicas={need}"
                 + (f" ({why})" if why else "") + "; nothing was written")
@@ -408,13 +408,18 @@ class Partition:
         min.insync.replicas replicas do, or NOT_ENOUGH_REPLICAS_AFTER_APPEND."""
         errors = []
         todo = []
+        now = now_ms()
+        lag_max = self.config["replica.lag.time.max.ms"]
         for m in self.mirrors:
-            # The ISR, and mirrors not yet verified (new, or after a restart: Kafka starts a
-            # new partition with every replica in sync) that come in by catching up here.
+            # The ISR, and the healthy mirrors about to join it: never verified yet (new, or
+            # after a restart: Kafka starts a partition with every replica in sync), or
+            # caught up within replica.lag.time.max.ms. A mirror that is out for lagging is
+            # left to the replicator: acks=all does not wait for a slow disk.
             flags = m.flags()
-            if m.root is not None and (flags & _replication.IN_ISR or not flags & (_replication.VERIFIED |
-                                                                                    _replication.FAILED)) \
-                    and m.get(_replication.DURABLE) < end_offset:
+            if m.root is None or flags & _replication.FAILED or m.get(_replication.DURABLE) >= end_offset:
+                continue
+            if flags & _replication.IN_ISR or not flags & _replication.VERIFIED or \
+                    now - m.get(_replication.CAUGHT_UP) <= lag_max:
                 todo.append(m)
 
         def copy(m):      # copies (and syncs) other writers' appends too: group commit
@@ -434,7 +439,7 @@ class Partition:
         acked = 1 + sum(1 for m in self.mirrors if m.in_isr() and m.get(_replication.DURABLE) >= end_offset)
         need = self.config["min.insync.replicas"]
         if acked < need:
-            why = "; ".join(str(e) for e in errors)
+            why = "; ".join([str(e) for e in errors] or [m.why_not() for m in self.mirrors if not m.in_isr()])
             raise NotEnoughReplicasAfterAppendError(
                 f"{self.topic}-{self.partition}: written on the primary but only {acked} replica(s) hold it "
                 f"durably, min.insync.replicas={need}" + (f" ({why})" if why else "") + "; not acknowledged")

@@ -178,6 +178,8 @@ class PartitionMirror:
         self._closed_ok: dict[int, tuple] = {}     # base -> primary (ino, size, mtime) known copied
         self._active = None    # [segments version, base, fds (src/dst log, index, timeindex), entries...]
         self._config_seen = None
+        self.last_error = None            # the last copy failure seen by this process
+        self._active_file = None          # (base, inode) of the primary file last copied as active
         self._mutex = threading.Lock()
 
     def set_root(self, root: str | None):
@@ -209,6 +211,14 @@ class PartitionMirror:
     def in_isr(self) -> bool:
         return self.root is not None and bool(self.flags() & IN_ISR)
 
+    def why_not(self) -> str:
+        """Why this mirror does not count, for error messages."""
+        if self.root is None:
+            return f"mirror {self.replica_id} was removed"
+        if self.flags() & FAILED:
+            return self.last_error or f"mirror {self.replica_id} failed (see `embedlog replicas status`)"
+        return f"mirror {self.replica_id} is out of the in-sync set (lag {self.part._fields()[st.F_LOG_END] - self.get(LEO)})"
+
     # -- copying
     def sync(self, durable: bool, lock_timeout: float | None) -> bool:
         """Copy what the primary published and the mirror lacks (fdatasync'd if durable).
@@ -224,9 +234,11 @@ class PartitionMirror:
                 self.close()
                 self.set(FLAGS, (self.flags() | FAILED) & ~VERIFIED)
                 self.set(FAILED_MS, now_ms())
-                raise StorageError(f"mirroring {self.part.topic}-{self.part.partition} to {self.path} failed: "
+                err = StorageError(f"mirroring {self.part.topic}-{self.part.partition} to {self.path} failed: "
                                    f"{e.strerror or e}", path=getattr(e, "filename", None) or self.path,
-                                   errno=e.errno) from e
+                                   errno=e.errno)
+                self.last_error = str(err)
+                raise err from e
             finally:
                 self.part.state.unlock(COPY_LOCK_BASE + self.slot)
         return True
@@ -262,6 +274,7 @@ class PartitionMirror:
             return
         self._active = [fields[st.F_SEGMENTS_VERSION], base, fds, fields[st.F_INDEX_ENTRIES],
                         fields[st.F_TIMEINDEX_ENTRIES]]
+        self._active_file = (base, os.fstat(fds[0]).st_ino)
 
     def _sync_fast(self, fields, durable: bool, started: int):
         """The common case: same segments as last time; append the new bytes of the active
@@ -362,9 +375,24 @@ class PartitionMirror:
             return False
         dst = os.path.join(self.path, segment_name(base) + ".log")
         created = not os.path.exists(dst)
-        if base == prev_base and not created:
-            # It was our active segment: only its tail is missing.
+        # Never spread damage: a closed segment of the primary that does not scan valid to
+        # its end (bit rot, a torn tail) is not copied; the mirror keeps its good copy for
+        # `embedlog replicas repair`. Checked once per version of the file (CRC at GB/s).
+        try:
+            r = src.scan(base, 1 << 30, end=s.st_size, dense=False)
+        finally:
+            src.close()
+        if r.valid_size < s.st_size:
+            self.last_error = (f"{src.log_path} is damaged at position {r.valid_size}: not copied to "
+                               f"{self.path} (repair it from there: embedlog replicas repair)")
+            return False
+        if base == prev_base and not created and self._active_file == (base, s.st_ino):
+            # It was the active segment this handle copied from, the same file (not one
+            # the cleaner rewrote since): only its tail is missing.
             _copy_range(src.log_path, dst, min(self.get(SIZE), os.path.getsize(dst)), s.st_size, truncate=True)
+        elif base == prev_base and not created:
+            # Someone else's copy, or a rewritten file: keep only what matches, then copy on.
+            _copy_range(src.log_path, dst, common_prefix(src.log_path, dst, s.st_size), s.st_size, truncate=True)
         elif created or os.path.getsize(dst) != s.st_size or common_prefix(src.log_path, dst, s.st_size) != s.st_size:
             _copy_file(src.log_path, dst)    # new, compacted or divergent: whole file, via a temp
             created = True
