@@ -8,6 +8,7 @@ meaning on one node are accepted and documented as no-ops (`noop=True`).
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -140,6 +141,9 @@ def _unknown(name: str, table: dict, scope: str) -> ConfigError:
 
 def validate(config: dict | None, table: dict, scope: str) -> dict:
     """Normalized copy of `config`; raises ConfigError naming the first bad key."""
+    if config is not None and not isinstance(config, Mapping):
+        raise ConfigError(f"{scope} config must be a dict of Kafka config keys, not {type(config).__name__} "
+                          f"{config!r:.60}")
     out = {}
     for name, value in (config or {}).items():
         key = table.get(name)
