@@ -42,6 +42,7 @@ NOTIFY_FILE = ".notify"
 TOPICS_DIR = "topics"
 TOPIC_RE = re.compile(r"[a-zA-Z0-9._-]+")
 MAX_TOPIC_LENGTH = 249
+MAX_PARTITIONS = 2**31 - 1      # Kafka's partition count is an int32 (CreateTopics, CreatePartitions)
 
 
 def validate_topic_name(name) -> str:
@@ -385,8 +386,9 @@ class Log:
         config names; unknown names and bad values raise ConfigError before any file exists."""
         self._check_open()
         validate_topic_name(name)
-        if not isinstance(partitions, int) or isinstance(partitions, bool) or partitions < 1:
-            raise InvalidPartitionsError(f"partitions must be a positive integer, not {partitions!r}")
+        if not isinstance(partitions, int) or isinstance(partitions, bool) or not 1 <= partitions <= MAX_PARTITIONS:
+            raise InvalidPartitionsError(f"partitions must be an integer from 1 to {MAX_PARTITIONS} (Kafka's "
+                                         f"int32), not {partitions!r}")
         values = _config.topic_config(config)
         overrides = _config.topic_overrides(values)
         with self._mutex, self._dir_lock():
@@ -464,7 +466,7 @@ class Log:
         with self._mutex, self._dir_lock():
             meta = self._existing_meta(name)
             current = meta["partitions"]
-            if not isinstance(total, int) or isinstance(total, bool) or total <= current:
+            if not isinstance(total, int) or isinstance(total, bool) or not current < total <= MAX_PARTITIONS:
                 raise InvalidPartitionsError(
                     f"topic {name!r} has {current} partitions; the new count must be larger "
                     f"(partitions can be added, never removed), not {total!r}")
