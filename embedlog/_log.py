@@ -297,9 +297,12 @@ class Log:
                     doc = json.load(f)
             except (OSError, ValueError) as e:
                 raise FormatVersionError(f"{marker} is unreadable ({e}); is this an embedlog directory?") from e
-            if doc.get("format") != FORMAT_NAME:
+            if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
                 raise FormatVersionError(f"{marker} does not describe an embedlog directory")
-            if doc.get("version", 0) > FORMAT_VERSION:
+            version = doc.get("version", 0)
+            if not isinstance(version, (int, float)) or isinstance(version, bool):
+                raise FormatVersionError(f"{marker} has a version that is not a number: {version!r}")
+            if version > FORMAT_VERSION:
                 raise FormatVersionError(
                     f"{self.path} was written by a newer embedlog (format version {doc.get('version')}; "
                     f"this one reads up to {FORMAT_VERSION}): upgrade embedlog")
