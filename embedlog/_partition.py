@@ -211,6 +211,7 @@ class Partition:
             raise _storage_error(e, "recovery", getattr(e, "filename", None) or self.path) from e
 
     def _recover_files_locked(self) -> list[int]:
+        ck = st.read_checkpoint(self.path)      # first: a newer version is refused before any write
         self.state.set_in_append(os.getpid())   # a crash during recovery re-runs it
         st.remove_temp_files(self.path)
         _cleaner.finish_swap(self.path)         # a committed swap completes (FORMAT.md §14)
@@ -223,7 +224,6 @@ class Partition:
             self.state.swap_end(self.state.swap_word())
         self._gaps = os.path.exists(os.path.join(self.path, _cleaner.CLEANER_CHECKPOINT))
         self.state.reset_replication()          # mirrors are verified again before they count
-        ck = st.read_checkpoint(self.path)
         interval = self.config["index.interval.bytes"]
         bases = list_segments(self.path)
         for base in list(self._segments):
