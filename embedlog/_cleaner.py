@@ -57,7 +57,12 @@ def read_cleaner_checkpoint(dir_path) -> dict | None:
         return None
     except (OSError, ValueError):
         return {"version": CHECKPOINT_VERSION, "first_dirty_offset": 0}   # damaged: clean it all again
-    if doc.get("version", 0) > CHECKPOINT_VERSION:
+    version = doc.get("version", 0) if isinstance(doc, dict) else None
+    if not isinstance(version, int) or isinstance(version, bool) or \
+            not isinstance(doc.get("first_dirty_offset", 0), int) or \
+            not isinstance(doc.get("next_horizon"), (int, type(None))):
+        return {"version": CHECKPOINT_VERSION, "first_dirty_offset": 0}   # damaged: clean it all again
+    if version > CHECKPOINT_VERSION:
         raise FormatVersionError(f"{path} was written by a newer embedlog (cleaner checkpoint version "
                                  f"{doc.get('version')}, this one reads up to {CHECKPOINT_VERSION})")
     return doc
