@@ -25,6 +25,8 @@ _MAINTAIN_EVERY = 0.005      # seconds between group / auto-commit checks
 _monotonic = time.monotonic
 _EMPTY = ()
 
+INT64_MAX = 2**63 - 1             # offsets are int64 in OffsetCommitValue
+
 
 class _Fetched(Message):
     """A consumed record: fields are read from the fetched chunk's columns on access."""
@@ -606,7 +608,7 @@ class Consumer:
             for tp in offsets:
                 if not isinstance(tp, TopicPartition):
                     raise TypeError(f"expected TopicPartition, not {type(tp).__name__}")
-                if tp.offset < 0:
+                if not 0 <= tp.offset <= INT64_MAX:
                     raise KafkaException(KafkaError(KafkaError._INVALID_ARG,
                                                     f"cannot commit offset {tp.offset} for {tp.topic} [{tp.partition}]"))
                 todo.append((tp.topic, tp.partition, tp.offset, tp.metadata or ""))
@@ -630,6 +632,8 @@ class Consumer:
             err = KafkaError(e.code, str(e))
         except EmbedlogError as e:
             err = error_from(e)
+        except ValueError as e:      # nothing written: an offset or metadata the record cannot hold
+            err = KafkaError(KafkaError._INVALID_ARG, str(e))
         if asynchronous:
             self._commit_results.append((err, parts))
             return None

@@ -27,6 +27,8 @@ _VALUE_VERSION = 3
 
 def _string(s: str) -> bytes:
     b = s.encode()
+    if len(b) > 32767:
+        raise ValueError(f"a string of {len(b)} bytes does not fit an offset commit (at most 32767): {s[:40]!r}...")
     return struct.pack(">h", len(b)) + b
 
 
@@ -53,6 +55,8 @@ def decode_key(buf: bytes):
 
 
 def encode_value(offset: int, metadata: str = "", timestamp: int | None = None) -> bytes:
+    if not isinstance(offset, int) or isinstance(offset, bool) or not 0 <= offset < 2**63:
+        raise ValueError(f"a committed offset must be an int64 >= 0, not {offset!r}")
     return (struct.pack(">hqi", _VALUE_VERSION, offset, -1) + _string(metadata or "")
             + struct.pack(">q", now_ms() if timestamp is None else timestamp))
 
