@@ -205,7 +205,10 @@ def encode_batch(values, keys=None, timestamps=None, headers=None, *, compressio
     offsets, with gaps), `last_offset_delta` (kept from the original batch),
     `base_timestamp` (a delete horizon: record timestamps become deltas from it),
     `max_timestamp` and `extra_attributes` (LogAppendTime, delete-horizon bits)."""
-    n = len(values)
+    try:
+        n = len(values)
+    except TypeError:
+        raise TypeError(f"values must be a list of bytes or None, not {type(values).__name__}") from None
     if n == 0:
         raise ValueError("a batch needs at least one record")
     if keys is None:
@@ -216,6 +219,8 @@ def encode_batch(values, keys=None, timestamps=None, headers=None, *, compressio
     value_blob, value_lens = _as_bytes_list(values, "value")
     if timestamps is None:
         ts = now_ms() if timestamp is None else timestamp
+        if not isinstance(ts, int) or isinstance(ts, bool) or not -2**63 <= ts < 2**63:
+            raise ValueError(f"timestamp must be an int64 (epoch milliseconds), not {ts!r}")
         base_ts = max_ts = ts
         ts_arr = hp.NULL
     else:
@@ -225,6 +230,8 @@ def encode_batch(values, keys=None, timestamps=None, headers=None, *, compressio
             ts_arr = array("q", timestamps)
         except TypeError:
             raise TypeError("timestamps must be integers (epoch milliseconds)") from None
+        except OverflowError:
+            raise ValueError("timestamps must fit a signed 64-bit integer (epoch milliseconds)") from None
         base_ts = ts_arr[0]
         max_ts = max(ts_arr)
         ts_arr = hp.i64(ts_arr)
