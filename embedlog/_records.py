@@ -338,7 +338,10 @@ def parse_header(buf, position: int = 0, *, verify_crc: bool = True, path=None,
                  file_position: int | None = None) -> BatchHeader:
     """Header of the whole batch at buf[position:]; CorruptRecordError if it is not one."""
     h = hp.new("el_batch_header *")
-    cbuf = hp.from_buffer(buf)
+    try:
+        cbuf = hp.from_buffer(buf)
+    except TypeError:
+        raise TypeError(f"a batch must be a bytes-like object, not {type(buf).__name__}") from None
     rc = hp.lib.el_parse_header(cbuf + position, len(buf) - position, 1 if verify_crc else 0, h)
     if rc:
         where = file_position if file_position is not None else position
