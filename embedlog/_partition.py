@@ -946,6 +946,8 @@ class Partition:
         from the one holding `offset`, up to max_bytes (at least one batch). With
         max_records, reads in small steps and stops once that many records are covered."""
         self._check_open()
+        if not isinstance(offset, int) or isinstance(offset, bool):
+            raise TypeError(f"offset must be an int, not {type(offset).__name__}")
         return self._consistent(self._read_batches_once, offset, max_bytes, max_records)
 
     def _consistent(self, fn, *args):
