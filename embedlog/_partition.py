@@ -774,7 +774,7 @@ class Partition:
         if not isinstance(before_offset, int) or isinstance(before_offset, bool):
             raise TypeError(f"offset must be an int, not {type(before_offset).__name__}")
 
-        def move(fields):
+        def check(fields) -> int:
             hw = fields[st.F_HIGH_WATERMARK]
             target = hw if before_offset == -1 else before_offset
             if not 0 <= target <= hw:
@@ -782,6 +782,10 @@ class Partition:
                     f"cannot delete records before offset {before_offset} of {self.topic}-{self.partition} "
                     f"(high watermark {hw})", offset=before_offset,
                     log_start_offset=fields[st.F_LOG_START], log_end_offset=hw)
+            return target
+
+        def move(fields):
+            target = check(fields)
             if target > fields[st.F_LOG_START]:
                 ck = st.read_checkpoint(self.path)
                 st.write_checkpoint(self.path, clean=False, recovery_point=ck.get("recovery_point", 0),
@@ -789,6 +793,7 @@ class Partition:
                 fields[st.F_LOG_START] = target
                 self.state.publish(fields)
             return fields[st.F_LOG_START]
+        check(self._fields())    # refused before the lock: _with_append_lock marks the state in_append
         return self._with_append_lock(move)
 
     def _with_append_lock(self, change):
