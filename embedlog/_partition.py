@@ -378,6 +378,10 @@ class Partition:
             self._lock()
             try:
                 end_offset = self._append_locked(batches, headers, results)
+            except StorageError:
+                raise
+            except OSError as e:        # a checkpoint write (first append, roll): typed, naming its file
+                raise _storage_error(e, "append", e.filename or self.path) from e
             finally:
                 self.state.unlock(st.LOCK_APPEND)
         if sync and self.mirrors:

@@ -1,0 +1,32 @@
+"""Regression tests for what the I/O-fault and crash suites found (issue #8), one per fix.
+The fail-at-every-call loops in test_io_faults.py find each again if it comes back;
+these name the exact call that failed."""
+from __future__ import annotations
+
+import errno
+
+import pytest
+
+from embedlog import StorageError
+
+from . import crashpoints as cp
+from .iofault import FailAt, installed, open_fds
+
+
+@pytest.fixture
+def log_dir(tmp_path):
+    return str(tmp_path / "log")
+
+
+def test_a_failed_checkpoint_write_in_an_append_is_a_storage_error(log_dir):
+    """The first append of a handle rewrites a clean checkpoint; when that write failed the
+    append raised a bare OSError instead of StorageError."""
+    with cp.open_log(log_dir) as log:
+        log.create_topic("t")
+    with cp.open_log(log_dir) as log:
+        p = log.partition("t", 0)
+        with installed(FailAt(1, errno.ENOSPC, only=("write",))):
+            with pytest.raises(StorageError) as e:
+                p.append_records([b"x"])
+        assert e.value.errno == errno.ENOSPC and e.value.path.endswith(".tmp")
+        assert p.append_records([b"y"]).base_offset == 0          # and the next append works
