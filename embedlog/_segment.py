@@ -83,9 +83,13 @@ class Segment:
         """Create empty .log/.index/.timeindex (a leftover from a dead roll is emptied)."""
         seg = cls(dir_path, base_offset)
         flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
-        seg.fd = _io.open(seg.log_path, flags, 0o644)
-        for idx in (seg.index, seg.timeindex):
-            idx.fd = _io.open(idx.path, flags, 0o644)
+        try:
+            seg.fd = _io.open(seg.log_path, flags, 0o644)
+            for idx in (seg.index, seg.timeindex):
+                idx.fd = _io.open(idx.path, flags, 0o644)
+        except BaseException:
+            seg.close()          # the descriptors opened before the failure
+            raise
         return seg
 
     def delete_files(self):

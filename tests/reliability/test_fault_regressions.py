@@ -30,3 +30,19 @@ def test_a_failed_checkpoint_write_in_an_append_is_a_storage_error(log_dir):
                 p.append_records([b"x"])
         assert e.value.errno == errno.ENOSPC and e.value.path.endswith(".tmp")
         assert p.append_records([b"y"]).base_offset == 0          # and the next append works
+
+
+def test_a_failed_segment_create_leaks_no_descriptor(log_dir):
+    """Segment.create opened the .log, then failed to open the .index: the .log's
+    descriptor was never closed."""
+    with cp.open_log(log_dir) as log:
+        log.create_topic("t", config={"segment.bytes": 14})
+    before = open_fds()
+    with cp.open_log(log_dir) as log:
+        p = log.partition("t", 0)
+        p.append_records([b"first"])
+        with installed(FailAt(1, errno.EMFILE, only=("open",), path_filter="00000000000000000001.index")) as f:
+            with pytest.raises(StorageError):
+                p.append_records([b"rolls"])        # the roll creates 00000000000000000001.*
+        assert f.failed
+    assert open_fds() == before
