@@ -676,7 +676,11 @@ class Partition:
                 self._fsync(idx.open(), idx.path)
             base = fields[st.F_LOG_END]
             new = Segment.create(self.path, base)
-            st.fsync_dir(self.path)
+            try:
+                st.fsync_dir(self.path)
+            except BaseException:
+                new.close()
+                raise
         except OSError as e:
             raise _storage_error(e, "segment roll", old.log_path) from e
         self._adopt(new)

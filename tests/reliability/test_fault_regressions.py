@@ -46,3 +46,18 @@ def test_a_failed_segment_create_leaks_no_descriptor(log_dir):
                 p.append_records([b"rolls"])        # the roll creates 00000000000000000001.*
         assert f.failed
     assert open_fds() == before
+
+
+def test_a_failed_folder_fsync_in_a_roll_leaks_no_descriptor(log_dir):
+    """The roll created the new segment's three files, then the folder's fsync failed: the
+    new segment's descriptors were never closed."""
+    with cp.open_log(log_dir) as log:
+        log.create_topic("t", config={"segment.bytes": 14})
+    before = open_fds()
+    with cp.open_log(log_dir) as log:
+        p = log.partition("t", 0)
+        p.append_records([b"first"])
+        with installed(FailAt(1, errno.EIO, only=("fsync_dir",))):
+            with pytest.raises(StorageError):
+                p.append_records([b"rolls"])
+    assert open_fds() == before
