@@ -417,7 +417,7 @@ class Log:
                 write_atomic(self._meta_path(name), seal_json(json.dumps(meta, indent=1).encode()))
             except OSError as e:
                 raise StorageError(f"creating topic {name!r} failed: {e.strerror or e}",
-                                   path=getattr(e, "filename", None), errno=e.errno) from e
+                                   path=getattr(e, "path", None) or e.filename, errno=e.errno) from e
             self.notifier.bump_metadata()    # group members subscribed to the name rebalance
         return self.topic(name)
 

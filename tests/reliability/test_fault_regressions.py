@@ -61,3 +61,14 @@ def test_a_failed_folder_fsync_in_a_roll_leaks_no_descriptor(log_dir):
             with pytest.raises(StorageError):
                 p.append_records([b"rolls"])
     assert open_fds() == before
+
+
+def test_a_failed_topic_creation_names_the_file(log_dir):
+    """create_topic wrapped a partition's StorageError (which carries `path`, not
+    `filename`) into one whose path was None."""
+    with cp.open_log(log_dir) as log:
+        with installed(FailAt(1, errno.ENOSPC, only=("mkdir",))):
+            with pytest.raises(StorageError) as e:
+                log.create_topic("new")
+        assert e.value.errno == errno.ENOSPC and e.value.path.endswith("new-0")
+        log.create_topic("new")                     # and once space is back it works
