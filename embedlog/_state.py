@@ -87,12 +87,15 @@ class SharedState:
     def __init__(self, path):
         self.path = path
         flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+        self.fd = None
         try:
             self.fd = _io.open(path, flags, 0o644)
             if os.fstat(self.fd).st_size < STATE_SIZE:
                 _io.ftruncate(self.fd, STATE_SIZE)  # zero-filled: magic absent = not valid
             self.mm = mmap.mmap(self.fd, STATE_SIZE)
         except OSError as e:
+            if self.fd is not None:
+                os.close(self.fd)
             raise StorageError(f"cannot open partition state {path}: {e.strerror}",
                                path=str(path), errno=e.errno) from e
         self.ptr = hp.from_buffer(self.mm)

@@ -72,3 +72,14 @@ def test_a_failed_topic_creation_names_the_file(log_dir):
                 log.create_topic("new")
         assert e.value.errno == errno.ENOSPC and e.value.path.endswith("new-0")
         log.create_topic("new")                     # and once space is back it works
+
+
+def test_a_partition_state_that_cannot_be_sized_leaks_no_descriptor(log_dir):
+    """partition.state was opened, then extending it to 4096 bytes failed: its descriptor
+    was never closed."""
+    with cp.open_log(log_dir) as log:
+        before = open_fds()
+        with installed(FailAt(1, errno.ENOSPC, only=("ftruncate",), path_filter="partition.state")):
+            with pytest.raises(StorageError):
+                log.create_topic("new")
+        assert open_fds() == before
