@@ -30,7 +30,8 @@ from .groups import groups
 from .inspect import dump, verify
 from .maintain import maintain
 from .replicas import replicas
-from .plan import du, plan
+from .du import du
+from .plan import plan
 from .records import consume, produce
 from .topics import topics
 
