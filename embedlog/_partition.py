@@ -115,7 +115,11 @@ class Partition:
         except OSError as e:
             raise _storage_error(e, "creating partition folder", self.path) from e
         self.state = st.SharedState(os.path.join(self.path, st.STATE_FILE))
-        self._open_state()
+        try:
+            self._open_state()
+        except BaseException:
+            self._abandon()          # the state file's descriptor and mapping, any segment opened
+            raise
 
     def __repr__(self):
         return f"<Partition {self.topic}-{self.partition} at {self.path}>"

@@ -83,3 +83,14 @@ def test_a_partition_state_that_cannot_be_sized_leaks_no_descriptor(log_dir):
             with pytest.raises(StorageError):
                 log.create_topic("new")
         assert open_fds() == before
+
+
+def test_a_partition_whose_recovery_fails_leaks_no_descriptor(log_dir):
+    """Opening a partition runs recovery; when recovery failed (here: creating the first
+    segment), the half-opened Partition kept partition.state open and mapped."""
+    with cp.open_log(log_dir) as log:
+        before = open_fds()
+        with installed(FailAt(1, errno.EIO, only=("open",), path_filter="00000000000000000000.log")):
+            with pytest.raises(StorageError):
+                log.create_topic("new")
+        assert open_fds() == before
