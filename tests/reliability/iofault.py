@@ -166,3 +166,15 @@ class KillAt:
 
 def open_fds() -> set[int]:
     return {int(n) for n in os.listdir("/proc/self/fd")}
+
+
+def fds_under(path) -> dict[int, str]:
+    """This process's open descriptors on files under `path` (a leak check that other
+    threads' and finalizers' descriptors cannot disturb)."""
+    root = os.path.realpath(os.fspath(path))
+    out = {}
+    for fd in open_fds():
+        p = fd_path(fd)
+        if p == root or p.startswith(root + os.sep):
+            out[fd] = p
+    return out
