@@ -216,6 +216,9 @@ class Partition:
 
     def _recover_files_locked(self) -> list[int]:
         ck = st.read_checkpoint(self.path)      # first: a newer version is refused before any write
+        # After a failed fdatasync the page cache may show bytes that never reached the disk
+        # and are no longer dirty (fsyncgate): what the scan accepts is written back first.
+        rewrite = self.state.fsync_failed()
         self.state.set_in_append(os.getpid())   # a crash during recovery re-runs it
         st.remove_temp_files(self.path)
         _cleaner.finish_swap(self.path)         # a committed swap completes (FORMAT.md §14)
@@ -238,14 +241,14 @@ class Partition:
             bases = [0]
         log_start = max(ck.get("log_start_offset", 0), bases[0])
         fields = ck.get("fields")
-        if ck.get("clean") and fields and len(fields) == st.N_FIELDS and \
+        if not rewrite and ck.get("clean") and fields and len(fields) == st.N_FIELDS and \
                 fields[st.F_ACTIVE_BASE] == bases[-1] and \
                 os.stat(Segment(self.path, bases[-1]).log_path).st_size == fields[st.F_ACTIVE_SIZE]:
             fields = list(fields)          # clean close: trust it, no scan
             flushed = fields[st.F_LOG_END]
             self._check_index_files(bases[:-1], interval)
         else:
-            fields, flushed, bases = self._scan_recover(bases, ck.get("recovery_point", 0), interval)
+            fields, flushed, bases = self._scan_recover(bases, ck.get("recovery_point", 0), interval, rewrite)
         fields[st.F_LOG_START] = log_start
         old = self.state.load() if self.state.valid() else None
         fields[st.F_SEGMENTS_VERSION] = (old[st.F_SEGMENTS_VERSION] + 1) if old else int(time.time_ns() & 0xFFFFFFFF)
@@ -268,7 +271,7 @@ class Partition:
             finally:
                 seg.close()
 
-    def _scan_recover(self, bases, recovery_point, interval):
+    def _scan_recover(self, bases, recovery_point, interval, rewrite=False):
         dense = self._dense()
         start_i = max(0, self._segment_for_in(bases, recovery_point))
         self._check_index_files(bases[:start_i], interval)
@@ -292,9 +295,16 @@ class Partition:
                     self._drop_segments(bases[i + 1:])
                     bases = bases[:i + 1]
                     last = True
-                if torn:
-                    _io.ftruncate(seg.open(), r.valid_size, seg.log_path)
-                    _io.fdatasync(seg.open(), seg.log_path)
+                if rewrite:
+                    self._write_back(seg, r.valid_size)
+                if torn or rewrite:
+                    if torn:
+                        _io.ftruncate(seg.open(), r.valid_size, seg.log_path)
+                    try:
+                        _io.fdatasync(seg.open(), seg.log_path)
+                    except OSError:
+                        self.state.invalidate(fsync_failed=True)    # final here too: the next recovery rewrites
+                        raise
                 if not last:
                     seg.final_time_entry(r)
                 seg.write_indexes(r)
@@ -316,6 +326,19 @@ class Partition:
         # Nothing scanned is known to be on disk until the next fsync.
         flushed = bases[start_i]
         return fields, flushed, bases
+
+    @staticmethod
+    def _write_back(seg, size):
+        """Write a segment's first `size` bytes again, as the page cache shows them, so that
+        the next fdatasync writes every page (pages a failed fdatasync marked clean too)."""
+        fd = seg.open()
+        pos = 0
+        while pos < size:
+            buf = os.pread(fd, min(8 << 20, size - pos), pos)
+            if not buf:
+                break
+            _io.pwrite_all(fd, buf, pos, seg.log_path)
+            pos += len(buf)
 
     @staticmethod
     def _set_index_fields(fields, r):
@@ -709,9 +732,10 @@ class Partition:
             _io.fdatasync(fd, path)
         except OSError as e:
             self._failed = f"fdatasync of {path}: {e.strerror}"
-            # fsyncgate: the kernel may have dropped the dirty pages. Nobody may trust the
-            # cached state any more; the next opener re-derives it from what is on disk.
-            self.state.invalidate()
+            # fsyncgate: the kernel may have dropped the dirty pages, or marked them clean
+            # unwritten. Nobody may trust the cached state any more; the next lock holder
+            # re-derives it from the files, writing back what it scans (FORMAT.md §8).
+            self.state.invalidate(fsync_failed=True)
             raise StorageError(f"fdatasync failed for {path}: {e.strerror}; partition "
                                f"{self.topic}-{self.partition} refuses further appends until reopened",
                                path=str(path), errno=e.errno) from e

@@ -46,6 +46,7 @@ STATE_FILE = "partition.state"
 CHECKPOINT_FILE = "partition.checkpoint"
 STATE_SIZE = 4096
 MAGIC = b"ELSTATE1"
+FSYNC_FAILED_MAGIC = b"ELFAILED"   # invalid, and an fdatasync failed: recovery rewrites (FORMAT.md §6, §8)
 VERSION = 1
 CHECKPOINT_VERSION = 1
 
@@ -124,8 +125,17 @@ class SharedState:
                 f"this one reads up to {VERSION})")
         return mm[_OFF_BOOT:_OFF_BOOT + 16] == BOOT_ID
 
-    def invalidate(self):
-        self.mm[0:8] = bytes(8)
+    def invalidate(self, fsync_failed: bool = False):
+        """Make every handle recover before it trusts the state again. With fsync_failed
+        (fsyncgate: the kernel may have marked unwritten pages clean), that recovery must
+        also write back what it scans; the mark stays until a recovery completes."""
+        if fsync_failed:
+            self.mm[0:8] = FSYNC_FAILED_MAGIC
+        elif self.mm[0:8] != FSYNC_FAILED_MAGIC:
+            self.mm[0:8] = bytes(8)
+
+    def fsync_failed(self) -> bool:
+        return self.mm[0:8] == FSYNC_FAILED_MAGIC
 
     def initialize(self, fields: list[int], flushed_offset: int):
         """Publish fresh fields and stamp magic/version/boot (caller holds the append lock)."""
