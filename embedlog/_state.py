@@ -276,13 +276,20 @@ def write_atomic(path, data: bytes):
     tmp = os.path.join(os.path.dirname(path), f".{os.getpid()}.tmp")
     fd = _io.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o644)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[_io.write(fd, view):]
-        _io.fsync(fd)
-    finally:
-        os.close(fd)
-    _io.replace(tmp, path)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[_io.write(fd, view):]
+            _io.fsync(fd)
+        finally:
+            os.close(fd)
+        _io.replace(tmp, path)
+    except BaseException:
+        try:                     # a full disk, say: leave no temp file behind
+            _io.unlink(tmp)
+        except OSError:
+            pass
+        raise
     _io.fsync_dir(os.path.dirname(path) or ".")
 
 

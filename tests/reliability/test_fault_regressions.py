@@ -90,3 +90,17 @@ def test_a_partition_whose_recovery_fails_leaks_no_descriptor(log_dir):
             with pytest.raises(StorageError):
                 log.create_topic("new")
         assert not fds_under(f"{log_dir}/new-0")
+
+
+@pytest.mark.parametrize("op", ["write", "fsync", "replace"])
+def test_a_failed_write_atomic_leaves_no_temp_file(tmp_path, op):
+    """write_atomic (checkpoints, topic files) left its `.<pid>.tmp` behind when the write,
+    the fsync or the rename failed; only a later recovery or topic creation removed it."""
+    from embedlog import _state
+    target = tmp_path / "file.json"
+    target.write_bytes(b"old\n")
+    with installed(FailAt(1, errno.ENOSPC, only=(op,))):
+        with pytest.raises(OSError):
+            _state.write_atomic(target, b"new\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.json"]
+    assert target.read_bytes() == b"old\n"

@@ -359,6 +359,9 @@ def fault_loop(w: Workload, err: int, short, persistent: bool, root: str, max_n:
             faults += 1
             if raised is not None:
                 _typed(raised, err, d)
+            if not persistent:          # a failed write_atomic removes its temp file at once
+                tmp = [p for p in leftovers(d) if re.search(r"/\.\d+\.tmp$", p)]
+                assert not tmp, f"N={n} ({hook.failed}): temp files left after the error: {tmp}"
             # the fault has cleared: the handles still read, and writing resumes
             if isinstance(ctx, embedlog.Log):
                 for name in ctx.topics():
