@@ -413,9 +413,18 @@ def decode_columns(buf: bytes, position: int, header: BatchHeader, *, path=None,
     iv = memoryview(hp.ffi.buffer(ints)).cast("i")
     base = header.base_offset
     if flags & 2:                      # offset deltas 0..n-1 (always, unless compacted)
+        deltas_ok = n - 1 <= header.last_offset_delta
         offsets = list(range(base, base + n))
     else:
-        offsets = [base + d for d in iv[0:n].tolist()]
+        deltas = iv[0:n].tolist()
+        # Compacted batches keep their records' offsets, with gaps: still increasing, and
+        # within the batch's [baseOffset, lastOffset] (the CRC covers both, not their agreement).
+        deltas_ok = deltas[-1] <= header.last_offset_delta and all(map(int.__lt__, deltas, deltas[1:]))
+        offsets = [base + d for d in deltas]
+    if not deltas_ok:
+        raise CorruptRecordError(f"malformed records section{' in ' + str(path) if path else ''} at position "
+                                 f"{where}: record offsets outside the batch's {base}..{header.last_offset} "
+                                 "or out of order", path=path, position=where)
     if header.log_append_time:
         timestamps = [header.max_timestamp] * n
     elif flags & 1:                    # one timestamp for the batch (a producer's usual batch)

@@ -386,3 +386,28 @@ def test_a_stray_segment_past_the_active_one_is_not_read(tmp_path):
         for r in records[::4]:
             assert part.offset_for_time(r.timestamp) == _expected_offset_for_time(records, r.timestamp)
         assert part.size_bytes() == size
+
+
+@pytest.mark.parametrize("deltas,last_delta", [([1], 0), ([0, 5], 1), ([1, 0], 1), ([0, 0], 1), ([0, 1, 2], 1)])
+def test_record_offsets_outside_their_batch_are_malformed(tmp_path, deltas, last_delta):
+    """Fuzzing (the partition target of _fuzz.py): a CRC-valid batch whose records' offset
+    deltas disagree with its lastOffsetDelta (a record at delta 1 in a batch of offsets
+    0..0) was read as is: the reader returned a record at an offset past the high
+    watermark, or two records at one offset. The CRC covers both fields, not their
+    agreement; decode_columns now requires increasing deltas within the batch."""
+    from embedlog._records import decode_records, encode_batch
+    batch = bytes(encode_batch([b"v%d" % i for i in range(len(deltas))], offset_deltas=deltas,
+                               last_offset_delta=last_delta, timestamp=T0))
+    with pytest.raises(CorruptRecordError, match="record offsets outside the batch"):
+        decode_records(batch)
+    with embedlog.open(tmp_path / "log") as log:
+        part = log.create_topic("t", config={"retention.ms": -1}).partition(0)
+        pdir = part.path
+    with open(_segments(pdir)[0], "wb") as f:            # as another writer could have left it
+        f.write(batch)
+    _reboot(pdir)
+    with embedlog.open(tmp_path / "log") as log:
+        part = log.partition("t", 0)
+        assert part.high_watermark == last_delta + 1
+        with pytest.raises(CorruptRecordError):
+            part.read(0)
