@@ -3,18 +3,20 @@ sync), segment roll, offset commit, retention, compaction swap, topic creation, 
 recovery itself after a first crash. Each point is a forked child killed at call N of
 the I/O table, for N = 1 until the operation completes; the parent reopens and checks.
 
-Default: more than 2,000 crash points. Soak (`-m soak` or EMBEDLOG_SOAK=1): 100x the seeds.
+Default: about 3,000 crash points in under a minute. Soak (`pytest -m soak tests/reliability`
+or EMBEDLOG_SOAK=1): the *_soak tests, 100x the seeds (about 300,000 points).
 """
 from __future__ import annotations
+
+import os
 
 import pytest
 
 from embedlog import _state
 
 from . import crashpoints as cp
-from .conftest import soak_enabled
 
-SOAK = 100
+SOAK = int(os.environ.get("EMBEDLOG_SOAK_FACTOR", "100"))   # soak runs this many times the seeds
 
 # kind -> (scenario for a seed, seeds in the default run). Seeds pick the workload and the
 # tear of the killed write (crashpoints.TEARS: half, random, none, all, 1 byte, all but 1).
@@ -38,9 +40,9 @@ MIN_POINTS = {"append-acks1": 170, "append-sync": 200, "roll": 330, "commit": 14
               "retention-ms": 200, "compaction": 450, "create-topic": 140, "recovery": 1000}
 
 
-def _seeds(kind):
+def _seeds(kind, soak=False):
     seeds = KINDS[kind][1]
-    if soak_enabled():
+    if soak:
         return [s + 1000 * k for k in range(SOAK) for s in seeds]
     return seeds
 
@@ -53,21 +55,40 @@ def _run(scenarios, tmp_path):
     return stats
 
 
-@pytest.mark.parametrize("kind", list(KINDS))
-def test_crash_at_every_call(kind, tmp_path, record_property):
+def _crash_at_every_call(kind, tmp_path, record_property, soak):
     make, _ = KINDS[kind]
-    stats = _run([make(s) for s in _seeds(kind)], tmp_path)
+    stats = _run([make(s) for s in _seeds(kind, soak)], tmp_path)
     record_property("crash_points", stats.points)
     print(f"{kind}: {stats.points} crash points, 0 anomalies")
-    assert stats.points >= MIN_POINTS[kind] * (SOAK if soak_enabled() else 1)
+    assert stats.points >= MIN_POINTS[kind] * (SOAK if soak else 1)
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_crash_at_every_call(kind, tmp_path, record_property):
+    _crash_at_every_call(kind, tmp_path, record_property, False)
+
+
+@pytest.mark.soak
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_crash_at_every_call_soak(kind, tmp_path, record_property):
+    _crash_at_every_call(kind, tmp_path, record_property, True)
 
 
 @pytest.mark.parametrize("reboot", [False, True], ids=["after-kill", "after-reboot"])
 def test_crash_during_recovery(reboot, tmp_path, record_property):
     """SQLite's compound failure: recovery from a crash crashes at every call in turn;
     rerun, it must converge to what an uninterrupted recovery gives."""
+    _crash_during_recovery(reboot, tmp_path, record_property, 1)
+
+
+@pytest.mark.soak
+@pytest.mark.parametrize("reboot", [False, True], ids=["after-kill", "after-reboot"])
+def test_crash_during_recovery_soak(reboot, tmp_path, record_property):
+    _crash_during_recovery(reboot, tmp_path, record_property, SOAK)
+
+
+def _crash_during_recovery(reboot, tmp_path, record_property, rounds):
     scenarios = []
-    rounds = SOAK if soak_enabled() else 1
     for kind, (make, step) in RECOVERY_BASES.items():
         total = cp.count_calls(make())
         for r in range(rounds):

@@ -27,7 +27,6 @@ from embedlog._offsets import OffsetStore
 
 from . import crashpoints as cp
 from . import powerloss as pl
-from .conftest import soak_enabled
 from .iofault import Counter, FailAt, fds_under, installed
 
 NOW = cp.NOW
@@ -398,7 +397,6 @@ def test_fail_at_every_call(kind, fault, persistent, record_property):
     assert res["n"] < 1000 and res["faults"] > 0
 
 
-@pytest.mark.skipif(not soak_enabled(), reason="soak only")
 @pytest.mark.soak
 @pytest.mark.parametrize("seed", range(1, 20))
 def test_fail_at_every_call_soak(seed):

@@ -7,17 +7,19 @@ durably (sync=True / acks=all, flush(), a returned commit, create_topic, maintai
 there, the log is a gap-free prefix of what was written, no read returns a corrupt or
 half-written record, and the log takes appends again.
 
-Default: more than 20,000 distinct states. Soak (`-m soak` or EMBEDLOG_SOAK=1): 100x the seeds.
+Default: about 21,500 distinct states. Soak (`pytest -m soak tests/reliability` or
+EMBEDLOG_SOAK=1): the *_soak tests, 100x the seeds (about 2 million states).
 """
 from __future__ import annotations
+
+import os
 
 import pytest
 
 from . import crashpoints as cp
 from . import powerloss as pl
-from .conftest import soak_enabled
 
-SOAK = 100
+SOAK = int(os.environ.get("EMBEDLOG_SOAK_FACTOR", "100"))   # soak runs this many times the seeds
 
 # kind -> (scenario for a seed, seeds, random states tried at each point of the trace)
 KINDS = {
@@ -34,25 +36,35 @@ MIN_STATES = {"append": 12500, "append-rolls": 1400, "commit": 280, "create-topi
               "retention-ms": 1400, "compaction": 2700}
 
 
-def _seeds(kind):
+def _seeds(kind, soak=False):
     seeds = KINDS[kind][1]
-    if soak_enabled():
+    if soak:
         return [s + 1000 * k for k in range(SOAK) for s in seeds]
     return seeds
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_power_loss_at_every_point(kind, tmp_path, record_property):
+    _power_loss(kind, tmp_path, record_property, False)
+
+
+@pytest.mark.soak
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_power_loss_at_every_point_soak(kind, tmp_path, record_property):
+    _power_loss(kind, tmp_path, record_property, True)
+
+
+def _power_loss(kind, tmp_path, record_property, soak):
     make, _seeds_default, per_point = KINDS[kind]
     states = points = 0
-    for seed in _seeds(kind):
+    for seed in _seeds(kind, soak):
         st = pl.run_power_loss(make(seed), seed=seed, per_point=per_point, keep_failures=str(tmp_path))
         states += st.states
         points += st.points
         assert not st.anomalies, st.report()
     record_property("power_loss_states", states)
     print(f"{kind}: {states} distinct crash states at {points} points, 0 anomalies")
-    assert states >= MIN_STATES[kind] * (SOAK if soak_enabled() else 1)
+    assert states >= MIN_STATES[kind] * (SOAK if soak else 1)
 
 
 def test_default_run_covers_at_least_20000_states():
