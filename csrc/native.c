@@ -833,6 +833,19 @@ void el_atomic_store_u64(void *addr_, uint64_t value)
     __atomic_store_n((uint64_t *)addr, value, __ATOMIC_RELEASE);
 }
 
+uint64_t el_atomic_update_u64(void *addr_, uint64_t set, uint64_t clear, uint64_t forbid)
+{
+    uint64_t *addr = addr_;
+    uint64_t cur = __atomic_load_n(addr, __ATOMIC_ACQUIRE);
+    for (;;) {
+        if (cur & forbid)
+            return cur;
+        uint64_t next = (cur | set) & ~clear;
+        if (__atomic_compare_exchange_n(addr, &cur, next, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+            return next;
+    }
+}
+
 uint64_t el_atomic_max_u64(void *addr_, uint64_t value)
 {
     uint64_t *addr = addr_;

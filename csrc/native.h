@@ -127,3 +127,6 @@ uint64_t el_atomic_load_u64(const void *addr);
 void el_atomic_store_u64(void *addr, uint64_t value);
 /* Raise *addr to value if it is lower (compare-and-swap loop); returns the result. */
 uint64_t el_atomic_max_u64(void *addr, uint64_t value);
+/* One atomic read-modify-write of a flags word: (old | set) & ~clear, unless old has any
+ * `forbid` bit (then nothing changes). Returns the word as it is afterwards. */
+uint64_t el_atomic_update_u64(void *addr, uint64_t set, uint64_t clear, uint64_t forbid);

@@ -188,12 +188,21 @@ def deletable_prefix(part, fields, now: int) -> tuple[int, list[str]]:
     log_start = fields[st.F_LOG_START]
     segs = []
     for i, base in enumerate(bases):
-        seg = part._segment(base)
+        # Transient handles (closed below): a pass over every partition must not leave
+        # their descriptors in the partitions' caches.
+        seg = Segment(part.path, base)
         active = base == active_base
-        size = fields[st.F_ACTIVE_SIZE] if active else seg.file_size()
+        size = fields[st.F_ACTIVE_SIZE] if active else os.path.getsize(seg.log_path)
         upper = bases[i + 1] if i + 1 < len(bases) else fields[st.F_LOG_END]
         segs.append((seg, active, size, upper))
+    try:
+        return _deletable_prefix(cfg, segs, hw, log_start, now, fields)
+    finally:
+        for seg, *_ in segs:
+            seg.close()
 
+
+def _deletable_prefix(cfg, segs, hw, log_start, now, fields):
     def prefix(predicate) -> int:
         n = 0
         for seg, active, size, upper in segs:
@@ -240,7 +249,7 @@ def apply_retention_locked(part, fields, now: int) -> dict:
     if n == 0:
         return {"deleted_segments": 0, "log_start_offset": fields[st.F_LOG_START]}
     doomed = part._bases[:n]
-    freed = sum(part._segment(b).file_size() for b in doomed)
+    freed = sum(os.path.getsize(os.path.join(part.path, segment_name(b) + ".log")) for b in doomed)
     if n == len(part._bases):
         part._roll_locked(fields)                # the active segment expired too
     new_start = max(fields[st.F_LOG_START], part._bases[n])
@@ -256,6 +265,10 @@ def apply_retention_locked(part, fields, now: int) -> dict:
     for base in doomed:                          # oldest first: what remains is a suffix
         part._segments.pop(base, Segment(part.path, base)).delete_files()
         hit("retention.deleted_one")
+    # Again after the unlinks: a reader that listed the folder between the first publish
+    # and an unlink holds a stale list under a version that would otherwise stay current.
+    fields[st.F_SEGMENTS_VERSION] += 1
+    part.state.publish(fields)
     st.fsync_dir(part.path)
     part._segments_version = -1                  # relist on next use
     part._refresh_segments(fields[st.F_SEGMENTS_VERSION])
@@ -289,14 +302,22 @@ def plan_cleaning(part, fields, now: int, force: bool) -> CleanPlan | None:
     # log start moved by DeleteRecords may lie inside one, and all of it is dirty).
     first_dirty = min(bases[max(0, bisect_right(bases, first_dirty) - 1)], first_dirty)
     lag = cfg["min.compaction.lag.ms"]
-    first_uncleanable = active_base
+    # Never at or above the high watermark (Kafka): records a lagging mirror does not have
+    # yet must not make committed ones obsolete.
+    hw = fields[st.F_HIGH_WATERMARK]
+    first_uncleanable = min(active_base, part._bases[max(0, bisect_right(part._bases, hw) - 1)])
     sizes = {}
     for b in bases:
-        seg = part._segment(b)
-        sizes[b] = seg.file_size()
-        if b >= first_dirty and lag > 0 and largest_timestamp(seg, False, fields) > now - lag:
-            first_uncleanable = b
+        if b >= first_uncleanable:
             break
+        seg = Segment(part.path, b)
+        try:
+            sizes[b] = os.path.getsize(seg.log_path)
+            if b >= first_dirty and lag > 0 and largest_timestamp(seg, False, fields) > now - lag:
+                first_uncleanable = b
+                break
+        finally:
+            seg.close()
     bases = [b for b in bases if b < first_uncleanable]
     horizon = ck.get("next_horizon")
     tombstones_due = horizon is not None and now >= horizon
@@ -318,7 +339,7 @@ def plan_cleaning(part, fields, now: int, force: bool) -> CleanPlan | None:
         p.reason = f"dirty ratio {ratio:.2f}"
     elif cfg["max.compaction.lag.ms"] < 2**62:
         first = next((b for b in bases if b >= first_dirty), None)
-        for _buf, _pos, h in iter_segment_batches(part._segment(first).log_path, min(sizes[first], 1 << 16)):
+        for _buf, _pos, h in iter_segment_batches(_stem(part.path, first) + ".log", min(sizes[first], 1 << 16)):
             if now - h.max_timestamp > cfg["max.compaction.lag.ms"]:
                 p.reason = "max.compaction.lag.ms"
             break

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import warnings
 
 from ._errors import EmbedlogError, LogClosedError, UnknownTopicOrPartitionError
 
@@ -29,7 +28,13 @@ def maintain_log(log, now: int | None = None, topics=None) -> dict:
         except UnknownTopicOrPartitionError:
             continue                                   # deleted meanwhile
         for p, part in enumerate(topic.partitions):
-            result = part.maintain(now)
+            try:
+                result = part.maintain(now)
+            except LogClosedError:
+                raise
+            except (EmbedlogError, OSError) as e:
+                # One damaged partition must not stop retention everywhere else.
+                result = {"error": f"{type(e).__name__}: {e}"}
             if _did_something(result):
                 out.setdefault(name, {})[p] = result
     return out
@@ -37,7 +42,7 @@ def maintain_log(log, now: int | None = None, topics=None) -> dict:
 
 def _did_something(result: dict) -> bool:
     return bool(result.get("retention", {}).get("deleted_segments") or result.get("compaction")
-                or result.get("skipped"))
+                or result.get("skipped") or result.get("error"))
 
 
 class Maintainer:
@@ -59,10 +64,14 @@ class Maintainer:
                 done = maintain_log(self.log)
                 if done:
                     _log.info("maintenance of %s: %s", self.log.path, done)
+                for name, parts in done.items():
+                    for p, r in parts.items():
+                        if r.get("error"):       # every pass, through logging (warnings show once)
+                            _log.error("maintenance of %s-%d in %s failed: %s", name, p, self.log.path, r["error"])
             except LogClosedError:
                 return
             except (EmbedlogError, OSError) as e:    # report, keep the thread: the next pass may succeed
-                warnings.warn(f"embedlog maintenance of {self.log.path} failed: {e}", RuntimeWarning, stacklevel=1)
+                _log.error("maintenance of %s failed: %s", self.log.path, e)
 
     def stop(self):
         self._stop.set()

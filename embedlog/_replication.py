@@ -208,6 +208,11 @@ class PartitionMirror:
     def flags(self) -> int:
         return self.get(FLAGS)
 
+    def update_flags(self, set_=0, clear=0, forbid=0) -> int:
+        """Atomic read-modify-write of the flags word: copiers (under the copy lock) and the
+        ISR rules (under the append lock) change it from different processes."""
+        return hp.lib.el_atomic_update_u64(self._addr(FLAGS), set_, clear, forbid)
+
     def in_isr(self) -> bool:
         return self.root is not None and bool(self.flags() & IN_ISR)
 
@@ -232,7 +237,7 @@ class PartitionMirror:
                 self._sync_locked(durable)
             except OSError as e:
                 self.close()
-                self.set(FLAGS, (self.flags() | FAILED) & ~VERIFIED)
+                self.update_flags(FAILED, VERIFIED)
                 self.set(FAILED_MS, now_ms())
                 err = StorageError(f"mirroring {self.part.topic}-{self.part.partition} to {self.path} failed: "
                                    f"{e.strerror or e}", path=getattr(e, "filename", None) or self.path,
@@ -307,7 +312,7 @@ class PartitionMirror:
         # Kafka's lastCaughtUpTimeMs: the mirror now holds everything the primary had when
         # this copy started.
         self.set(CAUGHT_UP, started)
-        self.set(FLAGS, (self.flags() | VERIFIED) & ~FAILED)
+        self.update_flags(VERIFIED, FAILED)
 
     def _sync_slow(self, fields, durable: bool, started: int):
         part = self.part
@@ -326,6 +331,7 @@ class PartitionMirror:
                 except FileNotFoundError:
                     pass
         _copy_topic_config_of(self)
+        _copy_cleaner_checkpoint(part.path, self.path)
         dir_changed = False
         have = list_segments(self.path)
         keep = set(bases)
@@ -420,6 +426,27 @@ def _copy_topic_config_of(mirror):
     mirror._config_seen = key
 
 
+def _copy_cleaner_checkpoint(src_dir, dst_dir):
+    """A compacted partition's offsets have gaps; its cleaner.checkpoint says so (FORMAT.md
+    §14). A mirror needs it before the first compacted segment reaches it, or a promoted
+    mirror would take the first gap for damage."""
+    from ._cleaner import CLEANER_CHECKPOINT
+    src = os.path.join(src_dir, CLEANER_CHECKPOINT)
+    try:
+        with open(src, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return
+    dst = os.path.join(dst_dir, CLEANER_CHECKPOINT)
+    try:
+        with open(dst, "rb") as f:
+            if f.read() == data:
+                return
+    except FileNotFoundError:
+        pass
+    st.write_atomic(dst, data)
+
+
 def _create(path):
     os.close(_io.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644))
 
@@ -463,53 +490,65 @@ def _copy_file(src, dst):
 
 
 def common_prefix(src, dst, src_size: int) -> int:
-    """The length of the longest prefix of whole, valid batches that dst shares with src
-    (src's first src_size bytes): where a mirror must be truncated before it continues.
-    Compares batch headers (baseOffset, length, CRC) at the same positions, newest first.
-    Reads dst in chunks, keeping 21 bytes per batch."""
-    heads = []                            # (position, size, first 21 header bytes)
+    """The length of the longest prefix of whole, valid batches that dst shares byte for
+    byte with src (src's first src_size bytes): where a mirror must be truncated before it
+    continues. Oldest first: with no leader epochs, a later batch that happens to match
+    must not hide an earlier one that differs. Reads both files in chunks."""
     try:
-        fd = os.open(dst, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        dfd = os.open(dst, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         return 0
+    sfd = os.open(src, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     try:
-        pos = 0
-        while True:
-            buf = os.pread(fd, COPY_CHUNK, pos)
-            got = 0
+        pos = 0                                   # everything before pos is equal and whole
+        while pos < src_size:
+            buf = os.pread(dfd, COPY_CHUNK, pos)
+            ends = []
             try:
                 for bpos, h in iter_batches(buf, verify_crc=True):
                     if pos + bpos + h.size > src_size:
                         break
-                    heads.append((pos + bpos, h.size, buf[bpos:bpos + 21]))
-                    got = bpos + h.size
+                    ends.append(bpos + h.size)
             except EmbedlogError:
-                got = 0                   # torn or garbage: the valid prefix so far counts
-                buf = b""
-            if got == 0:
-                if len(buf) >= COPY_CHUNK:     # one batch larger than a chunk: read just it
-                    h = peek_header(buf)
-                    if h is not None and pos + h.size <= src_size:
-                        one = os.pread(fd, h.size, pos)
-                        try:
-                            for _bpos, h2 in iter_batches(one, verify_crc=True):
-                                heads.append((pos, h2.size, one[:21]))
-                                got = h2.size
-                        except EmbedlogError:
-                            pass
-                if got == 0:
+                pass                              # torn or garbage: the valid batches so far count
+            if not ends:
+                if len(buf) < COPY_CHUNK:
                     break
-            pos += got
+                h = peek_header(buf)              # one batch larger than a chunk
+                if h is None or pos + h.size > src_size:
+                    break
+                buf = os.pread(dfd, h.size, pos)
+                try:
+                    ends = [bpos + hh.size for bpos, hh in iter_batches(buf, verify_crc=True)]
+                except EmbedlogError:
+                    break
+                if not ends:
+                    break
+            theirs = os.pread(sfd, ends[-1], pos)
+            if theirs == buf[:ends[-1]]:
+                pos += ends[-1]
+                continue
+            differ = next(i for i in range(len(theirs)) if i >= len(buf) or theirs[i] != buf[i]) \
+                if len(theirs) < 4096 else _first_difference(theirs, buf)
+            return pos + max((e for e in ends if e <= differ), default=0)
+        return pos
     finally:
-        os.close(fd)
-    if not heads:
-        return 0
-    with open(src, "rb") as f:
-        for pos, size, head in reversed(heads):
-            f.seek(pos)
-            if f.read(21) == head:        # baseOffset, batchLength, epoch, magic, CRC
-                return pos + size
-    return 0
+        os.close(sfd)
+        os.close(dfd)
+
+
+def _first_difference(a: bytes, b: bytes) -> int:
+    lo, hi = 0, min(len(a), len(b))
+    while hi - lo > 64:                          # bisect on equal prefixes, then scan
+        mid = (lo + hi) // 2
+        if a[lo:mid] == b[lo:mid]:
+            lo = mid
+        else:
+            hi = mid
+    for i in range(lo, min(len(a), len(b))):
+        if a[i] != b[i]:
+            return i
+    return min(len(a), len(b))
 
 
 # ------------------------------------------------------------------ ISR and high watermark
@@ -524,9 +563,9 @@ def update_isr_locked(part, fields, now: int) -> bool:
         flags = m.flags()
         if flags & IN_ISR:
             if flags & FAILED or m.root is None or (m.get(LEO) < leo and now - m.get(CAUGHT_UP) > lag_max):
-                m.set(FLAGS, flags & ~IN_ISR)
+                m.update_flags(0, IN_ISR)
         elif flags & VERIFIED and not flags & FAILED and m.root is not None and m.get(LEO) >= fields[st.F_HIGH_WATERMARK]:
-            m.set(FLAGS, flags | IN_ISR)           # caught up to the high watermark: back in
+            m.update_flags(IN_ISR, 0, FAILED)      # caught up to the high watermark: back in (unless it just failed)
         if m.flags() & IN_ISR:
             hw = min(hw, m.get(LEO))
     hw = max(hw, fields[st.F_HIGH_WATERMARK])

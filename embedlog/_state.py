@@ -33,6 +33,7 @@ recovery point, the log start offset, and whether the last writer closed cleanly
 """
 from __future__ import annotations
 
+import itertools
 import json
 import mmap
 import os
@@ -272,8 +273,10 @@ def fsync_dir(path):
 def write_atomic(path, data: bytes):
     """Write-temp, fsync, rename, fsync-dir: after a crash the file is old or new, never torn."""
     path = os.fspath(path)
-    # A short temp name: "<name>.tmp" could pass NAME_MAX for a 249-character topic.
-    tmp = os.path.join(os.path.dirname(path), f".{os.getpid()}.tmp")
+    # A short temp name: "<name>.tmp" could pass NAME_MAX for a 249-character topic. One
+    # per call: two threads of a process writing two files of one folder (a roll's
+    # partition.checkpoint and the cleaner's cleaner.checkpoint) must not share it.
+    tmp = os.path.join(os.path.dirname(path), f".{os.getpid()}.{next(_TEMP_SEQ)}.tmp")
     fd = _io.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o644)
     try:
         try:
@@ -293,7 +296,8 @@ def write_atomic(path, data: bytes):
     _io.fsync_dir(os.path.dirname(path) or ".")
 
 
-TEMP_RE = re.compile(r"^\.\d+\.tmp$")
+TEMP_RE = re.compile(r"^\.\d+(\.\d+)?\.tmp$")
+_TEMP_SEQ = itertools.count()
 
 
 def remove_temp_files(dir_path, match=TEMP_RE.match):
