@@ -165,6 +165,11 @@ def choose_replicas(log_path, replication_factor: int) -> list[int]:
 
 # ------------------------------------------------------------------ one partition's mirror
 
+class _Busy(Exception):
+    """The primary's segments changed during a copy (a swap, a roll, retention): nothing
+    was recorded, and the next copy starts again."""
+
+
 class PartitionMirror:
     """The copy of one partition in one mirror directory (slot = its place in the topic's
     replica list)."""
@@ -180,6 +185,7 @@ class PartitionMirror:
         self._config_seen = None
         self.last_error = None            # the last copy failure seen by this process
         self._active_file = None          # (base, inode) of the primary file last copied as active
+        self._seen = None                 # (swap word, segments version) when this copy started
         self._mutex = threading.Lock()
 
     def set_root(self, root: str | None):
@@ -233,10 +239,16 @@ class PartitionMirror:
         with self._mutex:
             if not self.part.state.lock(COPY_LOCK_BASE + self.slot, lock_timeout):
                 return False
+            self._seen = None
             try:
                 self._sync_locked(durable)
+            except _Busy:
+                self.close()
+                return False
             except OSError as e:
                 self.close()
+                if self._primary_moved():
+                    return False          # a file the cleaner or retention just removed: again later
                 self.update_flags(FAILED, VERIFIED)
                 self.set(FAILED_MS, now_ms())
                 err = StorageError(f"mirroring {self.part.topic}-{self.part.partition} to {self.path} failed: "
@@ -247,6 +259,13 @@ class PartitionMirror:
             finally:
                 self.part.state.unlock(COPY_LOCK_BASE + self.slot)
         return True
+
+    def _primary_moved(self) -> bool:
+        """The primary's segment set changed since this copy started (swap, roll, retention)."""
+        if self._seen is None:
+            return False
+        f = self.part.state.load()
+        return f is None or (self.part.state.swap_word(), f[st.F_SEGMENTS_VERSION]) != self._seen
 
     def close(self):
         a, self._active = self._active, None
@@ -315,7 +334,18 @@ class PartitionMirror:
         self.update_flags(VERIFIED, FAILED)
 
     def _sync_slow(self, fields, durable: bool, started: int):
+        """Make the mirror's segment set the primary's. Reads the primary like a reader
+        (FORMAT.md §14): it gives up (_Busy) if the primary's segments change meanwhile, and
+        replaces a mirror segment through the cleaner's own swap protocol (`.cleaned`
+        files, then the `cleaner.swap` manifest as the commit point), so a crash at any
+        moment leaves the mirror old or new, never a mix, and a promoted mirror's recovery
+        finishes a committed replacement."""
+        from . import _cleaner
         part = self.part
+        word = part.state.swap_word()
+        if word & 1:
+            raise _Busy()
+        self._seen = (word, fields[st.F_SEGMENTS_VERSION])
         active_base, active_size = fields[st.F_ACTIVE_BASE], fields[st.F_ACTIVE_SIZE]
         bases = [b for b in list_segments(part.path) if b <= active_base]
         if not os.path.isdir(self.path):
@@ -330,22 +360,28 @@ class PartitionMirror:
                     _io.unlink(os.path.join(self.path, name))
                 except FileNotFoundError:
                     pass
+        _cleaner.finish_swap(self.path)             # a copy that died after its commit point
+        _cleaner.remove_cleaned_files(self.path)    # ... or before it
+        st.remove_temp_files(self.path, lambda name: name.endswith(".mirror"))
         _copy_topic_config_of(self)
         _copy_cleaner_checkpoint(part.path, self.path)
-        dir_changed = False
-        have = list_segments(self.path)
         keep = set(bases)
-        for b in have:                    # deleted by retention, or a divergent tail of an old primary
+        dir_changed = False
+        for b in sorted(list_segments(self.path), reverse=True):
+            if b > active_base:           # a divergent tail of an old primary: newest first
+                Segment(self.path, b).delete_files()
+                self._closed_ok.pop(b, None)
+                dir_changed = True
+        prev_base = self.get(BASE) if self.flags() & VERIFIED else -1
+        closed = [b for b in bases if b < active_base]
+        for i, b in enumerate(closed):
+            upper = closed[i + 1] if i + 1 < len(closed) else active_base
+            dir_changed |= self._sync_closed(b, upper, prev_base)
+        for b in list_segments(self.path):  # retention's prefix (oldest first), merged-away ones
             if b not in keep:
                 Segment(self.path, b).delete_files()
                 self._closed_ok.pop(b, None)
                 dir_changed = True
-        flags = self.flags()
-        prev_base = self.get(BASE) if flags & VERIFIED else -1
-        for b in bases:
-            if b >= active_base:
-                break
-            dir_changed |= self._sync_closed(b, prev_base)
         # The active segment: append what is missing after a verified prefix.
         src = Segment(part.path, active_base)
         dst = os.path.join(self.path, segment_name(active_base) + ".log")
@@ -370,17 +406,21 @@ class PartitionMirror:
             _fdatasync_path(dst)
         if dir_changed:
             st.fsync_dir(self.path)
+        if self._primary_moved():
+            raise _Busy()                 # what was copied may mix two versions: record nothing
         self._record(fields, durable, started)
 
-    def _sync_closed(self, base: int, prev_base: int) -> bool:
-        """Make the mirror's copy of a closed segment identical (True if a file was created)."""
+    def _sync_closed(self, base: int, upper: int, prev_base: int) -> bool:
+        """Make the mirror's copy of the closed segment [base, upper) identical (True if the
+        folder changed)."""
+        from . import _cleaner
         src = Segment(self.part.path, base)
         s = os.stat(src.log_path)
         key = (s.st_ino, s.st_size, s.st_mtime_ns)
         if self._closed_ok.get(base) == key:
             return False
         dst = os.path.join(self.path, segment_name(base) + ".log")
-        created = not os.path.exists(dst)
+        exists = os.path.exists(dst)
         # Never spread damage: a closed segment of the primary that does not scan valid to
         # its end (bit rot, a torn tail) is not copied; the mirror keeps its good copy for
         # `embedlog replicas repair`. Checked once per version of the file (CRC at GB/s).
@@ -392,21 +432,35 @@ class PartitionMirror:
             self.last_error = (f"{src.log_path} is damaged at position {r.valid_size}: not copied to "
                                f"{self.path} (repair it from there: embedlog replicas repair)")
             return False
-        if base == prev_base and not created and self._active_file == (base, s.st_ino):
-            # It was the active segment this handle copied from, the same file (not one
-            # the cleaner rewrote since): only its tail is missing.
+        changed = False
+        if exists and base == prev_base and self._active_file == (base, s.st_ino):
+            # The active segment this handle was copying, the same file: only its tail is
+            # missing (growing a prefix is safe at any moment).
             _copy_range(src.log_path, dst, min(self.get(SIZE), os.path.getsize(dst)), s.st_size, truncate=True)
-        elif base == prev_base and not created:
-            # Someone else's copy, or a rewritten file: keep only what matches, then copy on.
-            _copy_range(src.log_path, dst, common_prefix(src.log_path, dst, s.st_size), s.st_size, truncate=True)
-        elif created or os.path.getsize(dst) != s.st_size or common_prefix(src.log_path, dst, s.st_size) != s.st_size:
-            _copy_file(src.log_path, dst)    # new, compacted or divergent: whole file, via a temp
-            created = True
-        for idx in (src.index, src.timeindex):
-            _copy_file(idx.path, os.path.join(self.path, os.path.basename(idx.path)))
+            for idx in (src.index, src.timeindex):
+                _copy_file(idx.path, os.path.join(self.path, os.path.basename(idx.path)))
+        elif not exists or os.path.getsize(dst) != s.st_size or \
+                common_prefix(src.log_path, dst, s.st_size) != s.st_size:
+            # New, compacted, merged or divergent: replace it, and the mirror segments the
+            # primary's [base, upper) now covers, in one committed swap.
+            stem = os.path.join(self.path, segment_name(base))
+            for ext, path in ((".log", src.log_path), (".index", src.index.path), (".timeindex", src.timeindex.path)):
+                _io.copyfile(path, stem + ext + _cleaner.CLEANED)
+                _fdatasync_path(stem + ext + _cleaner.CLEANED)
+            if self._primary_moved():
+                _cleaner.remove_cleaned_files(self.path)
+                raise _Busy()
+            replaces = sorted({base} | {b for b in list_segments(self.path) if base <= b < upper})
+            st.write_atomic(os.path.join(self.path, _cleaner.SWAP_MANIFEST),
+                            json.dumps({"version": 1, "base": base, "replaces": replaces}).encode() + b"\n")
+            _cleaner.finish_swap(self.path)
+            changed = True
+        else:
+            for idx in (src.index, src.timeindex):
+                _copy_file(idx.path, os.path.join(self.path, os.path.basename(idx.path)))
         _fdatasync_path(dst)             # closed segments are durable on the primary too (roll)
         self._closed_ok[base] = key
-        return created
+        return changed
 
 
 def _copy_topic_config_of(mirror):

@@ -119,3 +119,67 @@ def test_a_promoted_mirror_of_a_once_compacted_topic_keeps_its_records(tmp_path)
     with embedlog.open(mirror) as new:
         q = new.partition("t", 0)
         assert [(r.offset, r.value) for r in q.read(q.log_start_offset, max_bytes=1 << 20)] == expect
+
+
+def _compacted_mirror(tmp_path):
+    log = embedlog.Log(str(tmp_path / "p"), retention_check_interval_ms=0)
+    log.add_replica(str(tmp_path / "m1"))
+    p = log.create_topic("c", 1, {"cleanup.policy": "compact", "segment.ms": 10},
+                         replication_factor=2).partition(0)
+    for i in range(12):                          # one segment per record (segment.ms)
+        p.append_records([b"v%d" % i], [b"k%d" % i], timestamps=[T0 + 100 * i], sync=True)
+    return log, p
+
+
+def _promoted_offsets(tmp_path):
+    import shutil
+    copy = str(tmp_path / "m1copy")
+    shutil.copytree(str(tmp_path / "m1"), copy)
+    promote(copy, fence=False)
+    with embedlog.open(copy, retention_check_interval_ms=0) as new:
+        return [r.offset for r in new.partition("c", 0).read(0, max_bytes=1 << 20)]
+
+
+def test_a_mirror_copy_racing_a_compaction_swap_gives_up_instead_of_mixing(tmp_path, monkeypatch):
+    from embedlog import _replication
+    log, p = _compacted_mirror(tmp_path)
+    acked = [r.offset for r in p.read(0, max_bytes=1 << 20)]
+    other = embedlog.Log(str(tmp_path / "p"), retention_check_interval_ms=0).partition("c", 0)
+    real = _replication.list_segments
+
+    def racing(path):                             # the cleaner swaps right after the copy listed
+        out = real(path)
+        if path == p.path:
+            monkeypatch.setattr(_replication, "list_segments", real)
+            done = other.compact(T0 + 10**6)
+            assert done["segments_out"] < done["segments_in"]
+        return out
+    monkeypatch.setattr(_replication, "list_segments", racing)
+    p.mirrors[0].close()                          # the slow path, as after any roll
+    p.mirrors[0].sync(False, 1)
+    p.mirrors[0].sync(False, 1)                   # the next copy completes
+    assert set(acked) <= set(_promoted_offsets(tmp_path))
+    log.close()
+
+
+def test_a_mirror_copy_killed_while_replacing_merged_segments(tmp_path, monkeypatch):
+    from embedlog import _failpoints
+    log, p = _compacted_mirror(tmp_path)
+    p.compact(T0 + 10**6)                         # merges segments on the primary
+    kept = [r.offset for r in p.read(0, max_bytes=1 << 20)]
+
+    class Killed(BaseException):
+        pass
+
+    def die():
+        raise Killed()
+    _failpoints.arm("cleaner.swap.deleted_one", die)   # inside the mirror's committed swap
+    p.mirrors[0].close()
+    try:
+        p.mirrors[0].sync(False, 1)
+    except Killed:
+        pass
+    finally:
+        _failpoints.disarm()
+    assert set(kept) <= set(_promoted_offsets(tmp_path)), "the promoted mirror finishes the swap"
+    log._abandon()
