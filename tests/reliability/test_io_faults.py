@@ -394,6 +394,8 @@ def test_fail_at_every_call(kind, fault, persistent, record_property):
     finally:
         shutil.rmtree(root, ignore_errors=True)
     record_property("faults", res["faults"])
+    print(f"{kind} {fault} {'persistent' if persistent else 'transient'}: {res['faults']} faults injected, "
+          f"one per call of the operation")
     assert res["n"] < 1000 and res["faults"] > 0
 
 
