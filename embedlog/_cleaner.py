@@ -458,26 +458,32 @@ def swap_locked(part, fields, group: list[int], expected_sizes: dict) -> bool:
     """Swap a cleaned group in (append lock held, in_append set). False, with the
     .cleaned files dropped, if the segments changed since they were read."""
     present = set(list_segments(part.path))
+    stem = _stem(part.path, group[0])
     for b in group:
         if b not in present or os.stat(_stem(part.path, b) + ".log").st_size != expected_sizes[b]:
             remove_cleaned_files(part.path)
             return False
+    if not all(os.path.exists(stem + ext + CLEANED) for ext in (".log", ".index", ".timeindex")):
+        # Someone removed our output (on systems with POSIX locks only, a recovery in this
+        # very process can): never commit a swap whose new files are not all there.
+        remove_cleaned_files(part.path)
+        return False
     swap = part.state.swap_begin()
-    try:
-        for b in group:
-            seg = part._segments.pop(b, None)
-            if seg is not None:
-                seg.close()
-        st.write_atomic(os.path.join(part.path, SWAP_MANIFEST),
-                        json.dumps({"version": CHECKPOINT_VERSION, "base": group[0],
-                                    "replaces": group}).encode() + b"\n")
-        finish_swap(part.path)
-        fields[st.F_SEGMENTS_VERSION] += 1
-        part.state.publish(fields)
-        part._segments_version = -1
-        part._refresh_segments(fields[st.F_SEGMENTS_VERSION])
-    finally:
-        part.state.swap_end(swap)
+    for b in group:
+        seg = part._segments.pop(b, None)
+        if seg is not None:
+            seg.close()
+    st.write_atomic(os.path.join(part.path, SWAP_MANIFEST),
+                    json.dumps({"version": CHECKPOINT_VERSION, "base": group[0],
+                                "replaces": group}).encode() + b"\n")
+    finish_swap(part.path)
+    fields[st.F_SEGMENTS_VERSION] += 1
+    part.state.publish(fields)
+    part._segments_version = -1
+    part._refresh_segments(fields[st.F_SEGMENTS_VERSION])
+    # Only now: if anything above failed, the word stays odd and in_append set, so readers
+    # wait for (and the next lock holder runs) recovery, which finishes the swap.
+    part.state.swap_end(swap)
     return True
 
 

@@ -799,7 +799,8 @@ def repair(part) -> list[dict]:
                     seg.close()
                 if r.valid_size >= end:
                     continue
-                for m in part.mirrors:
+                # In-sync mirrors first: their copies are the freshest.
+                for m in sorted(part.mirrors, key=lambda m: not m.in_isr()):
                     if m.path is None:
                         continue
                     cand = Segment(m.path, base)
