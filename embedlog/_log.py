@@ -315,6 +315,10 @@ class Log:
             raise FileNotFoundError(f"no embedlog directory at {self.path}")
         ours = {TOPICS_DIR, MARKER, ".lock", NOTIFY_FILE}   # what a concurrent create may have made already
         if os.path.isdir(self.path) and any(n not in ours and not TEMP_RE.match(n) for n in os.listdir(self.path)):
+            if os.path.exists(marker):
+                # Another process finished creating it (and its topics) between our two
+                # looks: it is a log directory after all.
+                return self._init_dir(create)
             raise FormatVersionError(
                 f"{self.path} exists, is not empty and has no {MARKER}: refusing to use it as a log directory")
         try:

@@ -1014,6 +1014,8 @@ class Partition:
                 if isinstance(e, FileNotFoundError):
                     raise _storage_error(e, "read", e.filename or self.path) from e
                 raise
+            except OSError as e:          # EIO from a failing or vanished disk: typed, with the place
+                raise _storage_error(e, f"read of {self.topic}-{self.partition}", e.filename or self.path) from e
             if state.swap_word() == word:
                 return out
         raise StorageError(f"the segments of {self.topic}-{self.partition} kept changing during a read",
