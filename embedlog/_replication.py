@@ -45,7 +45,7 @@ COPY_CHUNK = 8 << 20
 FAILED_BACKOFF_MS = 1000
 _SLOT_BASE, _SLOT_SIZE = 256, 64
 LEO, DURABLE, BASE, SIZE, CAUGHT_UP, FLAGS, FAILED_MS = range(7)
-VERIFIED, IN_ISR, FAILED = 1, 2, 4
+VERIFIED, IN_ISR, FAILED, DISTRUST = 1, 2, 4, 8
 
 
 _pool = None
@@ -249,7 +249,10 @@ class PartitionMirror:
                 self.close()
                 if self._primary_moved():
                     return False          # a file the cleaner or retention just removed: again later
-                self.update_flags(FAILED, VERIFIED)
+                # fsyncgate: after a failed write-back the kernel may have dropped the pages
+                # and marked them clean; the mirror's active segment is rewritten from the
+                # primary through a new file before it counts again, never trusted.
+                self.update_flags(FAILED | DISTRUST, VERIFIED)
                 self.set(FAILED_MS, now_ms())
                 err = StorageError(f"mirroring {self.part.topic}-{self.part.partition} to {self.path} failed: "
                                    f"{e.strerror or e}", path=getattr(e, "filename", None) or self.path,
@@ -389,6 +392,10 @@ class PartitionMirror:
             _create(dst)
             dir_changed = True
             start = 0
+        elif self.flags() & DISTRUST:
+            _copy_file_prefix(src.log_path, dst, active_size)   # a new file, not the suspect one
+            dir_changed = True
+            start = active_size
         elif prev_base == active_base:
             start = min(self.get(SIZE), os.path.getsize(dst))
         else:
@@ -409,6 +416,7 @@ class PartitionMirror:
         if self._primary_moved():
             raise _Busy()                 # what was copied may mix two versions: record nothing
         self._record(fields, durable, started)
+        self.update_flags(0, DISTRUST)         # rewritten through new, fdatasync'd files: trusted again
 
     def _sync_closed(self, base: int, upper: int, prev_base: int) -> bool:
         """Make the mirror's copy of the closed segment [base, upper) identical (True if the
@@ -433,13 +441,15 @@ class PartitionMirror:
                                f"{self.path} (repair it from there: embedlog replicas repair)")
             return False
         changed = False
-        if exists and base == prev_base and self._active_file == (base, s.st_ino):
+        # The segment a failed fdatasync was writing to: its pages may be gone (fsyncgate).
+        suspect = bool(self.flags() & DISTRUST) and base == self.get(BASE)
+        if exists and base == prev_base and self._active_file == (base, s.st_ino) and not suspect:
             # The active segment this handle was copying, the same file: only its tail is
             # missing (growing a prefix is safe at any moment).
             _copy_range(src.log_path, dst, min(self.get(SIZE), os.path.getsize(dst)), s.st_size, truncate=True)
             for idx in (src.index, src.timeindex):
                 _copy_file(idx.path, os.path.join(self.path, os.path.basename(idx.path)))
-        elif not exists or os.path.getsize(dst) != s.st_size or \
+        elif suspect or not exists or os.path.getsize(dst) != s.st_size or \
                 common_prefix(src.log_path, dst, s.st_size) != s.st_size:
             # New, compacted, merged or divergent: replace it, and the mirror segments the
             # primary's [base, upper) now covers, in one committed swap.
@@ -534,6 +544,22 @@ def _copy_range(src, dst, start: int, end: int, *, truncate: bool):
     finally:
         os.close(sfd)
         os.close(dfd)
+
+
+def _copy_file_prefix(src, dst, size: int):
+    """dst := the first `size` bytes of src, through a new file (fdatasync'd, renamed)."""
+    tmp = dst + ".mirror"
+    fd = _io.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o644)
+    try:
+        sfd = os.open(src, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            _copy_fds(sfd, fd, 0, size, tmp)
+        finally:
+            os.close(sfd)
+        _io.fdatasync(fd, tmp)
+    finally:
+        os.close(fd)
+    _io.replace(tmp, dst)
 
 
 def _copy_file(src, dst):

@@ -183,3 +183,39 @@ def test_a_mirror_copy_killed_while_replacing_merged_segments(tmp_path, monkeypa
         _failpoints.disarm()
     assert set(kept) <= set(_promoted_offsets(tmp_path)), "the promoted mirror finishes the swap"
     log._abandon()
+
+
+def test_a_mirror_whose_fdatasync_failed_is_rewritten_not_trusted(tmp_path):
+    """fsyncgate on a mirror: after a failed fdatasync the kernel may have dropped the pages
+    and marked them clean, so a later fdatasync of the same file succeeds without them. The
+    mirror's segment must be rewritten through a new file before it counts again."""
+    import errno as _errno
+    from embedlog import _io, NotEnoughReplicasError
+    log = embedlog.Log(str(tmp_path / "p"), retention_check_interval_ms=0)
+    log.add_replica(str(tmp_path / "m"))
+    p = log.create_topic("t", 1, {"min.insync.replicas": 2}, replication_factor=2).partition(0)
+    for i in range(5):
+        p.append_records([b"r%d" % i], sync=True)
+    seg = os.path.join(str(tmp_path / "m"), "t-0", "00000000000000000000.log")
+    inode = os.stat(seg).st_ino
+    failed = []
+
+    def hook(op, real, *args, **kwargs):
+        if op == "fdatasync" and str(tmp_path / "m") in str(args[-1] if len(args) > 1 else "") and not failed:
+            failed.append(args)
+            raise OSError(_errno.EIO, "Input/output error")
+        return real(*args, **kwargs)
+    _io.install(hook)
+    try:
+        try:
+            p.append_records([b"during"], sync=True)
+        except NotEnoughReplicasError:
+            pass
+    finally:
+        _io.uninstall()
+    assert failed, "the mirror's fdatasync should have been failed"
+    p.append_records([b"after"], sync=True)                  # the mirror comes back in
+    assert os.stat(seg).st_ino != inode, "the suspect file was replaced, not fdatasync'd again"
+    assert open(seg, "rb").read() == open(os.path.join(p.path, "00000000000000000000.log"), "rb").read()
+    assert {r["replica"]: r["in_sync"] for r in log.replica_status()} == {0: True, 1: True}
+    log.close()
