@@ -36,6 +36,7 @@ import embedlog
 from embedlog._offsets import OffsetStore
 
 from .iofault import Counter, KillAt, install
+from ._workers import fan_out
 
 TEARS = (0.5, "random", 0.0, 1.0, 1, "len-1")
 NOW = 1_700_000_000_000
@@ -599,35 +600,12 @@ def run_scenario(scenario: Scenario, *, seed: int = 0, workers: int = 2, keep_fa
         total = next(x["calls"] for x in notes if "calls" in x)
         ref = scenario.reference(refdir, [x["ack"] for x in notes if "ack" in x])
         ns = list(range(1, total + 2))
-        results = []
-        pids = []
-        for w in range(min(workers, len(ns))):
-            r, wfd = os.pipe()
-            pid = os.fork()
-            if pid == 0:
-                code = 0
-                try:
-                    os.close(r)
-                    sub = os.path.join(base, f"worker{w}")
-                    os.mkdir(sub)
-                    s = _points(scenario, tpl, ref, ns[w::workers], total, seed, sub, keep_failures)
-                    os.write(wfd, json.dumps({"points": s.points, "anomalies": s.anomalies,
-                                              "unfinished": s.unfinished}, default=str).encode())
-                except BaseException:
-                    os.write(wfd, json.dumps({"points": 0, "anomalies": [
-                        {"scenario": scenario.name, "anomaly": "worker crashed", "trace": traceback.format_exc()}]}
-                    ).encode())
-                    code = 3
-                finally:
-                    os._exit(code)
-            os.close(wfd)
-            pids.append((pid, r))
-        for pid, r in pids:
-            with os.fdopen(r, "rb") as f:
-                results.append(json.loads(f.read() or b'{"points": 0, "anomalies": []}'))
-            os.waitpid(pid, 0)
+        def run(cases, sub):
+            s = _points(scenario, tpl, ref, cases, total, seed, sub, keep_failures)
+            return {"points": s.points, "anomalies": s.anomalies, "unfinished": s.unfinished}
+        results = fan_out(base, workers, ns, run, scenario.name)
         for res in results:
-            stats.points += res["points"]
+            stats.points += res.get("points", 0)
             stats.anomalies += res["anomalies"]
             stats.unfinished += res.get("unfinished", [])
         stats.by_scenario[scenario.name] = stats.points

@@ -31,6 +31,7 @@ import random
 import stat
 
 from embedlog import _io
+from ._workers import fan_out
 
 PAGE = 4096
 SECTOR = 512
@@ -559,10 +560,8 @@ def _check_states(scenario, snapshot, trace, ks, per_point, seed, ref, root, kee
 def run_power_loss(scenario, *, seed=0, per_point=10, workers=2, root=None, keep_failures=None) -> Stats:
     """Record one run of the scenario, then check `per_point` random crash states (the
     distinct ones) at every point of its trace, spread over `workers` processes."""
-    import json
     import shutil
     import tempfile
-    import traceback
 
     from .crashpoints import work_root
     base = tempfile.mkdtemp(prefix="el-power-", dir=root or work_root())
@@ -582,35 +581,12 @@ def run_power_loss(scenario, *, seed=0, per_point=10, workers=2, root=None, keep
         ks = list(range(len(trace) + 1))
         stats = Stats()
         stats.trace_ops = sum(1 for op in trace if op[0] != "mark")
-        pids = []
-        for w in range(workers):
-            r, wfd = os.pipe()
-            pid = os.fork()
-            if pid == 0:
-                code = 0
-                try:
-                    os.close(r)
-                    sub = os.path.join(base, f"worker{w}")
-                    os.mkdir(sub)
-                    s = _check_states(scenario, rec.snapshot, trace, ks[w::workers], per_point, seed, ref, sub,
-                                      keep_failures)
-                    os.write(wfd, json.dumps({"states": s.states, "points": s.points,
-                                              "anomalies": s.anomalies}, default=str).encode())
-                except BaseException:
-                    os.write(wfd, json.dumps({"states": 0, "points": 0, "anomalies": [
-                        {"scenario": scenario.name, "anomaly": "worker crashed", "trace": traceback.format_exc()}]}
-                    ).encode())
-                    code = 3
-                finally:
-                    os._exit(code)
-            os.close(wfd)
-            pids.append((pid, r))
-        for pid, r in pids:
-            with os.fdopen(r, "rb") as f:
-                res = json.loads(f.read() or b'{"states": 0, "points": 0, "anomalies": []}')
-            os.waitpid(pid, 0)
-            stats.states += res["states"]
-            stats.points += res["points"]
+        def run(cases, sub):
+            s = _check_states(scenario, rec.snapshot, trace, cases, per_point, seed, ref, sub, keep_failures)
+            return {"states": s.states, "points": s.points, "anomalies": s.anomalies}
+        for res in fan_out(base, workers, ks, run, scenario.name):
+            stats.states += res.get("states", 0)
+            stats.points += res.get("points", 0)
             stats.anomalies += res["anomalies"]
         return stats
     finally:
