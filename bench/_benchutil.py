@@ -74,7 +74,8 @@ def machine_info(data_dir: str) -> dict:
     except OSError:
         load = None
     try:
-        from embedlog import _hotpath, __version__
+        from embedlog import __version__
+        from embedlog.storage import _hotpath
         crc_hw = _hotpath.crc32c_hardware()
     except Exception:  # pragma: no cover - reported, not fatal
         __version__, crc_hw = "?", None

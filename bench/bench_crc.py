@@ -4,7 +4,7 @@
     python bench/bench_crc.py [--size-mib 64] [--recovery-mb 500] [--repeat 3]
                               [--segment-bytes N] [--dir DIR] [--no-cold] [--json]
 
-CRC-32C: embedlog._hotpath.crc32c (the hardware instruction when the CPU has it) and
+CRC-32C: embedlog.storage._hotpath.crc32c (the hardware instruction when the CPU has it) and
 crc32c_software (the table path) over one 64 MiB random buffer, and over the same bytes
 as 4 KiB buffers in a Python loop (one cffi call per buffer, chained). Each rate is
 the best / median of --repeat timings, each timing at least --min-time seconds long.
@@ -34,7 +34,7 @@ import zlib
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import embedlog  # noqa: E402
-from embedlog import _hotpath as hp  # noqa: E402
+from embedlog.storage import _hotpath as hp  # noqa: E402
 
 from _benchutil import MB, MiB, eprint, machine_info, machine_line  # noqa: E402
 

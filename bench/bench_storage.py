@@ -50,10 +50,10 @@ from array import array
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import embedlog  # noqa: E402
-from embedlog import _hotpath as hp  # noqa: E402
-from embedlog._records import (HEADER_SIZE, MAX_RECORD_OVERHEAD, Columns, Record,  # noqa: E402
+from embedlog.storage import _hotpath as hp  # noqa: E402
+from embedlog.storage._records import (HEADER_SIZE, MAX_RECORD_OVERHEAD, Columns, Record,  # noqa: E402
                                decode_columns, finish_batch)
-from embedlog._records import now_ms as _now_ms  # noqa: E402
+from embedlog.storage._records import now_ms as _now_ms  # noqa: E402
 
 from _benchutil import (MB, MiB, Runs, eprint, fmt_rate, gen_records, machine_info,  # noqa: E402
                         machine_line, timed)

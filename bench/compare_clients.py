@@ -298,7 +298,7 @@ def batch_stats(part):
             with open(os.path.join(part.path, name), "rb") as f:
                 buf = f.read()
             pos = 0
-            while pos + embedlog._records.HEADER_SIZE <= len(buf):
+            while pos + embedlog.storage._records.HEADER_SIZE <= len(buf):
                 h = embedlog.parse_header(buf, pos)
                 counts[h.records_count] = counts.get(h.records_count, 0) + 1
                 pos += h.size

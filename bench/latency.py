@@ -140,7 +140,7 @@ class _Instr:
 
     @classmethod
     def install_producer(cls, total):
-        from embedlog import _state
+        from embedlog.storage import _state
         orig = _state.SharedState.publish
         cls.pub0 = array.array("q", [0]) * total
         cls.pub1 = array.array("q", [0]) * total

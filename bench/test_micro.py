@@ -16,8 +16,8 @@ import random
 import pytest
 
 import embedlog
-from embedlog import _hotpath as hp
-from embedlog._records import decode_columns
+from embedlog.storage import _hotpath as hp
+from embedlog.storage._records import decode_columns
 
 pytest.importorskip("pytest_benchmark")
 

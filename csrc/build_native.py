@@ -1,4 +1,4 @@
-"""cffi build script (out-of-line API mode): compiles csrc/native.c into embedlog._native.
+"""cffi build script (out-of-line API mode): compiles csrc/native.c into embedlog.storage._native.
 
 Run by `pip install .` through setup.py's cffi_modules; never imported at run time.
 """
@@ -25,7 +25,7 @@ if os.environ.get("EMBEDLOG_SANITIZE"):
     _extra += ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g", "-O1"]
 
 ffibuilder.set_source(
-    "embedlog._native",
+    "embedlog.storage._native",
     '#include <stdint.h>\n#include <stddef.h>\n#include "native.h"\n'
     f'static const char *const EL_NATIVE_VERSION = "{_version()}";\n',
     sources=[os.path.relpath(os.path.join(HERE, "native.c"), ROOT)],

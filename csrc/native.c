@@ -507,7 +507,7 @@ int64_t el_slices_format(const int32_t *key_off, const int32_t *key_len,
 
 /* ------------------------------------------------------------------ file I/O */
 
-/* The I/O table (SQLite's VFS idea, embedlog/_io.py): the loops below reach the system
+/* The I/O table (SQLite's VFS idea, embedlog/storage/_io.py): the loops below reach the system
  * only through these pointers, so a test can make a call return a short count, EINTR
  * or an error, and check what the loop does with it. No raw syscall(). */
 static int64_t sys_pwrite(int fd, const void *buf, size_t len, int64_t pos)

@@ -14,23 +14,23 @@ import importlib
 from ._version import __version__
 
 _EXPORTS = {
-    "_errors": ["ConfigError", "CorruptRecordError", "EmbedlogError", "FormatVersionError",
+    "storage._errors": ["ConfigError", "CorruptRecordError", "EmbedlogError", "FormatVersionError",
                 "InvalidPartitionsError", "InvalidTopicError", "LockTimeoutError", "LogClosedError",
                 "InvalidReplicationFactorError", "NotEnoughReplicasAfterAppendError", "NotEnoughReplicasError",
                 "OffsetOutOfRangeError", "RecordTooLargeError", "StorageError", "TopicExistsError",
                 "UnknownTopicOrPartitionError"],
-    "_log": ["Log", "Topic"],
-    "_partition": ["AppendResult", "Partition"],
-    "_records": ["BatchHeader", "Record", "build_batch", "decode_records", "parse_header"],
-    "_kafka": ["OFFSET_BEGINNING", "OFFSET_END", "OFFSET_INVALID", "OFFSET_STORED", "TIMESTAMP_CREATE_TIME",
+    "storage._log": ["Log", "Topic"],
+    "storage._partition": ["AppendResult", "Partition"],
+    "storage._records": ["BatchHeader", "Record", "build_batch", "decode_records", "parse_header"],
+    "client._kafka": ["OFFSET_BEGINNING", "OFFSET_END", "OFFSET_INVALID", "OFFSET_STORED", "TIMESTAMP_CREATE_TIME",
                "TIMESTAMP_LOG_APPEND_TIME", "TIMESTAMP_NOT_AVAILABLE", "KafkaError", "KafkaException",
                "Message", "TopicPartition"],
-    "_producer": ["Producer"],
-    "_consumer": ["Consumer"],
-    "_admin": ["AdminClient", "NewPartitions", "NewTopic"],
+    "client._producer": ["Producer"],
+    "client._consumer": ["Consumer"],
+    "client._admin": ["AdminClient", "NewPartitions", "NewTopic"],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
-_WHERE["open"] = "_log"          # embedlog.open(path), like sqlite3.connect
+_WHERE["open"] = "storage._log"          # embedlog.open(path), like sqlite3.connect
 _RENAMED = {"open": "open_log"}
 
 __all__ = sorted([*_WHERE, "__version__"])

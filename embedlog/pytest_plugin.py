@@ -64,7 +64,7 @@ def _slug(request) -> str:
 @pytest.fixture
 def embedlog_dir(tmp_path):
     """A fresh log directory for this test (created, empty: no topics)."""
-    from embedlog._log import Log
+    from embedlog.storage._log import Log
     path = tmp_path / "embedlog"
     Log(path).close()
     return path
@@ -85,7 +85,7 @@ def _embedlog_lock_timeout(request) -> float:
 @pytest.fixture
 def embedlog(embedlog_dir, _embedlog_lock_timeout):
     """An open embedlog.Log on the test's directory, closed after the test."""
-    from embedlog._log import Log
+    from embedlog.storage._log import Log
     log = Log(embedlog_dir, lock_timeout=_embedlog_lock_timeout)
     yield log
     log.close()
@@ -165,7 +165,7 @@ def make_embedlog(tmp_path_factory, _embedlog_lock_timeout):
 
     Each call opens a fresh directory (or `path`); `topics` maps names to partition
     counts and `config` is the topic config they are created with. Closed after the test."""
-    from embedlog._log import Log
+    from embedlog.storage._log import Log
     made = []
 
     def make_embedlog(topics: dict | None = None, config: dict | None = None, path=None):

@@ -24,12 +24,12 @@ _SHOW = 20        # records shown per partition in a failure message
 @contextlib.contextmanager
 def _opened(log):
     """Yield a Log for `log` (a Log, a path, or a client config dict)."""
-    from ._log import Log, path_from_config
+    from .storage._log import Log, path_from_config
     if isinstance(log, Log):
         yield log
         return
     if isinstance(log, dict):
-        from ._config import log_path
+        from .storage._config import log_path
         path = path_from_config(log_path(log))
     else:
         path = os.fspath(log)
@@ -164,7 +164,7 @@ def assert_topic_contains(log, topic: str, messages, *, partition: int | None = 
              background), then fail.
     """
     __tracebackhide__ = True
-    from ._errors import UnknownTopicOrPartitionError
+    from .storage._errors import UnknownTopicOrPartitionError
     if isinstance(messages, dict):
         wants = []
         for key, values in messages.items():
@@ -220,7 +220,7 @@ def topic_lag(log, group: str, topics=None) -> list[dict]:
     """[{topic, partition, committed, log_end_offset, lag}] of a consumer group: every
     partition of `topics` (default: the topics it committed offsets for). A partition
     without a committed offset lags by its whole log."""
-    from ._offsets import OFFSETS_TOPIC, store_for
+    from .storage._offsets import OFFSETS_TOPIC, store_for
     with _opened(log) as lg:
         offsets = {}
         if OFFSETS_TOPIC in lg.topics():        # never create it as a side effect of looking

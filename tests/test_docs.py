@@ -2,14 +2,14 @@
 import pathlib
 
 import embedlog
-from embedlog import _config
+from embedlog.storage import _config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_config_md_is_generated_from_the_tables():
     assert (ROOT / "CONFIG.md").read_text() == _config.config_markdown(), \
-        "CONFIG.md is stale: python -m embedlog._config > CONFIG.md"
+        "CONFIG.md is stale: python -m embedlog.storage._config > CONFIG.md"
 
 
 def test_public_api_is_pinned():

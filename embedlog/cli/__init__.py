@@ -14,7 +14,8 @@ kafka-consumer-groups.sh, kafka-dump-log.sh) and rpk-style short ones.
 The directory comes from --dir (before or after the command) or EMBEDLOG_DIR. Read
 commands take --json. Exit codes: 0 ok, 1 failure (one `Error: ...` line on stderr),
 2 usage, 130 interrupted. Each command is a thin layer over the public API; click is
-imported only here, under cli/.
+imported only here, under cli/. May import every subsystem below it (storage, client,
+and later server, registry, connect); nothing imports the CLI.
 """
 from __future__ import annotations
 

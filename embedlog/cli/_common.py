@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from embedlog._log import MARKER      # embedlog.json: what makes a directory a log
+from embedlog.storage._log import MARKER      # embedlog.json: what makes a directory a log
 
 DIR_KEY = "embedlog.dir"
 

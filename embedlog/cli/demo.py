@@ -23,7 +23,7 @@ def run_demo(path) -> int:
     import json
 
     from embedlog import AdminClient, Consumer, NewTopic, Producer
-    from embedlog._log import open_log
+    from embedlog.storage._log import open_log
 
     path = path or os.path.join(tempfile.gettempdir(), "embedlog-demo")
     conf = {"bootstrap.servers": f"file://{os.path.abspath(path)}"}

@@ -36,8 +36,8 @@ from array import array
 import click
 
 from embedlog import CorruptRecordError, EmbedlogError
-from embedlog._compression import decompress
-from embedlog._records import HEADER_SIZE, LOG_OVERHEAD, MAGIC, parse_header, peek_header
+from embedlog.storage._compression import decompress
+from embedlog.storage._records import HEADER_SIZE, LOG_OVERHEAD, MAGIC, parse_header, peek_header
 
 from ._common import check_log_dir, dir_option, echo_json, echo_table, human_bytes, log_dir, note, output_options
 from .plan import SIZE, _topic_meta, _topic_names, human_duration_ms

@@ -23,7 +23,7 @@ def _store(log):
     must not create __consumer_offsets as a side effect)."""
     if OFFSETS_TOPIC not in log.topics():
         return None
-    from embedlog._offsets import store_for
+    from embedlog.storage._offsets import store_for
     store = store_for(log)
     store.refresh()
     return store
@@ -35,12 +35,12 @@ def _committed(log, group: str) -> dict:
 
 
 def _state(log, group: str) -> dict | None:
-    from embedlog._groups import describe_group
+    from embedlog.client._groups import describe_group
     return describe_group(log, group)
 
 
 def _all_groups(log) -> list[str]:
-    from embedlog._groups import list_groups
+    from embedlog.client._groups import list_groups
     names = set(list_groups(log))
     store = _store(log)
     if store is not None:
@@ -324,7 +324,7 @@ def reset_offsets(group, topic_specs, all_topics, to_earliest, to_latest, to_off
                 who = ", ".join(f"{mid} (pid {m.get('pid')})" for mid, m in sorted(active.items()))
                 raise CliError(f"group {group!r} has {len(active)} active member(s): {who}; stop them before "
                                "resetting offsets (Kafka requires an inactive group too)")
-            from embedlog._offsets import store_for
+            from embedlog.storage._offsets import store_for
             if plan:
                 store_for(log).commit(group, [(r["topic"], r["partition"], r["new_offset"], "") for r in plan])
     if fmt == "json":

@@ -41,7 +41,7 @@ def iter_log(path: str, on_bytes=None):
     does not end exactly after a whole batch. A batch whose CRC does not match is
     still yielded (crc_ok False); one whose header cannot be trusted ends the walk."""
     from embedlog import CorruptRecordError
-    from embedlog._records import HEADER_SIZE, MAGIC, parse_header, peek_header
+    from embedlog.storage._records import HEADER_SIZE, MAGIC, parse_header, peek_header
     with open(path, "rb") as f:
         file_size = os.fstat(f.fileno()).st_size
         buf, at, base = b"", 0, 0        # buf[0] is at file position `base`

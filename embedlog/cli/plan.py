@@ -31,7 +31,8 @@ from fractions import Fraction
 import click
 from click.core import ParameterSource
 
-from embedlog import ConfigError, _config
+from embedlog import ConfigError
+from embedlog.storage import _config
 
 from ._common import CliError, check_log_dir, dir_option, echo_json, log_dir, output_options
 

@@ -74,7 +74,7 @@ def status(topics, fmt):
 @click.argument("path")
 def promote(path):
     """Make mirror PATH the primary (failover); the old primary becomes its mirror."""
-    from embedlog._replication import promote as do_promote
+    from embedlog.storage._replication import promote as do_promote
     doc = _storage(do_promote, path)
     click.echo(f"{doc['primary']} is now the primary; {doc['old_primary']} is its mirror "
                f"(truncated to the common prefix when next copied to).")
@@ -87,7 +87,7 @@ def promote(path):
 @dir_option
 def repair():
     """Replace damaged segments of the primary by an in-sync mirror's copy."""
-    from embedlog._replication import repair as do_repair
+    from embedlog.storage._replication import repair as do_repair
     log = open_log()
     done = []
     try:

@@ -73,7 +73,7 @@ def _segments(path: str) -> int:
 
 
 def describe_topic(log, name: str) -> dict:
-    from embedlog import _config
+    from embedlog.storage import _config
     t = log.topic(name)
     parts = []
     for p in range(t.num_partitions):
@@ -145,7 +145,7 @@ def alter(topic, configs, deletes):
         changes[key] = None
     if not changes:
         raise click.UsageError("nothing to change: give --config KEY=VALUE or --delete-config KEY")
-    from embedlog import _config
+    from embedlog.storage import _config
     with open_log() as log:
         values = log.alter_topic_config(topic, changes, incremental=True)
     click.echo(f"Updated config of topic {topic}: {_config_text(_config.topic_overrides(values)) or '(defaults)'}")

@@ -5,7 +5,7 @@ import pytest
 
 import embedlog
 from clirun import assert_error, call, run
-from embedlog._offsets import store_for
+from embedlog.storage._offsets import store_for
 
 KAFKA_COLUMNS = ["GROUP", "TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG", "CONSUMER-ID"]
 

@@ -9,7 +9,7 @@ from kafka.record.default_records import DefaultRecordBatch
 
 import embedlog
 from clirun import assert_error, call, parse_table, run
-from embedlog._records import build_batch
+from embedlog.storage._records import build_batch
 
 SEG0 = "00000000000000000000"
 

@@ -11,7 +11,7 @@ import pytest
 
 import embedlog
 from clirun import assert_error, call, run
-from embedlog._records import build_batch
+from embedlog.storage._records import build_batch
 
 GiB = 1 << 30
 SEG0 = "00000000000000000000"

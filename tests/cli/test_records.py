@@ -31,7 +31,7 @@ def test_produce_keys_headers_verbose(orders):
     assert {stored[po][:2] for po in at} == {(b"dave", b"d1"), (b"erin", b"e1"), (b"dave", b"d2:with:colons")}
     assert all(stored[po][2] == (("source", b"cli"), ("v", b"2")) for po in at)
     # a key lands where the library's partitioner puts it (murmur2, as Kafka's Java client)
-    from embedlog._partitioner import partitions_for_keys
+    from embedlog.storage._partitioner import partitions_for_keys
     dave = sorted(po for po in at if stored[po][0] == b"dave")
     assert {p for p, _o in dave} == {partitions_for_keys([b"dave"], 3)[0]}
     assert [stored[po][1] for po in dave] == [b"d1", b"d2:with:colons"]     # produce order within a partition

@@ -75,7 +75,7 @@ def test_committed_offsets_are_records_in_consumer_offsets(conf, logdir):
     c = Consumer({**conf, "group.id": "g1"})
     c.commit(offsets=[TopicPartition("t", 0, 2, "meta")], asynchronous=False)
     c.close()
-    from embedlog._offsets import decode_key, decode_value
+    from embedlog.storage._offsets import decode_key, decode_value
     with embedlog.open(logdir) as log:
         recs = log.partition("__consumer_offsets", 0).read(0)
         assert log.topic("__consumer_offsets").config["cleanup.policy"] == "compact"
@@ -308,7 +308,7 @@ def test_a_consumer_of_several_partitions_sleeps_until_an_append(conf, logdir, m
     """With several partitions the consumer sleeps on the directory's futex word (bumped
     by every append) instead of polling each partition every few milliseconds."""
     import threading
-    from embedlog._partition import Partition
+    from embedlog.storage._partition import Partition
     produce(conf, "t", [b"x"], partitions=3, partitioner="random")
     c = Consumer({**conf, "group.id": "w", "auto.offset.reset": "latest", "enable.auto.commit": False})
     c.assign([TopicPartition("t", p) for p in range(3)])

@@ -17,7 +17,7 @@ import pytest
 import embedlog
 from embedlog import (Consumer, InvalidPartitionsError, KafkaError, Producer, RecordTooLargeError,
                       TopicPartition)
-from embedlog._partitioner import partition_for_key
+from embedlog.storage._partitioner import partition_for_key
 
 KEYS = [f"customer-{i}".encode() for i in range(40)]
 
@@ -395,7 +395,7 @@ def test_partitions_of_a_topic_append_with_the_partition_signature():
     """_TopicPartition spells out Partition.append_batches's parameters (for speed):
     they must stay the same."""
     import inspect
-    from embedlog._log import _TopicPartition
+    from embedlog.storage._log import _TopicPartition
     assert inspect.signature(_TopicPartition.append_batches) == inspect.signature(embedlog.Partition.append_batches)
 
 

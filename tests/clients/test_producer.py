@@ -7,7 +7,7 @@ from kafka.record.default_records import DefaultRecordBatch
 
 import embedlog
 from embedlog import KafkaError, KafkaException, Producer
-from embedlog import _failpoints
+from embedlog.storage import _failpoints
 
 
 def read_all(logdir, topic, partition=0):

@@ -18,7 +18,7 @@ import time
 import pytest
 
 import embedlog
-from embedlog import _failpoints
+from embedlog.storage import _failpoints
 
 T0 = 1_700_000_000_000
 KEYS = 150

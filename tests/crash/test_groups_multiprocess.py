@@ -201,7 +201,7 @@ def test_at_least_once_with_workers_killed_and_replaced(tmp_path):
     workers = {spawn(worker, conf, outdir, w): w for w in range(4)}
     next_id, kills = 4, 0
     store_log = embedlog.open(str(tmp_path / "log"))
-    from embedlog._offsets import store_for
+    from embedlog.storage._offsets import store_for
     store = store_for(store_log)
     ends = {p: store_log.partition("t", p).log_end_offset for p in range(PARTITIONS)}
     deadline = time.monotonic() + 180
@@ -241,7 +241,7 @@ def test_at_least_once_with_workers_killed_and_replaced(tmp_path):
     twice = {k: v for k, v in seen.items() if len(v) > 1}
     assert not twice, f"processed by two workers in the same generation: {list(twice.items())[:5]}"
     # 3. committed offsets only moved forward
-    from embedlog._offsets import decode_key, decode_value
+    from embedlog.storage._offsets import decode_key, decode_value
     part = store_log.partition("__consumer_offsets", 0)
     history = collections.defaultdict(list)
     for rec in part.read(0, max_bytes=1 << 30):

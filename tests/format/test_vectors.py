@@ -6,8 +6,8 @@ import pytest
 from kafka.record.default_records import DefaultRecordBatch
 
 import embedlog
-from embedlog import _records as R
-from embedlog._errors import CorruptRecordError
+from embedlog.storage import _records as R
+from embedlog.storage._errors import CorruptRecordError
 
 
 def _inputs(batch):
@@ -159,7 +159,7 @@ def test_single_bit_flips_are_caught_by_the_crc():
 def test_malformed_records_section_is_an_error_not_garbage():
     raw = bytearray(R.build_batch([b"value"], keys=[b"k"]))
     raw[61] = 0x7F                               # record length varint now overruns
-    from embedlog import _hotpath as hp
+    from embedlog.storage import _hotpath as hp
     raw[17:21] = hp.crc32c(bytes(raw[21:])).to_bytes(4, "big")
     h = R.parse_header(bytes(raw))
     with pytest.raises(CorruptRecordError, match="malformed"):

@@ -57,7 +57,7 @@ def test_a_fresh_log_per_test_and_cleanup(pytester):
     assert two["groups"] == ["test_two-group-1", "test_two-group-2"]          # unique group ids
     with embedlog.open(two["dir"]) as log:
         assert log.partition("auto", 0).log_end_offset == 5                    # flushed at teardown
-        from embedlog._groups import describe_group
+        from embedlog.client._groups import describe_group
         state = describe_group(log, "test_two-group-1")
         assert state["generation"] >= 2 and state["members"] == {}            # left the group at teardown
 

@@ -5,7 +5,7 @@ import time
 import pytest
 
 import embedlog
-from embedlog._offsets import store_for
+from embedlog.storage._offsets import store_for
 from embedlog.testing import assert_topic_contains, read_topic, topic_lag, wait_for_zero_lag
 
 

@@ -30,7 +30,7 @@ VECTORS = os.path.join(os.path.dirname(HERE), "format", "vectors.json")
 # ------------------------------------------------------------------ the corpus
 
 def corpus() -> list[bytes]:
-    from embedlog._records import build_batch, decode_columns, parse_header, rebuild_batch
+    from embedlog.storage._records import build_batch, decode_columns, parse_header, rebuild_batch
     out = []
     t0 = 1_700_000_000_000
     shapes = [
@@ -69,7 +69,7 @@ HEADER_FIELDS = [(8, 4), (12, 4), (17, 4), (21, 2), (23, 4), (27, 8), (35, 8), (
 
 def fix_up(data: bytearray, length: bool, crc: bool) -> bytearray:
     """Make damaged bytes pass the header checks: batchLength = what is there, CRC right."""
-    from embedlog._hotpath import crc32c
+    from embedlog.storage._hotpath import crc32c
     if len(data) >= 61:
         if length:
             data[8:12] = (len(data) - 12).to_bytes(4, "big")
@@ -130,7 +130,7 @@ def _allowed(fn, *args, **kw):
 
 
 def target_header(data: bytes, pos: int):
-    from embedlog._records import iter_batches, parse_header, peek_header
+    from embedlog.storage._records import iter_batches, parse_header, peek_header
     pos = pos % (len(data) + 1)
     for verify in (True, False):
         h = _allowed(parse_header, data, pos, verify_crc=verify)
@@ -144,7 +144,7 @@ def target_header(data: bytes, pos: int):
 def target_records(data: bytes):
     """Header checks passed (CRC not verified), then the records: C parser, decompression,
     header decoding, the columns and the Record tuples."""
-    from embedlog._records import decode_columns, decode_records, parse_header
+    from embedlog.storage._records import decode_columns, decode_records, parse_header
     h = _allowed(parse_header, data, 0, verify_crc=False)
     if h is None:
         return
@@ -161,7 +161,7 @@ def target_records(data: bytes):
 
 
 def _compressed_corpus() -> list[bytes]:
-    from embedlog import _compression as c
+    from embedlog.storage import _compression as c
     raw = [b"", b"x", bytes(range(256)) * 8, b"abc" * 1000]
     out = []
     for codec in (1, 2, 3, 4):
@@ -175,7 +175,7 @@ COMPRESSED = _compressed_corpus()
 
 
 def target_decompress(codec: int, data: bytes):
-    from embedlog import _compression
+    from embedlog.storage import _compression
     out = _allowed(_compression.decompress, codec, data, path="/fuzz.log", position=0)
     assert out is None or isinstance(out, (bytes, bytearray))
 
@@ -192,8 +192,8 @@ class _Dir:
 def target_scan(chunks: list[bytes], dense: bool, interval: int):
     """el_scan_fd through Segment.scan, index rebuilds and lookups, on a file holding
     the bytes (whole valid batches, damaged ones, garbage, in any order)."""
-    from embedlog._index import IndexCorrupt
-    from embedlog._segment import Segment
+    from embedlog.storage._index import IndexCorrupt
+    from embedlog.storage._segment import Segment
     if _Dir.path is None:
         _Dir.path = tempfile.mkdtemp(prefix="embedlog-fuzz-")
     base = 0
@@ -249,7 +249,7 @@ def target_partition(chunks: list[bytes], compacted: bool, stamp: bool):
         if name != "partition.state":
             os.unlink(os.path.join(pdir, name))
     if stamp:       # offsets assigned as an append would (baseOffset is outside the CRC)
-        from embedlog._records import peek_header
+        from embedlog.storage._records import peek_header
         nxt, out = 0, []
         for c in chunks:
             h = peek_header(c)
@@ -317,7 +317,7 @@ def run(name: str, examples: int) -> bool:
 
 def _plant_bug(kind: str):
     """FUZZ_PLANT: break the library on purpose, to show that the harness notices."""
-    import embedlog._compression as c
+    import embedlog.storage._compression as c
     if kind == "unwrapped":          # a decompressor error escaping as its own type
         import lz4.frame
         real = c.decompress
@@ -340,9 +340,9 @@ def main(argv):
     examples = int(argv[1]) if len(argv) > 1 else 500
     if os.environ.get("FUZZ_PLANT"):
         _plant_bug(os.environ["FUZZ_PLANT"])
-    import embedlog._hotpath as hp
-    sys.stdout.write(f"embedlog._native from {hp.__file__.rsplit('/', 1)[0]}: "
-                     f"{getattr(__import__('embedlog._native', fromlist=['x']), '__file__', '?')}\n")
+    import embedlog.storage._hotpath as hp
+    sys.stdout.write(f"embedlog.storage._native from {hp.__file__.rsplit('/', 1)[0]}: "
+                     f"{getattr(__import__('embedlog.storage._native', fromlist=['x']), '__file__', '?')}\n")
     try:
         ok = all([run(n, examples) for n in names])
     finally:

@@ -72,7 +72,7 @@ def _c_batches():
 def build_fixture(path) -> dict:
     """Write the fixture log at `path` and return its model (what must be read back)."""
     import embedlog
-    from embedlog._offsets import store_for
+    from embedlog.storage._offsets import store_for
     written = {}
     with embedlog.open(path, retention_check_interval_ms=0) as log:
         for name, batches in (("t", _t_batches()), ("c", _c_batches())):
@@ -110,7 +110,7 @@ def build_fixture(path) -> dict:
 
 def inventory(path) -> dict:
     """relative path -> {"size", and for .log files "batches": [(position, size, base, last, codec)]}."""
-    from embedlog._records import iter_batches
+    from embedlog.storage._records import iter_batches
     out = {}
     for root, dirs, files in os.walk(path):
         for f in files:
@@ -233,8 +233,8 @@ def forge(path, position):
     """Rewrite the first record value of the uncompressed batch at `position` in place (same
     length, a different byte) and fix the CRC: a valid batch holding what was never written.
     Only for checking that the sweep notices wrong data."""
-    from embedlog._hotpath import crc32c
-    from embedlog._records import decode_varint, parse_header
+    from embedlog.storage._hotpath import crc32c
+    from embedlog.storage._records import decode_varint, parse_header
     with open(path, "r+b") as f:
         data = bytearray(f.read())
         h = parse_header(data, position)
@@ -385,7 +385,7 @@ def evaluate(work, model, deep=()) -> dict:
     the partition folders in `deep`). Returns {"outcome", "partitions", ...}."""
     import embedlog
     from embedlog import EmbedlogError
-    from embedlog._offsets import store_for
+    from embedlog.storage._offsets import store_for
     result = {"partitions": {}}
     try:
         log = embedlog.open(work, create=False, lock_timeout=5, retention_check_interval_ms=0)
@@ -440,7 +440,7 @@ def hidden_records(pdir, end, pm) -> list[int]:
     """Offsets >= `end` whose records, as written, are still in a whole CRC-valid batch of
     the partition's .log files: a truncation that only moved the log end is no truncation."""
     from embedlog import EmbedlogError
-    from embedlog._records import decode_records, iter_batches
+    from embedlog.storage._records import decode_records, iter_batches
     expected = {r[0]: r for r in pm["records"]}
     out = []
     for name in sorted(os.listdir(pdir)):

@@ -1,7 +1,7 @@
 """Crash at the Nth mutating call (SQLite's crash-test loop; reliability.md §3.2, technique 1).
 
 For a scenario (an operation on a small log), a reference run in a child counts the
-operation's calls of the I/O table (embedlog/_io.py): T. Then for every N in 1..T+1 a
+operation's calls of the I/O table (embedlog/storage/_io.py): T. Then for every N in 1..T+1 a
 child copies the scenario's template directory, opens the log, arms `KillAt(N)` and runs
 the operation: at call N it SIGKILLs itself, a write call having first written a prefix
 of its bytes (the tear). The parent then reopens the log (recovery runs) and checks it.
@@ -33,7 +33,7 @@ import tempfile
 import traceback
 
 import embedlog
-from embedlog._offsets import OffsetStore
+from embedlog.storage._offsets import OffsetStore
 
 from .iofault import Counter, KillAt, install
 from ._workers import fan_out
@@ -327,7 +327,7 @@ class CompactionScenario(Scenario):
         log.close()
 
     def reference(self, d, notes):
-        from embedlog._segment import list_segments
+        from embedlog.storage._segment import list_segments
         with open_log(d) as log:
             p = log.partition("c", 0)
             new = {o: (k, v) for o, k, v in read_all(p)}

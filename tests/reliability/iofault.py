@@ -1,4 +1,4 @@
-"""Hooks for the I/O table (embedlog/_io.py): count, fail, tear or kill at any mutating call.
+"""Hooks for the I/O table (embedlog/storage/_io.py): count, fail, tear or kill at any mutating call.
 
     with installed(Counter()) as c: ...            # c.calls: [(op, path), ...]
     with installed(FailAt(3, errno.ENOSPC)): ...   # the 3rd call raises OSError(ENOSPC)
@@ -15,7 +15,7 @@ import os
 import random
 import signal
 
-from embedlog import _io
+from embedlog.storage import _io
 
 WRITES = ("write", "pwrite", "pwrite_all", "pwrite2")
 FD_OPS = ("write", "pwrite", "pwrite_all", "pwrite2", "fdatasync", "fsync", "ftruncate")

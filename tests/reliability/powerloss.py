@@ -1,6 +1,6 @@
 """Simulated power loss (ALICE's idea, reliability.md §1.2 and §3.2 technique 2).
 
-A `Recorder`, installed through the I/O table (embedlog/_io.py), lets every call through
+A `Recorder`, installed through the I/O table (embedlog/storage/_io.py), lets every call through
 and logs it: creates, writes (with their bytes), truncates, fsyncs of files and folders,
 renames, unlinks, plus marks the workload adds ("batch 7 acknowledged, durable"). The
 directory as it was when recording started counts as durable.
@@ -30,7 +30,7 @@ import os
 import random
 import stat
 
-from embedlog import _io
+from embedlog.storage import _io
 from ._workers import fan_out
 
 PAGE = 4096

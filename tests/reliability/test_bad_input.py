@@ -24,7 +24,7 @@ import embedlog
 from embedlog import (ConfigError, CorruptRecordError, EmbedlogError, FormatVersionError, InvalidPartitionsError,
                       InvalidTopicError, KafkaException, OffsetOutOfRangeError, RecordTooLargeError,
                       TopicPartition)
-from embedlog._records import build_batch
+from embedlog.storage._records import build_batch
 
 T0 = 1_700_000_000_000
 
@@ -88,7 +88,7 @@ def template(tmp_path_factory):
         for b in range(8):
             c.partition(0).append_records([b"x%d" % b], [b"k%d" % (b % 2)], timestamps=[T0 + b])
         c.partition(0).compact(now=T0 + 10**6)
-        from embedlog._offsets import store_for
+        from embedlog.storage._offsets import store_for
         store_for(log).commit("g", [("t", 0, 3, "")])
     assert os.path.exists(root / "c-0" / "cleaner.checkpoint")
     return root
@@ -387,7 +387,7 @@ def _reboot(pdir):
 
 
 def _rewrite_json(path, change, seal=True):
-    from embedlog._state import seal_json, unseal_json
+    from embedlog.storage._state import seal_json, unseal_json
     with open(path, "rb") as f:
         doc = unseal_json(f.read())
     change(doc)
@@ -500,7 +500,7 @@ _SCALE = 20 if soak_enabled() else 1     # EMBEDLOG_SOAK=1 / -m soak: 20x the ex
 def test_generated_topic_names(template, name):
     """Kafka's rule or InvalidTopicError, decided before any file is touched: the template
     log is opened read-only in spirit, and must not change."""
-    from embedlog._log import validate_topic_name
+    from embedlog.storage._log import validate_topic_name
     legal = (0 < len(name) <= 249 and name not in (".", "..")
              and re.fullmatch(r"[A-Za-z0-9._-]+", name) is not None)
     if legal:
@@ -513,7 +513,7 @@ def test_generated_topic_names(template, name):
     assert diff(before, snapshot(template)) == []
 
 
-_KEYS = st.one_of(st.sampled_from(sorted(__import__("embedlog._config", fromlist=["x"]).TOPIC_CONFIG)), st.text(max_size=20))
+_KEYS = st.one_of(st.sampled_from(sorted(__import__("embedlog.storage._config", fromlist=["x"]).TOPIC_CONFIG)), st.text(max_size=20))
 _VALUES = st.one_of(st.integers(), st.integers(-5, 5), st.text(max_size=12), st.floats(allow_nan=True),
                     st.booleans(), st.none(), st.lists(st.integers(), max_size=2), st.sampled_from(
                         ["compact", "delete", "compact,delete", "lz4", "LogAppendTime", "-1", "1e3", " 5 "]))
@@ -524,7 +524,7 @@ _VALUES = st.one_of(st.integers(), st.integers(-5, 5), st.text(max_size=12), st.
 def test_generated_topic_configs(config):
     """Any dict of keys and values: a normalized config or a ConfigError naming a key of
     the dict, never another exception."""
-    from embedlog._config import topic_config
+    from embedlog.storage._config import topic_config
     try:
         values = topic_config(config)
     except ConfigError as e:

@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from embedlog import _state
+from embedlog.storage import _state
 
 from . import crashpoints as cp
 
@@ -123,7 +123,7 @@ def test_harness_catches_a_torn_in_place_write(monkeypatch, tmp_path):
     the loop must report it."""
     import os
 
-    from embedlog import _io
+    from embedlog.storage import _io
 
     def write_in_place(path, data):
         fd = _io.open(os.fspath(path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -131,14 +131,14 @@ def test_harness_catches_a_torn_in_place_write(monkeypatch, tmp_path):
             _io.write(fd, data)
         finally:
             os.close(fd)
-    monkeypatch.setattr("embedlog._log.write_atomic", write_in_place)
+    monkeypatch.setattr("embedlog.storage._log.write_atomic", write_in_place)
     stats = cp.run_scenario(cp.CreateTopicScenario(0), seed=0, workers=1)
     assert stats.anomalies, "a torn topic file went unnoticed"
 
 
 def test_harness_catches_a_recovery_that_keeps_a_torn_tail(monkeypatch, tmp_path):
     """Recovery that trusts the whole .log leaves torn batches: the checks must see them."""
-    from embedlog._segment import Segment
+    from embedlog.storage._segment import Segment
 
     real_scan = Segment.scan
 

@@ -96,7 +96,7 @@ def test_a_partition_whose_recovery_fails_leaks_no_descriptor(log_dir):
 def test_a_failed_write_atomic_leaves_no_temp_file(tmp_path, op):
     """write_atomic (checkpoints, topic files) left its `.<pid>.tmp` behind when the write,
     the fsync or the rename failed; only a later recovery or topic creation removed it."""
-    from embedlog import _state
+    from embedlog.storage import _state
     target = tmp_path / "file.json"
     target.write_bytes(b"old\n")
     with installed(FailAt(1, errno.ENOSPC, only=(op,))):

@@ -21,9 +21,9 @@ import pytest
 
 import embedlog
 from embedlog import KafkaException, StorageError, TopicPartition
-from embedlog import _io
-from embedlog import _state as st
-from embedlog._offsets import OffsetStore
+from embedlog.storage import _io
+from embedlog.storage import _state as st
+from embedlog.storage._offsets import OffsetStore
 
 from . import crashpoints as cp
 from . import powerloss as pl

@@ -1,4 +1,4 @@
-"""The I/O table (embedlog/_io.py and el_vfs in csrc/native.c): every mutating call of the
+"""The I/O table (embedlog/storage/_io.py and el_vfs in csrc/native.c): every mutating call of the
 library goes through it, it costs nothing when no test hook is installed, and the C retry
 loops handle what the system can answer (short counts, EINTR, errors)."""
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pathlib
 import pytest
 
 import embedlog
-from embedlog import _hotpath as hp
-from embedlog import _io
+from embedlog.storage import _hotpath as hp
+from embedlog.storage import _io
 
 from .iofault import Counter, installed
 

@@ -84,7 +84,7 @@ def test_default_run_covers_at_least_20000_states():
 
 def test_simulator_catches_an_acknowledgement_without_fdatasync(monkeypatch):
     """sync=True that returns without fdatasync loses acknowledged batches in some state."""
-    from embedlog._partition import Partition
+    from embedlog.storage._partition import Partition
     monkeypatch.setattr(Partition, "_fsync", lambda self, fd, path: None)
     st = pl.run_power_loss(pl.PowerAppendScenario(0, batches=8), seed=0, per_point=10, workers=1)
     assert st.anomalies, "lost acknowledged writes went unnoticed"
@@ -94,7 +94,7 @@ def test_simulator_catches_a_rename_of_an_unsynced_file(monkeypatch):
     """write_atomic without its fsync before the rename can leave an empty topic file."""
     import os
 
-    from embedlog import _io
+    from embedlog.storage import _io
 
     def no_fsync_write_atomic(path, data):
         tmp = os.path.join(os.path.dirname(path), f".{os.getpid()}.tmp")
@@ -105,7 +105,7 @@ def test_simulator_catches_a_rename_of_an_unsynced_file(monkeypatch):
             os.close(fd)
         _io.replace(tmp, path)
         _io.fsync_dir(os.path.dirname(path))
-    monkeypatch.setattr("embedlog._log.write_atomic", no_fsync_write_atomic)
+    monkeypatch.setattr("embedlog.storage._log.write_atomic", no_fsync_write_atomic)
     st = pl.run_power_loss(cp.CreateTopicScenario(0), seed=0, per_point=10, workers=1)
     assert st.anomalies, "a renamed unsynced file went unnoticed"
 
@@ -115,7 +115,7 @@ def test_model_keeps_synced_data_and_can_revert_unsynced_names(tmp_path):
     import os
     import random
 
-    from embedlog import _io
+    from embedlog.storage import _io
     root = tmp_path / "r"
     root.mkdir()
     rec = pl.Recorder(root)

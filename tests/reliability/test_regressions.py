@@ -8,7 +8,7 @@ import pytest
 
 import embedlog
 from embedlog import CorruptRecordError
-from embedlog._records import iter_batches
+from embedlog.storage._records import iter_batches
 
 T0 = 1_700_000_000_000
 
@@ -177,7 +177,7 @@ def test_retention_does_not_trust_a_damaged_final_time_entry(tmp_path):
     """Corruption sweep (a consequence of the time-index finding): retention.ms judges a
     closed segment by its final .timeindex entry; an entry damaged to an old timestamp
     made maintain() delete a segment of fresh records."""
-    from embedlog._records import now_ms
+    from embedlog.storage._records import now_ms
     now = now_ms()
     with embedlog.open(tmp_path / "log") as log:
         topic = log.create_topic("t", partitions=1, config={"segment.bytes": 600, "retention.ms": 86_400_000})
@@ -395,7 +395,7 @@ def test_record_offsets_outside_their_batch_are_malformed(tmp_path, deltas, last
     0..0) was read as is: the reader returned a record at an offset past the high
     watermark, or two records at one offset. The CRC covers both fields, not their
     agreement; decode_columns now requires increasing deltas within the batch."""
-    from embedlog._records import decode_records, encode_batch
+    from embedlog.storage._records import decode_records, encode_batch
     batch = bytes(encode_batch([b"v%d" % i for i in range(len(deltas))], offset_deltas=deltas,
                                last_offset_delta=last_delta, timestamp=T0))
     with pytest.raises(CorruptRecordError, match="record offsets outside the batch"):

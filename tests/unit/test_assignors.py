@@ -1,5 +1,5 @@
 """Kafka's assignors on plain inputs (the examples of kafka-format.md §7.1 for range/roundrobin)."""
-from embedlog._groups import assign_range, assign_roundrobin, assign_sticky
+from embedlog.client._groups import assign_range, assign_roundrobin, assign_sticky
 
 
 def test_range_gives_contiguous_ranges_extra_to_the_first():

@@ -4,8 +4,8 @@ import random
 
 import pytest
 
-from embedlog import _hotpath as hp
-from embedlog._partitioner import StickyPartitioner, partition_for_key, partitions_for_keys
+from embedlog.storage import _hotpath as hp
+from embedlog.storage._partitioner import StickyPartitioner, partition_for_key, partitions_for_keys
 
 
 def crc32c_reference(data: bytes) -> int:

@@ -136,7 +136,7 @@ def test_topic_append_routes_like_kafka(log, vectors):
     t = log.create_topic("t", partitions=12)
     keys = [f"key-{i}".encode() for i in range(200)]
     placed = t.append([b"v%d" % i for i in range(200)], keys=keys)
-    from embedlog._partitioner import partition_for_key
+    from embedlog.storage._partitioner import partition_for_key
     for p, _res in placed:
         got = [r.key for r in t.partition(p).read(0)]
         assert got and all(partition_for_key(k, 12) == p for k in got)

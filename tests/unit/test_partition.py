@@ -6,7 +6,7 @@ import pytest
 
 import embedlog
 from embedlog import OffsetOutOfRangeError, RecordTooLargeError, build_batch
-from embedlog._segment import list_segments
+from embedlog.storage._segment import list_segments
 
 
 def values(n, start=0, size=20):
@@ -108,7 +108,7 @@ def test_offset_for_time(part):
 def test_log_append_time(log):
     log.create_topic("lat", config={"message.timestamp.type": "LogAppendTime"})
     p = log.partition("lat", 0)
-    before = embedlog._records.now_ms()
+    before = embedlog.storage._records.now_ms()
     res = p.append_records([b"a", b"b"], timestamps=[1, 2])
     recs = p.read(0)
     assert res.log_append_time >= before
@@ -274,7 +274,7 @@ def test_max_records_reads_only_what_it_needs(log, monkeypatch):
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc")
 def test_many_segments_do_not_exhaust_descriptors(tmp_path):
-    from embedlog._partition import MAX_OPEN_SEGMENTS
+    from embedlog.storage._partition import MAX_OPEN_SEGMENTS
     n = 4 * MAX_OPEN_SEGMENTS
     open_fds = lambda: len(os.listdir("/proc/self/fd"))  # noqa: E731
     before = open_fds()

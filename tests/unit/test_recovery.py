@@ -5,7 +5,7 @@ import pytest
 
 import embedlog
 from embedlog import CorruptRecordError
-from embedlog._segment import Segment, list_segments
+from embedlog.storage._segment import Segment, list_segments
 
 
 def make(tmp_path, batches=30, segment_bytes=1500, per=4):

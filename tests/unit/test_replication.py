@@ -16,8 +16,8 @@ import pytest
 import embedlog
 from embedlog import (InvalidReplicationFactorError, NotEnoughReplicasAfterAppendError, NotEnoughReplicasError,
                       StorageError)
-from embedlog import _failpoints
-from embedlog._replication import COPY_LOCK_BASE, promote, repair
+from embedlog.storage import _failpoints
+from embedlog.storage._replication import COPY_LOCK_BASE, promote, repair
 
 T0 = 1_700_000_000_000
 
@@ -126,7 +126,7 @@ def test_acks1_reaches_mirrors_through_the_replicator_and_moves_the_high_waterma
 def hold_copy_lock(part, slot=0):
     """Another open file description holding a mirror's copy lock: no copy can happen."""
     fd = os.open(os.path.join(part.path, "partition.state"), os.O_RDWR)
-    from embedlog import _hotpath as hp
+    from embedlog.storage import _hotpath as hp
     assert hp.lock(fd, COPY_LOCK_BASE + slot, 1, True, 10)     # the replicator may hold it a moment
     return fd
 
@@ -155,7 +155,7 @@ def test_a_lagging_mirror_leaves_the_isr_and_rejoins_when_caught_up(dirs, mirror
     try:
         fill(p, 3, start=2)
         time.sleep(0.25)                             # longer than replica.lag.time.max.ms
-        from embedlog._replication import refresh
+        from embedlog.storage._replication import refresh
         refresh(p, durable=False, wait=False)
         st = {r["replica"]: r for r in mirrored.replica_status()}
         assert not st[1]["in_sync"] and st[1]["lag"] == 3
@@ -271,7 +271,7 @@ def test_repair_replaces_a_damaged_segment_from_an_in_sync_mirror(dirs, mirrored
         b = f.read(1)
         f.seek(200)
         f.write(bytes([b[0] ^ 0xFF]))
-    from embedlog._replication import refresh
+    from embedlog.storage._replication import refresh
     p.mirrors[0].close()                              # next copy takes the slow path: every segment
     refresh(p, durable=False, wait=True)              # a copy now must not spread the damage
     assert open(os.path.join(m1, "t-0", "00000000000000000000.log"), "rb").read() == good
@@ -329,8 +329,8 @@ def test_producer_reports_not_enough_replicas_in_the_delivery_report(dirs, mirro
 
 
 def test_common_prefix_finds_where_a_mirror_diverges(tmp_path):
-    from embedlog._records import build_batch
-    from embedlog._replication import common_prefix
+    from embedlog.storage._records import build_batch
+    from embedlog.storage._replication import common_prefix
 
     def batch(i, value):
         b = bytearray(build_batch([value], timestamp=T0))

@@ -11,7 +11,7 @@ import pytest
 
 import embedlog
 from embedlog import OffsetOutOfRangeError
-from embedlog._records import decode_columns, iter_batches, parse_header
+from embedlog.storage._records import decode_columns, iter_batches, parse_header
 
 T0 = 1_700_000_000_000
 HOUR = 3_600_000

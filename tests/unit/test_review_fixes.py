@@ -6,9 +6,9 @@ import os
 import threading
 
 import embedlog
-from embedlog._records import build_batch
-from embedlog._replication import common_prefix, promote
-from embedlog._state import write_atomic
+from embedlog.storage._records import build_batch
+from embedlog.storage._replication import common_prefix, promote
+from embedlog.storage._state import write_atomic
 
 T0 = 1_700_000_000_000
 
@@ -86,8 +86,8 @@ def test_compaction_stops_below_the_high_watermark(tmp_path):
     p = log.create_topic("t", 1, {"cleanup.policy": "compact", "segment.bytes": 300,
                                   "replica.lag.time.max.ms": 60000}, replication_factor=2).partition(0)
     p.append_records([b"committed"], [b"a"], sync=True)
-    from embedlog import _hotpath as hp
-    from embedlog._replication import COPY_LOCK_BASE
+    from embedlog.storage import _hotpath as hp
+    from embedlog.storage._replication import COPY_LOCK_BASE
     fd = os.open(os.path.join(p.path, "partition.state"), os.O_RDWR)
     assert hp.lock(fd, COPY_LOCK_BASE, 1, True, 10)          # the mirror cannot copy
     try:
@@ -141,7 +141,7 @@ def _promoted_offsets(tmp_path):
 
 
 def test_a_mirror_copy_racing_a_compaction_swap_gives_up_instead_of_mixing(tmp_path, monkeypatch):
-    from embedlog import _replication
+    from embedlog.storage import _replication
     log, p = _compacted_mirror(tmp_path)
     acked = [r.offset for r in p.read(0, max_bytes=1 << 20)]
     other = embedlog.Log(str(tmp_path / "p"), retention_check_interval_ms=0).partition("c", 0)
@@ -163,7 +163,7 @@ def test_a_mirror_copy_racing_a_compaction_swap_gives_up_instead_of_mixing(tmp_p
 
 
 def test_a_mirror_copy_killed_while_replacing_merged_segments(tmp_path, monkeypatch):
-    from embedlog import _failpoints
+    from embedlog.storage import _failpoints
     log, p = _compacted_mirror(tmp_path)
     p.compact(T0 + 10**6)                         # merges segments on the primary
     kept = [r.offset for r in p.read(0, max_bytes=1 << 20)]
@@ -190,7 +190,8 @@ def test_a_mirror_whose_fdatasync_failed_is_rewritten_not_trusted(tmp_path):
     and marked them clean, so a later fdatasync of the same file succeeds without them. The
     mirror's segment must be rewritten through a new file before it counts again."""
     import errno as _errno
-    from embedlog import _io, NotEnoughReplicasError
+    from embedlog import NotEnoughReplicasError
+    from embedlog.storage import _io
     log = embedlog.Log(str(tmp_path / "p"), retention_check_interval_ms=0)
     log.add_replica(str(tmp_path / "m"))
     p = log.create_topic("t", 1, {"min.insync.replicas": 2}, replication_factor=2).partition(0)

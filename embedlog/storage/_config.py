@@ -345,7 +345,7 @@ def log_path(values: dict) -> str:
 
 def config_markdown() -> str:
     """CONFIG.md: every key embedlog accepts, from the tables above (regenerate with
-    `python -m embedlog._config > CONFIG.md`; a test checks it is current)."""
+    `python -m embedlog.storage._config > CONFIG.md`; a test checks it is current)."""
 
     def show(v):
         if v is None:
@@ -364,7 +364,7 @@ def config_markdown() -> str:
            "Every key embedlog accepts, with Kafka's names. Unknown keys are an error naming the",
            "nearest known key. Keys marked *no-op* are Kafka keys with no meaning on one node:",
            "accepted so that Kafka programs run unchanged, and ignored.", "",
-           "Generated from `embedlog/_config.py` by `python -m embedlog._config > CONFIG.md`.", ""]
+           "Generated from `embedlog/storage/_config.py` by `python -m embedlog.storage._config > CONFIG.md`.", ""]
     sections = [("Topic configs (`create_topic(config=...)`, `NewTopic(config=...)`)", _TOPIC_KEYS, {}),
                 ("Common client configs (Producer, Consumer, AdminClient)", _COMMON_KEYS, {}),
                 ("Producer configs", _PRODUCER_KEYS, _PRODUCER_ALIASES),

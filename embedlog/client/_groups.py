@@ -23,10 +23,10 @@ import threading
 import time
 import uuid
 
-from . import _hotpath as hp
-from . import _io
-from ._errors import EmbedlogError, LockTimeoutError, UnknownTopicOrPartitionError
-from ._state import fsync_dir, remove_temp_files, write_atomic
+from ..storage import _hotpath as hp
+from ..storage import _io
+from ..storage._errors import EmbedlogError, LockTimeoutError, UnknownTopicOrPartitionError
+from ..storage._state import fsync_dir, remove_temp_files, write_atomic
 
 GROUPS_DIR = "groups"
 _SAFE = re.compile(r"^[A-Za-z0-9._-]{1,100}$")

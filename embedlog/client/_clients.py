@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import threading
 
-from ._config import log_path
-from ._errors import TopicExistsError, UnknownTopicOrPartitionError
-from ._log import Log, path_from_config
+from ..storage._config import log_path
+from ..storage._errors import TopicExistsError, UnknownTopicOrPartitionError
+from ..storage._log import Log, path_from_config
 
 _lock = threading.Lock()
 _logs: dict[str, list] = {}      # abspath -> [Log, refcount]

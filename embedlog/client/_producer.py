@@ -22,14 +22,14 @@ import time
 import zlib
 from collections import deque
 
-from . import _compression
+from ..storage import _compression
 from ._clients import acquire_log, get_topic, release_log
-from ._config import producer_config
-from ._errors import ConfigError, EmbedlogError, LogClosedError
+from ..storage._config import producer_config
+from ..storage._errors import ConfigError, EmbedlogError, LogClosedError
 from ._kafka import (OFFSET_INVALID, TIMESTAMP_CREATE_TIME, TIMESTAMP_LOG_APPEND_TIME, KafkaError,
                      KafkaException, Message, error_from)
-from ._partitioner import StickyPartitioner, partitions_for_keys
-from ._records import HEADER_SIZE, LOG_OVERHEAD, encode_batch, now_ms
+from ..storage._partitioner import StickyPartitioner, partitions_for_keys
+from ..storage._records import HEADER_SIZE, LOG_OVERHEAD, encode_batch, now_ms
 
 _RECORD_OVERHEAD = 32           # per-record framing upper bound: 5 length + 1 attributes + 10 timestamp
                                 # delta + 5 offset delta + 5 key length + 5 value length + 1 headers

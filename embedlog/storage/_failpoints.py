@@ -1,6 +1,6 @@
 """Named crash/failure points for tests (bbolt's gofail idea). No-ops unless armed.
 
-    from embedlog import _failpoints
+    from embedlog.storage import _failpoints
     _failpoints.arm("partition.after_publish", OSError(5, "injected"), times=1)
 
 `hit(name)` raises the armed exception (or calls the armed callable) at that point.

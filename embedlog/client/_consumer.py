@@ -14,12 +14,12 @@ import time
 from itertools import repeat
 
 from ._clients import acquire_log, release_log
-from ._config import consumer_config
-from ._errors import EmbedlogError, LogClosedError, OffsetOutOfRangeError, UnknownTopicOrPartitionError
+from ..storage._config import consumer_config
+from ..storage._errors import EmbedlogError, LogClosedError, OffsetOutOfRangeError, UnknownTopicOrPartitionError
 from ._groups import CommitFailedError, GroupMember
 from ._kafka import (OFFSET_BEGINNING, OFFSET_END, OFFSET_INVALID, OFFSET_STORED, TIMESTAMP_CREATE_TIME,
                      TIMESTAMP_LOG_APPEND_TIME, KafkaError, KafkaException, Message, TopicPartition, error_from)
-from ._offsets import store_for
+from ..storage._offsets import store_for
 
 _MAINTAIN_EVERY = 0.005      # seconds between group / auto-commit checks
 _monotonic = time.monotonic

@@ -1,4 +1,4 @@
-"""The only importer of the C extension `embedlog._native` (csrc/native.c).
+"""The only importer of the C extension `embedlog.storage._native` (csrc/native.c).
 
 Typed wrappers that turn C return codes into Python values and exceptions. cffi
 releases the GIL around each call. Nothing here keeps state.
@@ -7,20 +7,20 @@ from __future__ import annotations
 
 import os
 
-from ._version import __version__
+from .._version import __version__
 
 try:
     from ._native import ffi, lib
 except ImportError as e:  # pragma: no cover - depends on the install
     raise ImportError(
-        "embedlog's C extension (embedlog._native) is missing: install embedlog with "
+        "embedlog's C extension (embedlog.storage._native) is missing: install embedlog with "
         "`pip install .` (a C compiler is needed) rather than importing the source tree"
     ) from e
 
 _native_version = ffi.string(lib.EL_NATIVE_VERSION).decode()
 if _native_version != __version__:  # a stale build left next to newer Python code
     raise ImportError(
-        f"embedlog._native was built for embedlog {_native_version}, but this is "
+        f"embedlog.storage._native was built for embedlog {_native_version}, but this is "
         f"{__version__}: reinstall embedlog (pip install .)"
     )
 

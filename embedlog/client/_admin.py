@@ -10,13 +10,13 @@ import os
 import warnings
 from concurrent.futures import Future
 
-from . import _config
+from ..storage import _config
 from ._clients import acquire_log, release_log
-from ._config import admin_config
-from ._errors import EmbedlogError, InvalidPartitionsError, UnknownTopicOrPartitionError
+from ..storage._config import admin_config
+from ..storage._errors import EmbedlogError, InvalidPartitionsError, UnknownTopicOrPartitionError
 from ._groups import describe_group, list_groups
 from ._kafka import OFFSET_INVALID, KafkaError, KafkaException, TopicPartition, error_from
-from ._offsets import store_for
+from ..storage._offsets import store_for
 
 
 # ------------------------------------------------------------------ metadata (confluent_kafka.admin shapes)
@@ -222,7 +222,7 @@ class AdminClient:
                     self._conf["embedlog.num.partitions"]
                 rf = 1 if nt.replication_factor in (-1, None) else nt.replication_factor
                 if validate_only:
-                    from ._log import validate_topic_name
+                    from ..storage._log import validate_topic_name
                     validate_topic_name(nt.topic)
                     _config.topic_config(nt.config)
                     if nt.topic in self._log:
