@@ -13,10 +13,10 @@ from concurrent.futures import Future
 from ..storage import _config
 from ._clients import acquire_log, release_log
 from ..storage._config import admin_config
-from ..storage._errors import EmbedlogError, InvalidPartitionsError, UnknownTopicOrPartitionError
+from ..storage._errors import EmbedlogError, InvalidPartitionsError
 from ._groups import describe_group, list_groups
 from ._kafka import OFFSET_INVALID, KafkaError, KafkaException, TopicPartition, error_from
-from ..storage._offsets import store_for
+from ..storage._offsets import consumer_lag, store_for  # noqa: F401 (consumer_lag: re-exported)
 
 
 # ------------------------------------------------------------------ metadata (confluent_kafka.admin shapes)
@@ -393,29 +393,6 @@ def _config_str(value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
-
-
-def consumer_lag(log, group: str) -> list[dict]:
-    """Committed offset, log end offset and lag of every partition of the topics a group
-    has committed for (an embedlog addition; the CLI's `groups describe`). A partition
-    without a commit has committed None and its whole log as lag."""
-    store = store_for(log)
-    store.refresh()
-    offsets = store.group_offsets(group)
-    rows = []
-    for topic in sorted({t for t, _p in offsets}):
-        try:
-            t = log.topic(topic)
-        except UnknownTopicOrPartitionError:
-            continue
-        for partition in range(t.num_partitions):
-            start, end = t.partition(partition).watermarks()
-            c = offsets.get((topic, partition))
-            committed = c[0] if c else None
-            rows.append({"group": group, "topic": topic, "partition": partition, "committed": committed,
-                         "log_end_offset": end,
-                         "lag": max(0, end - (max(committed, start) if committed is not None else start))})
-    return rows
 
 
 __all__ = ["AdminClient", "NewTopic", "NewPartitions", "ConfigResource", "ConfigEntry", "ResourceType",

@@ -533,7 +533,7 @@ class Log:
 
     def consumer_lag(self, group: str) -> list[dict]:
         """[{group, topic, partition, committed, log_end_offset, lag}] for a group."""
-        from ..client._admin import consumer_lag
+        from ._offsets import consumer_lag
         return consumer_lag(self, group)
 
     def delete_topic(self, name: str):

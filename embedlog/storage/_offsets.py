@@ -141,3 +141,26 @@ def store_for(log) -> OffsetStore:
     if store is None:
         store = log._offset_store = OffsetStore(log)
     return store
+
+
+def consumer_lag(log, group: str) -> list[dict]:
+    """Committed offset, log end offset and lag of every partition of the topics a group
+    has committed for (an embedlog addition; the CLI's `groups describe`). A partition
+    without a commit has committed None and its whole log as lag."""
+    store = store_for(log)
+    store.refresh()
+    offsets = store.group_offsets(group)
+    rows = []
+    for topic in sorted({t for t, _p in offsets}):
+        try:
+            t = log.topic(topic)
+        except UnknownTopicOrPartitionError:
+            continue
+        for partition in range(t.num_partitions):
+            start, end = t.partition(partition).watermarks()
+            c = offsets.get((topic, partition))
+            committed = c[0] if c else None
+            rows.append({"group": group, "topic": topic, "partition": partition, "committed": committed,
+                         "log_end_offset": end,
+                         "lag": max(0, end - (max(committed, start) if committed is not None else start))})
+    return rows
