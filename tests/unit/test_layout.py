@@ -62,6 +62,13 @@ def test_the_checker_sees_an_upward_import(tmp_path, monkeypatch):
     assert found == ["client", "cli"]
 
 
+def test_no_module_much_over_800_lines():
+    sizes = {str(p.relative_to(PKG)): len(p.read_text().splitlines()) for p in PKG.rglob("*.py")}
+    assert max(sizes.values()) > 100          # the walk found the sources
+    over = {name: n for name, n in sizes.items() if n > 900}
+    assert not over, over
+
+
 def test_subpackages_say_what_they_own_and_may_import():
     for sub in ALLOWED:
         doc = ast.get_docstring(ast.parse((PKG / sub / "__init__.py").read_text()))
