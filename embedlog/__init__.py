@@ -28,6 +28,7 @@ _EXPORTS = {
     "client._producer": ["Producer"],
     "client._consumer": ["Consumer"],
     "client._admin": ["AdminClient", "NewPartitions", "NewTopic"],
+    "server._server": ["Server", "serve"],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 _WHERE["open"] = "storage._log"          # embedlog.open(path), like sqlite3.connect

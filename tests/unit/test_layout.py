@@ -13,7 +13,8 @@ PKG = pathlib.Path(embedlog.__file__).parent
 ALLOWED = {
     "storage": {"_version"},
     "client": {"_version", "storage"},
-    "cli": {"_version", "storage", "client", "", "admin", "testing"},
+    "server": {"_version", "storage", "client"},
+    "cli": {"_version", "storage", "client", "server", "", "admin", "testing"},
 }
 
 
