@@ -9,6 +9,8 @@ Registered through the `pytest11` entry point: installing embedlog is enough.
     make_producer     make_producer(config=None) -> Producer, flushed and closed after the test
     make_consumer     make_consumer(topics=None, config=None, group_id=None) -> Consumer (earliest,
                       a unique group id unless given, subscribed to `topics` if given), closed after
+    embedlog_broker   `embedlog serve` on embedlog_dir at a free loopback port: `.bootstrap`
+                      is the bootstrap.servers value for any Kafka client
     make_embedlog     make_embedlog(topics={"t": 3}, config={...}) -> another Log in its own fresh
                       directory, for tests that need more than one
 
@@ -75,6 +77,20 @@ def embedlog_config(embedlog_dir) -> dict:
     """Client config for the test's log directory: pass it to Producer, Consumer or
     AdminClient (add your own keys to a copy)."""
     return {"bootstrap.servers": f"file://{embedlog_dir}"}
+
+
+@pytest.fixture
+def embedlog_broker(embedlog_dir):
+    """`embedlog serve` on embedlog_dir, on a free loopback port, for Kafka clients and
+    tools (confluent-kafka, kafka-python, aiokafka, kcat): give them
+    `{"bootstrap.servers": embedlog_broker.bootstrap}`. The same directory stays open to
+    the in-process API (the `embedlog` fixture). Stopped after the test."""
+    from embedlog.server._server import serve
+    server = serve(embedlog_dir, port=0)
+    try:
+        yield server
+    finally:
+        server.close()
 
 
 @pytest.fixture

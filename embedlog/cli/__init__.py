@@ -9,6 +9,7 @@ kafka-consumer-groups.sh, kafka-dump-log.sh) and rpk-style short ones.
     embedlog plan --rate 10MB/s --retention 7d | [--dir DIR] du [TOPIC...]
     embedlog [--dir DIR] maintain [TOPIC...]
     embedlog [--dir DIR] replicas add|remove|status|promote|repair
+    embedlog [--dir DIR] serve [--listen HOST:PORT] [--advertise HOST:PORT]
     embedlog demo [DIR]
 
 The directory comes from --dir (before or after the command) or EMBEDLOG_DIR. Read
@@ -34,6 +35,7 @@ from .replicas import replicas
 from .du import du
 from .plan import plan
 from .records import consume, produce
+from .serve import serve
 from .topics import topics
 
 __all__ = ["cli", "main"]
@@ -68,7 +70,7 @@ def cli(ctx, dir_):
         ctx.meta[DIR_KEY] = dir_
 
 
-for _command in (topics, produce, consume, groups, dump, verify, plan, du, maintain, replicas, demo):
+for _command in (topics, produce, consume, groups, dump, verify, plan, du, maintain, replicas, serve, demo):
     cli.add_command(_command)
 del _command
 

@@ -10,6 +10,9 @@ Like the data plane, every function runs off the event loop.
 """
 from __future__ import annotations
 
+import logging
+import warnings
+
 from ..client._groups import describe_group, list_groups
 from ..storage import _config
 from ..storage._errors import (ConfigError, EmbedlogError, InvalidTopicError,
@@ -20,6 +23,7 @@ from . import _protocol as P
 from ._coordinator import encode_assignment, encode_subscription
 from ._data import error_code, topic_uuid
 
+log_ = logging.getLogger("embedlog.server")
 TOPIC_RESOURCE, BROKER_RESOURCE = 2, 4
 SOURCE_DYNAMIC_TOPIC, SOURCE_STATIC_BROKER, SOURCE_DEFAULT = 1, 4, 5
 
@@ -271,7 +275,11 @@ class ControlPlane:
         for t in body["topics"]:
             r = {"name": t["name"], "error_code": P.NONE, "error_message": None}
             try:
-                self.log.add_partitions(t["name"], t["count"], validate_only=body.get("validate_only", False))
+                with warnings.catch_warnings(record=True) as said:     # "keys will move": the log's, not the client's
+                    warnings.simplefilter("always")
+                    self.log.add_partitions(t["name"], t["count"], validate_only=body.get("validate_only", False))
+                for w in said:
+                    log_.warning("%s", w.message)
             except EmbedlogError as e:
                 r.update(error_code=error_code(e), error_message=str(e))
             out.append(r)

@@ -156,7 +156,9 @@ def parse_request(frame) -> Request:
         return Request(api_key, version, correlation_id, header.get("client_id"), None,
                        f"unsupported {what}: api key {api_key} version {version}", len(buf))
     try:
-        body, _ = schema_for(api_key, "Request").decode(buf, version, pos)
+        # Bytes after the body are ignored, as Kafka's broker ignores them: librdkafka
+        # 2.16's all-topics Metadata v12 carries three (01 00 00) after its tag section.
+        body, _ = schema_for(api_key, "Request").decode(buf, version, pos, whole=False)
     except DecodeError as e:
         return Request(api_key, version, correlation_id, header.get("client_id"), None, str(e), len(buf))
     return Request(api_key, version, correlation_id, header.get("client_id"), body, None, len(buf))
