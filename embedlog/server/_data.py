@@ -269,8 +269,7 @@ class DataPlane:
                 elif ts in (-2, -4):          # EARLIEST, EARLIEST_LOCAL (no tiered storage)
                     r["offset"] = start
                 elif ts == -3:                # MAX_TIMESTAMP (KIP-734)
-                    r["offset"], r["timestamp"] = part.max_timestamp_offset() if hasattr(
-                        part, "max_timestamp_offset") else (-1, -1)
+                    r["offset"], r["timestamp"] = max_timestamp_offset(part, start, hw)
                 elif ts == -5:                # LATEST_TIERED: nothing is tiered
                     r["offset"] = -1
                 elif ts < 0:
@@ -293,6 +292,32 @@ class DataPlane:
             return {"throttle_time_ms": 0, "error_code": P.NONE, "producer_id": pid, "producer_epoch": epoch + 1}
         return {"throttle_time_ms": 0, "error_code": P.NONE, "producer_id": self._rng.getrandbits(62),
                 "producer_epoch": 0}
+
+
+def max_timestamp_offset(part, start: int, hw: int) -> tuple[int, int]:
+    """ListOffsets MAX_TIMESTAMP: (offset, timestamp) of the first record carrying the
+    partition's largest timestamp; (-1, -1) when empty. Reads the batch headers of the
+    whole partition (an admin call, rare), then the records of one batch."""
+    best_ts, best_base = -1, None
+    offset = start
+    while offset < hw:
+        raw = part.read_raw(offset, max_bytes=16 << 20)
+        if not raw:
+            break
+        pos = 0
+        while pos + HEADER <= len(raw):
+            h = parse_header(raw, pos, verify_crc=False)
+            if h.max_timestamp > best_ts and h.base_offset < hw:
+                best_ts, best_base = h.max_timestamp, max(h.base_offset, start)
+            pos += h.size
+            offset = h.last_offset + 1
+    if best_base is None:
+        return -1, -1
+    cols = part.read_columns(best_base, max_records=1 << 16)
+    for off, ts in zip(cols.offsets, cols.timestamps):
+        if ts == best_ts:
+            return off, ts
+    return best_base, best_ts
 
 
 def _pr(index: int, code: int, message: str | None = None) -> dict:
