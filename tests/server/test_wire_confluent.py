@@ -2,7 +2,6 @@
 consumer groups, offsets, seeks, timestamps, the AdminClient; and the same records seen
 byte for byte by the in-process API."""
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -271,3 +270,51 @@ def test_group_of_three_with_a_member_killed(embedlog_broker, tmp_path):
                 p.terminate()
         for p in procs:
             p.wait(10)
+
+
+@pytest.mark.parametrize("strategy", ["cooperative-sticky", "roundrobin"])
+def test_two_members_rebalance_with_librdkafka_assignors(embedlog_broker, strategy):
+    """Members join one by one and leave; each partition has exactly one owner at every
+    generation, and the incremental protocol moves only what must move."""
+    bs = embedlog_broker.bootstrap
+    _create(bs, "rb", 4)
+    conf = {"bootstrap.servers": bs, "group.id": f"g-{strategy}", "auto.offset.reset": "earliest",
+            "partition.assignment.strategy": strategy, "heartbeat.interval.ms": 200,
+            "session.timeout.ms": 6000, **QUIET}
+    events = []
+
+    def tracker(name):
+        def on_assign(c, parts):
+            events.append((name, "assign", sorted(p.partition for p in parts)))
+
+        def on_revoke(c, parts):
+            events.append((name, "revoke", sorted(p.partition for p in parts)))
+        return {"on_assign": on_assign, "on_revoke": on_revoke}
+
+    a = Consumer(conf)
+    a.subscribe(["rb"], **tracker("a"))
+
+    def spin(consumers, until, timeout=30):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            for c in consumers:
+                c.poll(0.05)
+            if until():
+                return True
+        return False
+
+    assert spin([a], lambda: len(a.assignment()) == 4)
+    b = Consumer(conf)
+    b.subscribe(["rb"], **tracker("b"))
+
+    def split():
+        pa = {tp.partition for tp in a.assignment()}
+        pb = {tp.partition for tp in b.assignment()}
+        return len(pa) == 2 and len(pb) == 2 and not pa & pb
+    assert spin([a, b], split), (a.assignment(), b.assignment(), events)
+    if strategy == "cooperative-sticky":
+        # incremental: a was never asked to give up all four at once
+        assert ("a", "revoke", [0, 1, 2, 3]) not in events
+    b.close()
+    assert spin([a], lambda: len(a.assignment()) == 4), events
+    a.close()
