@@ -293,6 +293,16 @@ class Coordinator:
             os.close(probe._gen_fd)
             os.close(probe._lock_fd)
 
+    def sweep(self):
+        """Close members whose session ran out (the GroupMember left for them) and forget
+        member ids handed out by MEMBER_ID_REQUIRED that never came back (after 5 min)."""
+        with self.mutex:
+            for m in [m for m in self.members.values() if not m.alive()]:
+                self._drop(m)
+            old = time.monotonic() - 300
+            for mid in [k for k, t in self.pending.items() if t < old]:
+                del self.pending[mid]
+
     def describe(self, group: str) -> dict | None:
         state = describe_group(self.log, group)
         return state

@@ -139,6 +139,15 @@ class Broker:
         self.port = self._server.sockets[0].getsockname()[1]
         self._watcher = threading.Thread(target=self._watch, daemon=True, name="embedlog-serve-notify")
         self._watcher.start()
+        self._sweeper = asyncio.ensure_future(self._sweep())
+
+    async def _sweep(self):
+        while not self._closing:
+            await asyncio.sleep(2.0)
+            try:
+                await self._run(self.coordinator.sweep)
+            except RuntimeError:
+                return                    # the pool is shutting down
 
     def _watch(self):
         """Wake long-polling fetches on every append to the directory (any process)."""
@@ -176,6 +185,8 @@ class Broker:
         self._closing = True
         if self._server is not None:
             self._server.close()
+        if getattr(self, "_sweeper", None) is not None:
+            self._sweeper.cancel()
         self._wake()
         deadline = time.monotonic() + grace
         for c in list(self._conns):
