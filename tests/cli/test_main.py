@@ -19,7 +19,8 @@ def test_every_command_has_help():
     paths = {" ".join(p) for p, _ in _commands(cli)}
     assert paths == {"consume", "demo", "du", "dump", "groups", "groups describe", "groups lag", "groups list",
                      "groups reset-offsets", "maintain", "plan", "produce", "replicas", "replicas add",
-                     "replicas promote", "replicas remove", "replicas repair", "replicas status", "topics", "topics add-partitions", "topics alter",
+                     "replicas promote", "replicas remove", "replicas repair", "replicas status", "serve", "topics",
+                     "topics add-partitions", "topics alter",
                      "topics create", "topics delete", "topics describe", "topics list", "verify"}
     for path, cmd in _commands(cli):
         assert cmd.help and cmd.get_short_help_str(80).strip(), path
