@@ -152,7 +152,7 @@ class Field:
         self.versions = parse_versions(spec.get("versions"))
         self.nullable = parse_versions(spec.get("nullableVersions"))
         self.tagged = parse_versions(spec.get("taggedVersions"))
-        self.tag = spec.get("tag")
+        self.tag = None if spec.get("tag") is None else int(spec["tag"])   # BrokerHeartbeatRequest: "0"
         self.flexible = parse_versions(spec["flexibleVersions"]) if "flexibleVersions" in spec else None
         self.ignorable = spec.get("ignorable", False)
         sub = spec.get("fields")
