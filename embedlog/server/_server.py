@@ -256,14 +256,14 @@ class Broker:
         handler = self._handlers[req.api_key]
         try:
             body = await handler(req, conn)
+            # Encoded inside the try: a body this version cannot carry (a null where the
+            # schema forbids one) is a bug to answer, not a reason to drop the connection.
+            return None if body is None else P.encode_response(req, body)
         except Exception as e:             # a bug or an unexpected storage failure: answer, stay up
             self.stats["errors"] += 1
             log_.exception("%s: api %d v%d failed", conn.peer, req.api_key, req.version)
             code = P.KAFKA_STORAGE_ERROR if isinstance(e, OSError) else P.UNKNOWN_SERVER_ERROR
             return P.error_response(req, code, f"{type(e).__name__}: {e}")
-        if body is None:
-            return None
-        return P.encode_response(req, body)
 
     def _run(self, fn, *args):
         return self.loop.run_in_executor(self.pool, fn, *args)
