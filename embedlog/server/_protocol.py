@@ -191,6 +191,8 @@ def error_response(req: Request, code: int, text: str | None = None) -> list | N
     that version with every top-level error_code set (arrays empty), or, for a version
     outside the schema, ApiVersions-style `correlation id + int16 error`. None when the
     request is an acks=0 Produce, which gets no answer."""
+    if req.api_key == 0 and req.body is not None and req.body.get("acks") == 0:
+        return None              # the client expects nothing: an answer would desync it
     resp = schema_for(req.api_key, "Response")
     if req.api_key == 18:        # KIP-511: answer in v0 with our range for ApiVersions
         body = {"error_code": UNSUPPORTED_VERSION if req.body is None and code == UNSUPPORTED_VERSION else code,
