@@ -154,9 +154,10 @@ class SharedState:
         return self._view.tolist()
 
     def publish(self, fields: list[int]):
-        for i, v in enumerate(fields):
-            self._view[i] = v
-        hp.lib.el_state_publish(self.ptr, self._buf, N_FIELDS)
+        # Its own buffer: load() runs lock-free in other threads and fills self._buf, which
+        # would mix old values into what is published (an acknowledged offset reused).
+        buf = hp.new(f"uint64_t[{N_FIELDS}]", [v & 0xFFFFFFFFFFFFFFFF for v in fields])
+        hp.lib.el_state_publish(self.ptr, buf, N_FIELDS)
 
     def notify_value(self) -> int:
         return hp.lib.el_state_notify_value(self.ptr)

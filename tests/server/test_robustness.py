@@ -600,10 +600,6 @@ def test_a_thousand_idle_and_64_busy_connections(tmp_path):
         resource.setrlimit(resource.RLIMIT_NOFILE, (old_soft, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "storage bug, embedlog/storage/_state.py: State.publish() fills the same buffer (_buf) that "
-    "lock-free State.load() calls of other threads overwrite, so a writer can publish a torn, older "
-    "log end offset and the next append reuses an acknowledged offset. Remove this mark once fixed."))
 def test_concurrent_produces_and_fetches_lose_no_acknowledged_write(tmp_path):
     """Many connections producing to one partition while others fetch it: every record
     the server acknowledged is stored at the offset it answered, none lost."""
