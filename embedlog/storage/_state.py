@@ -38,6 +38,7 @@ import json
 import mmap
 import os
 import re
+import threading
 
 from . import _hotpath as hp
 from . import _io
@@ -82,6 +83,9 @@ def _read_boot_id() -> bytes:
 
 BOOT_ID = _read_boot_id()
 
+# load()'s scratch buffer, one per thread (see SharedState.load).
+_scratch = threading.local()
+
 
 class SharedState:
     """The mmap of one partition's state file, with seqlock access to its fields."""
@@ -101,13 +105,9 @@ class SharedState:
             raise StorageError(f"cannot open partition state {path}: {e.strerror}",
                                path=str(path), errno=e.errno) from e
         self.ptr = hp.from_buffer(self.mm)
-        self._buf = hp.new(f"uint64_t[{N_FIELDS}]")
-        self._view = memoryview(hp.ffi.buffer(self._buf)).cast("q")
 
     def close(self):
         if self.mm is not None:
-            self._view.release()
-            self._view = None
             self.ptr = None
             self.mm.close()
             self.mm = None
@@ -149,13 +149,20 @@ class SharedState:
 
     # -- fields
     def load(self) -> list[int]:
-        if hp.lib.el_state_load(self.ptr, self._buf, N_FIELDS) < 0:
+        # A scratch buffer per thread: cffi lets go of the GIL during the call, so threads
+        # sharing one buffer would hand each other a mix of two snapshots.
+        try:
+            buf, view = _scratch.pair
+        except AttributeError:
+            buf = hp.new(f"uint64_t[{N_FIELDS}]")
+            buf, view = _scratch.pair = buf, memoryview(hp.ffi.buffer(buf)).cast("q")
+        if hp.lib.el_state_load(self.ptr, buf, N_FIELDS) < 0:
             return None  # a writer died mid-publish; the caller repairs under the lock
-        return self._view.tolist()
+        return view.tolist()
 
     def publish(self, fields: list[int]):
-        # Its own buffer: load() runs lock-free in other threads and fills self._buf, which
-        # would mix old values into what is published (an acknowledged offset reused).
+        # Its own buffer, not the loads' scratch one: mixing old values into what is
+        # published would reuse an acknowledged offset.
         buf = hp.new(f"uint64_t[{N_FIELDS}]", [v & 0xFFFFFFFFFFFFFFFF for v in fields])
         hp.lib.el_state_publish(self.ptr, buf, N_FIELDS)
 

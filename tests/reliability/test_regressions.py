@@ -3,6 +3,7 @@ or the input that showed it. The sweep that found it is named in each docstring.
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -411,3 +412,43 @@ def test_record_offsets_outside_their_batch_are_malformed(tmp_path, deltas, last
         assert part.high_watermark == last_delta + 1
         with pytest.raises(CorruptRecordError):
             part.read(0)
+
+
+def test_state_snapshots_are_whole_under_threads(tmp_path):
+    """load() runs lock-free in many threads of one process (the wire server's pool): each
+    must get one publish's fields, never a mix of two (cffi drops the GIL during the copy,
+    so a buffer shared by the threads mixed them)."""
+    import threading
+
+    from embedlog.storage._state import N_FIELDS, SharedState
+    state = SharedState(str(tmp_path / "partition.state"))
+    state.publish([0] * N_FIELDS)
+    stop = threading.Event()
+    torn, loads = [], [0]
+
+    def writer():
+        k = 0
+        while not stop.is_set():
+            k += 1
+            state.publish([k] * N_FIELDS)
+
+    def reader():
+        n = 0
+        while not stop.is_set():
+            f = state.load()
+            n += 1
+            if f is not None and len(set(f)) != 1:
+                torn.append(f)
+                return
+        loads[0] += n
+
+    threads = [threading.Thread(target=writer)] + [threading.Thread(target=reader) for _ in range(6)]
+    for t in threads:
+        t.start()
+    time.sleep(1.5)
+    stop.set()
+    for t in threads:
+        t.join()
+    state.close()
+    assert not torn, f"a snapshot mixed two publishes: {torn[0]}"
+    assert loads[0] > 1000
