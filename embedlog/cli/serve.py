@@ -27,7 +27,11 @@ def _listen(ctx, param, value):
               "(Kafka's auto.create.topics.enable=false).")
 @click.option("--partitions", "default_partitions", type=click.IntRange(1, 1 << 20), default=1, show_default=True,
               help="Partitions of auto-created topics (Kafka's num.partitions).")
-def serve(listen, advertise, no_auto_create, default_partitions):
+@click.option("--max-partitions", type=click.IntRange(1, 2**31 - 1), default=10_000, show_default=True,
+              help="Most partitions a topic may be given over the wire (CreateTopics, CreatePartitions).")
+@click.option("--idle-timeout-ms", type=click.IntRange(0, 2**31 - 1), default=600_000, show_default=True,
+              help="Close connections silent for this long, 0 = never (Kafka's connections.max.idle.ms).")
+def serve(listen, advertise, no_auto_create, default_partitions, max_partitions, idle_timeout_ms):
     """Serve the log directory over Kafka's protocol (stop with Ctrl-C / SIGTERM)."""
     from embedlog.server._server import run_forever
     path = log_dir()
@@ -39,7 +43,8 @@ def serve(listen, advertise, no_auto_create, default_partitions):
 
     try:
         stats = run_forever(path, listen, advertise, on_ready=ready, auto_create_topics=not no_auto_create,
-                            default_partitions=default_partitions)
+                            default_partitions=default_partitions, max_partitions=max_partitions,
+                            idle_timeout_ms=idle_timeout_ms)
     except OSError as e:
         raise CliError(f"cannot listen on {listen}: {e.strerror or e}") from None
     click.echo(f"embedlog serve: stopped after {stats['requests']} requests on {stats['connections']} "

@@ -21,7 +21,7 @@ from ..storage._log import validate_topic_name
 from ..storage._offsets import store_for
 from . import _protocol as P
 from ._coordinator import encode_assignment, encode_subscription
-from ._data import error_code, topic_uuid
+from ._data import INTERNAL_TOPICS, error_code, topic_uuid
 
 log_ = logging.getLogger("embedlog.server")
 TOPIC_RESOURCE, BROKER_RESOURCE = 2, 4
@@ -230,6 +230,7 @@ class ControlPlane:
                 values = _config.topic_config(config)
                 if n < 1:
                     raise _err(P.INVALID_PARTITIONS, f"number of partitions must be at least 1, not {n}")
+                self._check_partition_limit(n)
                 if rf < 1:
                     raise _err(P.INVALID_REPLICATION_FACTOR, f"replication factor must be at least 1, not {rf}")
                 if validate_only:
@@ -249,6 +250,12 @@ class ControlPlane:
             out.append(r)
         return {"throttle_time_ms": 0, "topics": out}
 
+    def _check_partition_limit(self, n: int):
+        limit = self.broker.max_partitions
+        if n > limit:
+            raise _err(P.INVALID_PARTITIONS, f"{n} partitions is above this server's limit of {limit} per topic "
+                       "(embedlog serve --max-partitions)")
+
     def delete_topics(self, body: dict, version: int) -> dict:
         if version >= 6:
             wanted = [(t.get("name"), t.get("topic_id")) for t in body["topics"]]
@@ -264,6 +271,9 @@ class ControlPlane:
                         out.append({**r, "error_code": P.UNKNOWN_TOPIC_ID})
                         continue
                     name = r["name"] = t.name
+                if name in INTERNAL_TOPICS:
+                    raise _err(P.INVALID_TOPIC_EXCEPTION, f"{name} is internal (it holds the consumer groups' "
+                               "committed offsets) and cannot be deleted")
                 self.log.delete_topic(name)
             except EmbedlogError as e:
                 r.update(error_code=error_code(e), error_message=str(e))
@@ -275,6 +285,7 @@ class ControlPlane:
         for t in body["topics"]:
             r = {"name": t["name"], "error_code": P.NONE, "error_message": None}
             try:
+                self._check_partition_limit(t["count"])
                 with warnings.catch_warnings(record=True) as said:     # "keys will move": the log's, not the client's
                     warnings.simplefilter("always")
                     self.log.add_partitions(t["name"], t["count"], validate_only=body.get("validate_only", False))

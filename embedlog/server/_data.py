@@ -15,10 +15,13 @@ import uuid
 from ..storage._errors import (EmbedlogError, InvalidTopicError, OffsetOutOfRangeError,
                                UnknownTopicOrPartitionError)
 from ..storage._log import validate_topic_name
+from ..storage._offsets import OFFSETS_TOPIC
 from ..storage._records import parse_header
 from . import _protocol as P
 from ._schema import ZERO_UUID
 
+# Topics Kafka calls internal (is_internal in Metadata); DeleteTopics refuses them.
+INTERNAL_TOPICS = frozenset({OFFSETS_TOPIC})
 HEADER = 61
 
 
@@ -80,7 +83,9 @@ class DataPlane:
             wanted = [(r.get("name"), r.get("topic_id")) for r in requested]
         topics = []
         for name, tid in wanted:
-            entry = {"error_code": P.NONE, "name": name, "topic_id": ZERO_UUID, "is_internal": False,
+            # A topic asked for by id that is not found: its name is null from v12 on, and
+            # an empty string before, where the schema does not allow null.
+            entry = {"error_code": P.NONE, "name": name if name is not None or version >= 12 else "", "topic_id": ZERO_UUID, "is_internal": False,
                      "partitions": [], "topic_authorized_operations": -2147483648}
             try:
                 if name is None:
@@ -103,7 +108,7 @@ class DataPlane:
                       "replica_nodes": [b.node_id], "isr_nodes": [b.node_id], "offline_replicas": []}
                      for p in range(t.num_partitions)]
             topics.append({**entry, "name": t.name, "topic_id": topic_uuid(t),
-                           "is_internal": t.name.startswith("__"), "partitions": parts})
+                           "is_internal": t.name in INTERNAL_TOPICS, "partitions": parts})
         return {"throttle_time_ms": 0, "brokers": [b.broker_entry()], "cluster_id": b.cluster_id,
                 "controller_id": b.node_id, "topics": topics, "cluster_authorized_operations": -2147483648}
 

@@ -32,6 +32,12 @@ from ._schema import DecodeError
 log_ = logging.getLogger("embedlog.server")
 
 MAX_REQUEST_BYTES = 104857600
+# Kafka's connections.max.idle.ms (10 minutes).
+IDLE_TIMEOUT_MS = 600_000
+# Partitions one topic may have when created or grown over the wire. Kafka's own bound is
+# int32, but here each partition is a folder with files on one machine: a CreateTopics of
+# 2**31 partitions from any client would fill the disk with folders. --max-partitions.
+MAX_PARTITIONS = 10_000
 
 
 def parse_hostport(value: str, default_port: int = 9092) -> tuple[str, int]:
@@ -61,13 +67,14 @@ def _raise_fd_limit():
 
 
 class _Conn:
-    __slots__ = ("task", "busy", "writer", "peer")
+    __slots__ = ("task", "busy", "writer", "peer", "last_active")
 
     def __init__(self, writer, peer):
         self.task = None
         self.busy = False
         self.writer = writer
         self.peer = peer
+        self.last_active = time.monotonic()
 
 
 class Broker:
@@ -77,7 +84,8 @@ class Broker:
 
     def __init__(self, path, *, host: str = "127.0.0.1", port: int = 9092, advertise: str | None = None,
                  auto_create_topics: bool = True, default_partitions: int = 1,
-                 max_request_bytes: int = MAX_REQUEST_BYTES, workers: int = 32, log=None):
+                 max_request_bytes: int = MAX_REQUEST_BYTES, max_partitions: int = MAX_PARTITIONS,
+                 idle_timeout_ms: int = IDLE_TIMEOUT_MS, workers: int = 32, log=None):
         self.owns_log = log is None
         self.log = open_log(path) if log is None else log
         self.path = self.log.path
@@ -86,6 +94,8 @@ class Broker:
         self.auto_create = auto_create_topics
         self.default_partitions = default_partitions
         self.max_request_bytes = max_request_bytes
+        self.max_partitions = max_partitions
+        self.idle_timeout_ms = idle_timeout_ms
         self.cluster_id = new_cluster_id(self.path)
         self.coordinator = Coordinator(self.log)
         self.data = DataPlane(self)
@@ -98,7 +108,7 @@ class Broker:
         self._closing = False
         self._watcher = None
         self._stop_watch = threading.Event()
-        self.stats = {"connections": 0, "requests": 0, "bad_frames": 0, "errors": 0}
+        self.stats = {"connections": 0, "requests": 0, "bad_frames": 0, "errors": 0, "idle_closed": 0}
         self._handlers = {
             0: self._produce, 1: self._fetch, 2: self._sync(self.data.list_offsets),
             3: self._sync(self.data.metadata), 8: self._sync(self.control.offset_commit),
@@ -128,6 +138,7 @@ class Broker:
     def broker_configs(self) -> dict:
         return {"auto.create.topics.enable": self.auto_create, "num.partitions": self.default_partitions,
                 "log.dirs": self.path, "socket.request.max.bytes": self.max_request_bytes,
+                "connections.max.idle.ms": self.idle_timeout_ms,
                 "broker.id": self.node_id, "offsets.topic.replication.factor": 1}
 
     # ------------------------------------------------------------ lifecycle
@@ -143,11 +154,24 @@ class Broker:
 
     async def _sweep(self):
         while not self._closing:
-            await asyncio.sleep(2.0)
+            await asyncio.sleep(min(2.0, max(self.idle_timeout_ms, 10) / 2000.0))
+            self._close_idle()
             try:
                 await self._run(self.coordinator.sweep)
             except RuntimeError:
                 return                    # the pool is shutting down
+
+    def _close_idle(self):
+        """Kafka's connections.max.idle.ms: a connection that sent nothing for that long
+        (and has no request in flight) is closed, so abandoned clients do not pin sockets."""
+        if self.idle_timeout_ms <= 0:
+            return
+        cutoff = time.monotonic() - self.idle_timeout_ms / 1000.0
+        for c in list(self._conns):
+            if not c.busy and c.last_active < cutoff and c.task is not None:
+                log_.info("closing %s: idle for more than %d ms", c.peer, self.idle_timeout_ms)
+                self.stats["idle_closed"] += 1
+                c.task.cancel()
 
     def _watch(self):
         """Wake long-polling fetches on every append to the directory (any process)."""
@@ -224,6 +248,7 @@ class Broker:
                     break
                 frame = await reader.readexactly(size)
                 conn.busy = True
+                conn.last_active = time.monotonic()
                 try:
                     try:
                         req = P.parse_request(frame)
@@ -238,6 +263,7 @@ class Broker:
                         await writer.drain()
                 finally:
                     conn.busy = False
+                    conn.last_active = time.monotonic()
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
             pass
         finally:

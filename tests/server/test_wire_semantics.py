@@ -192,3 +192,59 @@ def test_unknown_topic_without_auto_create(embedlog_dir):
         r.sock.close()
     with embedlog.open(embedlog_dir) as log:
         assert log.topics() == [] or "nope" not in log.topics()
+
+
+@pytest.mark.parametrize("version", [10, 11, 12])
+def test_metadata_by_unknown_topic_id_is_answered_at_every_version(raw, version):
+    md = raw.call("Metadata", version, {"topics": [{"name": None, "topic_id": b"\x01" * 16}]}, 3)
+    (t,) = md["topics"]
+    assert t["error_code"] == 100                                  # UNKNOWN_TOPIC_ID
+    assert t["name"] == ("" if version < 12 else None)             # null is only allowed from v12
+
+
+def test_internal_topic_cannot_be_deleted_over_the_wire(raw, embedlog):
+    embedlog.create_topic("gone", partitions=1)
+    with el.Consumer({"bootstrap.servers": embedlog.path, "group.id": "g"}) as c:
+        c.commit(offsets=[el.TopicPartition("t", 0, 0)], asynchronous=False)
+    resp = raw.call("DeleteTopics", 5, {"topic_names": ["__consumer_offsets", "gone"], "timeout_ms": 1000}, 20)
+    codes = {r["name"]: r["error_code"] for r in resp["responses"]}
+    assert codes == {"__consumer_offsets": 17, "gone": 0}
+    assert "internal" in resp["responses"][0]["error_message"]
+    assert "__consumer_offsets" in embedlog.topics() and "gone" not in embedlog.topics()
+    md = raw.call("Metadata", 12, {"topics": [{"name": "__consumer_offsets", "topic_id": bytes(16)}]}, 3)
+    assert md["topics"][0]["is_internal"] is True
+
+
+def test_partition_counts_above_the_limit_are_refused_before_any_folder(embedlog_dir):
+    with embedlog.serve(embedlog_dir, port=0, max_partitions=8) as srv:
+        r = Raw(srv.port)
+        body = {"topics": [{"name": "huge", "num_partitions": 2**31 - 1, "replication_factor": 1,
+                            "assignments": [], "configs": []},
+                           {"name": "ok", "num_partitions": 8, "replication_factor": 1,
+                            "assignments": [], "configs": []}], "timeout_ms": 1000}
+        res = {t["name"]: t for t in r.call("CreateTopics", 7, body, 19)["topics"]}
+        assert res["huge"]["error_code"] == 37 and "limit of 8" in res["huge"]["error_message"]
+        assert res["ok"]["error_code"] == 0
+        grow = r.call("CreatePartitions", 3, {"topics": [{"name": "ok", "count": 9, "assignments": None}],
+                                              "timeout_ms": 1000, "validate_only": False}, 37)
+        assert grow["results"][0]["error_code"] == 37
+        r.sock.close()
+    with embedlog.open(embedlog_dir) as log:
+        assert "huge" not in log.topics() and log.topic("ok").num_partitions == 8
+
+
+def test_idle_connections_are_closed_and_busy_ones_kept(embedlog_dir):
+    with embedlog.serve(embedlog_dir, port=0, idle_timeout_ms=300) as srv:
+        idle, talking = Raw(srv.port), Raw(srv.port)
+        stalled = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        stalled.sendall(b"\x00\x00\x00\x40")                        # a frame header, then nothing
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            talking.call("ApiVersions", 3, {"client_software_name": "t", "client_software_version": "1"}, 18)
+            time.sleep(0.05)
+        with pytest.raises(ConnectionError):
+            idle.call("ApiVersions", 3, {"client_software_name": "t", "client_software_version": "1"}, 18)
+        assert stalled.recv(1) == b""                                 # closed by the server
+        assert srv.broker.stats["idle_closed"] >= 2
+        for s in (idle.sock, talking.sock, stalled):
+            s.close()
