@@ -14,7 +14,8 @@ ALLOWED = {
     "storage": {"_version"},
     "client": {"_version", "storage"},
     "server": {"_version", "storage", "client"},
-    "cli": {"_version", "storage", "client", "server", "", "admin", "testing"},
+    "connect": {"_version", "storage", "client"},
+    "cli": {"_version", "storage", "client", "server", "connect", "", "admin", "testing"},
 }
 
 
