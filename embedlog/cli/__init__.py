@@ -10,6 +10,7 @@ kafka-consumer-groups.sh, kafka-dump-log.sh) and rpk-style short ones.
     embedlog [--dir DIR] maintain [TOPIC...]
     embedlog [--dir DIR] replicas add|remove|status|promote|repair
     embedlog [--dir DIR] serve [--listen HOST:PORT] [--advertise HOST:PORT]
+    embedlog bridge --from DIR|BROKERS --to BROKERS|DIR [--topics RE] [--groups RE] [--follow]
     embedlog demo [DIR]
 
 The directory comes from --dir (before or after the command) or EMBEDLOG_DIR. Read
@@ -27,6 +28,7 @@ import warnings
 import click
 
 from ._common import DIR_KEY, Failed, Group
+from .bridge import bridge
 from .demo import demo
 from .groups import groups
 from .inspect import dump, verify
@@ -70,7 +72,7 @@ def cli(ctx, dir_):
         ctx.meta[DIR_KEY] = dir_
 
 
-for _command in (topics, produce, consume, groups, dump, verify, plan, du, maintain, replicas, serve, demo):
+for _command in (topics, produce, consume, groups, dump, verify, plan, du, maintain, replicas, serve, bridge, demo):
     cli.add_command(_command)
 del _command
 

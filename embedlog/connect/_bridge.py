@@ -284,7 +284,8 @@ class Bridge:
         self.summary["seconds"] = round(time.monotonic() - t0, 3)
         secs = self.summary["seconds"] or 1e-9
         self.summary["records_per_second"] = round(self.summary["records"] / secs)
-        self.summary["stopped"] = "caught up" if not follow else "stopped"
+        interrupted = stop.is_set() or self._stop.is_set()
+        self.summary["stopped"] = ("interrupted" if not follow else "stopped") if interrupted else "caught up"
         return self.summary
 
 

@@ -9,6 +9,7 @@ Records travel as `Rec` (offset, timestamp, key, value, headers); headers are a 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 import uuid
@@ -213,7 +214,10 @@ class KafkaEnd:
         self.ck, self.ak = ck, admin
         self.bootstrap = bootstrap
         self.timeout = timeout
-        self.conf = {**(conf or {}), "bootstrap.servers": bootstrap}
+        # librdkafka's own log lines (connection refused, retries) go to Python logging,
+        # not straight to stderr: the bridge reports failures itself.
+        self.conf = {"logger": logging.getLogger("embedlog.bridge.kafka"), **(conf or {}),
+                     "bootstrap.servers": bootstrap}
         self.admin = admin.AdminClient(self.conf)
         md = self._metadata()
         self.label = bootstrap
