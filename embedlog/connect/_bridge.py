@@ -25,7 +25,7 @@ import re
 import threading
 import time
 
-from ._ends import STATE_TOPIC, BridgeError, DirEnd, open_end, skipped_topic
+from ._ends import STATE_TOPIC, BridgeError, DirEnd, is_brokers, open_end, skipped_topic
 
 __all__ = ["Bridge", "BridgeError", "bridge"]
 
@@ -67,16 +67,15 @@ class Bridge:
         self.group_interval = group_interval
         self.on_progress = on_progress
         self._stop = threading.Event()
+        if is_brokers(source) and is_brokers(dest):
+            raise BridgeError("one end of a bridge must be a log directory (between two Kafka clusters, "
+                              "use MirrorMaker 2)")
         self.src = open_end(source, create=False, kafka_config=kafka_config, timeout=timeout)
         try:
             self.dst = open_end(dest, create=True, kafka_config=kafka_config, timeout=timeout)
         except BaseException:
             self.src.close()
             raise
-        if not isinstance(self.src, DirEnd) and not isinstance(self.dst, DirEnd):
-            self.close()
-            raise BridgeError("one end of a bridge must be a log directory (between two Kafka clusters, "
-                              "use MirrorMaker 2)")
         if self.src.identity == self.dst.identity:
             self.close()
             raise BridgeError(f"source and destination are the same ({self.src.label})")
