@@ -7,3 +7,6 @@ resuming where it stopped. File and PostgreSQL sources and sinks belong here too
 May import: `embedlog.storage`, `embedlog.client` and the standard library; confluent-kafka
 (the `kafka` extra) only inside `_ends.KafkaEnd`. Not `embedlog.cli` nor the server.
 """
+from ._bridge import Bridge, BridgeError, bridge
+
+__all__ = ["Bridge", "BridgeError", "bridge"]
