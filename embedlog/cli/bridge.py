@@ -48,7 +48,7 @@ def _summary_lines(s: dict) -> list[str]:
               help="Seconds to wait for the cluster before giving up.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON document.")
 def bridge(source, dest, topics, groups, follow, name, add_partitions, kafka_config, timeout, as_json):
-    """Copy topics, their configs and group offsets between a directory and a Kafka cluster."""
+    """Copy topics, configs and group offsets between a directory and a cluster."""
     from embedlog.connect._bridge import Bridge
     conf = dict(parse_key_value(kafka_config, "-X"))
     b = Bridge(source, dest, topics=topics, groups=groups, name=name, add_partitions=add_partitions,
