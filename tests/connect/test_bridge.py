@@ -330,3 +330,16 @@ def test_sigkilled_bridge_to_the_broker_leaves_no_duplicate(tmp_path, tansu_brok
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["stopped"] == "caught up"
     assert _consume_all(tansu_broker.bootstrap, topic, PARTS) == records(a, topic)
+
+
+def test_sigkilled_bridge_from_the_broker_leaves_no_duplicate(tmp_path, tansu_broker):
+    a, c = str(tmp_path / "a"), str(tmp_path / "c")
+    topic = f"back-{uuid.uuid4().hex[:6]}"
+    fill(a, topic, n=60_000)
+    assert bridge(a, tansu_broker.bootstrap, topics=topic)["records"] == 60_000 * PARTS
+    args = ["--from", tansu_broker.bootstrap, "--to", c, "--topics", topic]
+    kills = _kill_loop(args, 4, random.Random(5), 0.8, 1.6)
+    assert kills >= 2
+    r = _run_cli(*args, "--json")
+    assert r.returncode == 0, r.stderr
+    assert records(c, topic) == records(a, topic)
