@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 import uuid
 from typing import NamedTuple
 
 from ..client._groups import describe_group, list_groups
 from ..storage import _config
+from ..storage._config import bootstrap_brokers
 from ..storage._errors import EmbedlogError
 from ..storage._log import open_log
 from ..storage._offsets import store_for
@@ -426,15 +426,11 @@ class KafkaEnd:
                    "commit offsets of group")
 
 
-_HOSTPORT = re.compile(r"^(?:[A-Za-z_]+://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.\-_]*):\d{1,5}$")
-
-
 def is_brokers(value: str) -> bool:
-    """`host:port[,host:port]` (optionally with a listener prefix such as PLAINTEXT://)."""
-    if value.startswith(("file://", "/", "./", "../", "~")):
-        return False
-    items = [v.strip() for v in value.split(",")]
-    return bool(items) and all(_HOSTPORT.match(v) for v in items)
+    """`host:port[,host:port]` (optionally with a listener prefix such as PLAINTEXT://): the
+    clients' own rule (storage._config.bootstrap_brokers), so `--from`/`--to` and
+    `bootstrap.servers` never disagree; a value that half looks like brokers is a ConfigError."""
+    return bool(bootstrap_brokers(value))
 
 
 def open_end(value: str, *, create: bool, kafka_config: dict | None = None, timeout: float = 10.0):

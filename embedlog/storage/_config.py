@@ -8,6 +8,8 @@ meaning on one node are accepted and documented as no-ops (`noop=True`).
 from __future__ import annotations
 
 import difflib
+import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -26,6 +28,7 @@ class Key:
     doc: str
     noop: bool = False
     pending: str = ""      # stored and validated, but not yet acted on: which issue will
+    local_only: bool = False   # means something only for a log directory: refused with Kafka brokers
 
 
 
@@ -211,11 +214,13 @@ def _noop(name, default=None, parse=_any, doc="no meaning on a single node; acce
 
 
 _COMMON_KEYS = [
-    Key("bootstrap.servers", None, _str, "the log directory: file:///path or a path"),
+    Key("bootstrap.servers", None, _str, "the log directory (file:///path or a path), or Kafka brokers "
+        "(host:port,...: the clients are then confluent-kafka's, README \"Moving to a Kafka cluster\")"),
     Key("embedlog.path", None, _str, "the log directory (wins over bootstrap.servers)"),
     Key("embedlog.lock.timeout.ms", 30000, _int(0), "longest wait for a partition lock"),
     Key("log.retention.check.interval.ms", 300000, _int(0),
-        "how often a process that writes applies retention and compaction (0: never by itself)"),
+        "how often a process that writes applies retention and compaction (0: never by itself)",
+        local_only=True),
     Key("client.id", "rdkafka", _str, "a name for this client in errors and group descriptions"),
     Key("error_cb", None, _callable, "called with a KafkaError for errors outside any one message"),
     Key("logger", None, _any, "a logging.Logger for embedlog's log lines"),
@@ -299,6 +304,7 @@ _CONSUMER_ALIASES = {
 PRODUCER_CONFIG = {k.name: k for k in _COMMON_KEYS + _PRODUCER_KEYS}
 CONSUMER_CONFIG = {k.name: k for k in _COMMON_KEYS + _CONSUMER_KEYS}
 ADMIN_CONFIG = {k.name: k for k in _COMMON_KEYS}
+_ALL_CLIENT_KEYS = {**PRODUCER_CONFIG, **CONSUMER_CONFIG}
 
 
 def client_config(conf, table: dict, aliases: dict, scope: str) -> dict:
@@ -335,8 +341,77 @@ def admin_config(conf) -> dict:
     return client_config(conf, ADMIN_CONFIG, {}, "admin client")
 
 
+# ---------------------------------------------------------------- a directory or Kafka brokers
+
+# librdkafka's listener prefixes (PLAINTEXT://host:9092); it refuses any other.
+_SECURITY_PROTOCOLS = ("plaintext", "ssl", "sasl_plaintext", "sasl_ssl")
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-_]*)://")
+_HOST_PORT = re.compile(r"(?:\[[0-9A-Fa-f:.]+(?:%\w+)?\]|[A-Za-z0-9_](?:[A-Za-z0-9_.\-]*[A-Za-z0-9_])?)"
+                        r":([0-9]{1,5})")
+_PATH_PREFIXES = ("/", "./", "../", "~", ".\\", "..\\")
+
+
+def bootstrap_brokers(value) -> list[str] | None:
+    """The Kafka broker addresses a `bootstrap.servers` value names, or None when it names a
+    log directory. The one place that decides (the clients, `embedlog.open` and log_path).
+
+    A directory: a non-str, `file:...`, a value starting with / ./ ../ ~ (or absolute), or
+    an existing path. Brokers: every comma-separated item is `host:port` (a name, IPv4 or
+    [IPv6]), optionally with librdkafka's PLAINTEXT:// SSL:// SASL_PLAINTEXT:// SASL_SSL://
+    prefix. A value that is neither but looks like brokers (another scheme://, some items
+    host:port and some not) raises ConfigError rather than becoming a directory of that
+    name. A bare `host` without a port is a directory name."""
+    if not isinstance(value, str):
+        return None
+    v = value.strip()
+    if not v or v.startswith("file:") or v.startswith(_PATH_PREFIXES) or v in (".", "..") \
+            or os.path.isabs(v) or os.path.exists(v):
+        return None
+    items = [item.strip() for item in v.split(",")]
+    brokers, odd = [], []
+    for item in items:
+        if not item:
+            continue
+        scheme = _SCHEME.match(item)
+        rest = item[scheme.end():] if scheme else item
+        port = _HOST_PORT.fullmatch(rest)
+        ok = port is not None and 0 < int(port.group(1)) < 65536
+        if ok and (scheme is None or scheme.group(1).lower() in _SECURITY_PROTOCOLS):
+            brokers.append(item)
+        else:
+            odd.append((item, scheme, port))
+    if not odd:
+        return brokers or None
+    if brokers or any(scheme or port for _item, scheme, port in odd):
+        item, scheme, port = odd[0]
+        if scheme and scheme.group(1).lower() not in _SECURITY_PROTOCOLS:
+            why = (f"librdkafka has no listener prefix {scheme.group(1)!r}:// (it takes "
+                   f"{', '.join(p.upper() for p in _SECURITY_PROTOCOLS)})")
+        elif port:
+            why = f"the port of {item!r} is not between 1 and 65535"
+        else:
+            why = f"{item!r} is not host:port"
+        raise ConfigError(f"bootstrap.servers {value!r} looks like Kafka broker addresses, but {why}; "
+                          f"for a log directory of that name use 'file:{v}' or './{v}'")
+    return None
+
+
+def local_only_keys(conf: Mapping):
+    """The keys of a client config that only a log directory understands (embedlog.*, and
+    keys marked local_only), nested default.topic.config included, in order."""
+    names = list(conf)
+    nested = conf.get("default.topic.config")
+    if isinstance(nested, Mapping):
+        names += list(nested)
+    return [n for n in names if isinstance(n, str) and (
+        n.startswith("embedlog.") or getattr(_ALL_CLIENT_KEYS.get(n), "local_only", False))]
+
+
 def log_path(values: dict) -> str:
     path = values.get("embedlog.path") or values.get("bootstrap.servers")
+    if not values.get("embedlog.path") and bootstrap_brokers(path):
+        raise ConfigError(f"bootstrap.servers {path!r} names Kafka brokers, not a log directory; a directory "
+                          f"of that name is 'file:{path.strip()}'")
     if not path:
         raise ConfigError("no log directory: set 'bootstrap.servers' to 'file:///path/to/dir' "
                           "(or 'embedlog.path')")
@@ -373,6 +448,8 @@ def config_markdown() -> str:
         out += [f"## {title}", "", "| key | default | meaning |", "|---|---|---|"]
         for k in keys:
             doc = k.doc + (" *(no-op)*" if k.noop else "") + \
+                (" *(log directory only: refused with Kafka brokers)*"
+                 if k.local_only or (k.name.startswith("embedlog.") and k.name != "embedlog.path") else "") + \
                 (f" *(validated and stored; not enforced yet: {k.pending})*" if k.pending else "")
             out.append(f"| `{k.name}` | {show(k.default)} | {doc} |")
         if aliases:

@@ -270,6 +270,10 @@ class Log:
             raise TypeError(f"path must be a str or os.PathLike, not {type(path).__name__}")
         path = os.fspath(path)
         if isinstance(path, str):
+            if _config.bootstrap_brokers(path):
+                raise ConfigError(f"{path!r} names Kafka brokers, not a log directory: for a directory of that "
+                                  f"name use 'file:{path.strip()}' or './{path.strip()}'; for the cluster, "
+                                  "embedlog.Producer/Consumer/AdminClient({'bootstrap.servers': ...})")
             path = path_from_config(path)
         if "\0" in path:
             raise ValueError("path contains a NUL byte")
