@@ -11,6 +11,7 @@ import warnings
 from concurrent.futures import Future
 
 from ..storage import _config
+from ._remote import remote_client
 from ._clients import acquire_log, release_log
 from ..storage._config import admin_config
 from ..storage._errors import EmbedlogError, InvalidPartitionsError
@@ -191,6 +192,12 @@ def _kexc(e) -> KafkaException:
 
 class AdminClient:
     """confluent_kafka.admin.AdminClient for a log directory."""
+
+    def __new__(cls, conf=None, **kwargs):
+        """For a log directory, this class; for Kafka brokers in bootstrap.servers,
+        confluent-kafka's AdminClient behind embedlog's names (_remote)."""
+        remote = remote_client("AdminClient", conf, kwargs)
+        return super().__new__(cls) if remote is None else remote
 
     def __init__(self, conf=None, **kwargs):
         self._conf = admin_config(dict(conf or {}, **kwargs))

@@ -13,6 +13,7 @@ import re
 import time
 from itertools import repeat
 
+from ._remote import remote_client
 from ._clients import acquire_log, release_log
 from ..storage._config import consumer_config
 from ..storage._errors import EmbedlogError, LogClosedError, OffsetOutOfRangeError, UnknownTopicOrPartitionError
@@ -105,6 +106,12 @@ class _PState:
 class Consumer:
     """confluent_kafka.Consumer for a log directory: Consumer({'bootstrap.servers': 'file:///dir',
     'group.id': 'g', ...})."""
+
+    def __new__(cls, conf=None, **kwargs):
+        """For a log directory, this class; for Kafka brokers in bootstrap.servers,
+        confluent-kafka's Consumer behind embedlog's names (_remote)."""
+        remote = remote_client("Consumer", conf, kwargs)
+        return super().__new__(cls) if remote is None else remote
 
     def __init__(self, conf=None, **kwargs):
         conf = dict(conf or {}, **kwargs)

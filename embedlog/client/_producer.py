@@ -23,6 +23,7 @@ import zlib
 from collections import deque
 
 from ..storage import _compression
+from ._remote import remote_client
 from ._clients import acquire_log, get_topic, release_log
 from ..storage._config import producer_config
 from ..storage._errors import ConfigError, EmbedlogError, LogClosedError
@@ -132,6 +133,12 @@ def _as_bytes(x, what):
 
 class Producer:
     """confluent_kafka.Producer for a log directory: Producer({'bootstrap.servers': 'file:///dir', ...})."""
+
+    def __new__(cls, conf=None, **kwargs):
+        """For a log directory, this class; for Kafka brokers in bootstrap.servers,
+        confluent-kafka's Producer behind embedlog's names (_remote)."""
+        remote = remote_client("Producer", conf, kwargs)
+        return super().__new__(cls) if remote is None else remote
 
     def __init__(self, conf=None, **kwargs):
         conf = dict(conf or {}, **kwargs)
