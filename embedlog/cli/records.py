@@ -162,14 +162,32 @@ class _Printer:
         self.out.flush()
 
 
-def _stop_on_sigterm():
-    """SIGTERM ends a --follow as Ctrl-C does: offsets committed, clean exit."""
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-    try:
-        signal.signal(signal.SIGTERM, handler)
-    except ValueError:      # not the main thread (tests calling main() from a thread)
-        pass
+class _StopFlag:
+    """Ctrl-C and SIGTERM end a --follow by setting a flag the loop checks between polls
+    (a poll waits at most 0.5 s), so the interrupt never lands inside the consumer's own
+    locks or group calls, and the final commit and LeaveGroup always run. A second Ctrl-C
+    raises KeyboardInterrupt as usual, for the impatient."""
+
+    def __init__(self):
+        self.set = False
+        self._old = {}
+
+    def _handler(self, signum, frame):
+        if self.set and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.set = True
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handler)
+            except ValueError:      # not the main thread (tests calling main() from a thread)
+                pass
+        return self
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
 
 
 @click.command()
@@ -241,8 +259,7 @@ def consume(topic, from_beginning, offset, partition, group, max_messages, follo
     consumer = Consumer(conf)
     count = 0
     committed = 0
-    if follow:
-        _stop_on_sigterm()
+    stop = _StopFlag() if follow else None
 
     def commit():
         nonlocal committed
@@ -254,6 +271,8 @@ def consume(topic, from_beginning, offset, partition, group, max_messages, follo
         except KafkaException as e:       # e.g. a rebalance took the partitions away
             note(f"Warning: commit failed: {e.args[0].str()}")
 
+    if stop is not None:
+        stop.__enter__()
     try:
         if group is not None:
             consumer.subscribe([topic])
@@ -261,7 +280,7 @@ def consume(topic, from_beginning, offset, partition, group, max_messages, follo
             start = {None: OFFSET_BEGINNING, "earliest": OFFSET_BEGINNING, "latest": OFFSET_END}.get(offset, offset)
             consumer.assign([TopicPartition(topic, p, start) for p in parts])
         idle_since = time.monotonic()
-        while max_messages is None or count < max_messages:
+        while (max_messages is None or count < max_messages) and not (stop is not None and stop.set):
             want = 500 if max_messages is None else min(500, max_messages - count)
             msgs = consumer.consume(num_messages=want, timeout=0.5 if follow else 0.05)
             records = []
@@ -292,6 +311,8 @@ def consume(topic, from_beginning, offset, partition, group, max_messages, follo
             commit()
         finally:
             consumer.close()
+            if stop is not None:
+                stop.__exit__()
     note(f"Processed a total of {count} messages")
 
 

@@ -140,6 +140,7 @@ def test_consume_in_a_group_commits_what_it_printed(orders):
 def _popen(logdir, *args):
     env = {k: v for k, v in os.environ.items() if k != "EMBEDLOG_DIR"}
     env["EMBEDLOG_DIR"] = str(logdir)
+    env["PYTHONFAULTHANDLER"] = "1"        # a hang in _stop dumps every thread's stack (SIGABRT)
     return subprocess.Popen([sys.executable, "-m", "embedlog", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=env)
 
@@ -162,7 +163,12 @@ def _read_lines(p, n, timeout=20.0):
 def _stop(p, sig):
     try:
         p.send_signal(sig)
-        out, err = p.communicate(timeout=20)
+        try:
+            out, err = p.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.send_signal(signal.SIGABRT)       # faulthandler prints where each thread is
+            out, err = p.communicate(timeout=10)
+            raise AssertionError(f"still running 20 s after {sig!r}; its threads:\n{err.decode(errors='replace')}")
     finally:
         if p.poll() is None:
             p.kill()
