@@ -1,5 +1,9 @@
 """`embedlog demo [DIR]`: the README's first command. It creates a topic, produces keyed
-records, consumes part of them in a consumer group and prints the group's lag."""
+records, consumes part of them in a consumer group and prints the group's lag.
+
+Without DIR every run gets a fresh directory (`tempfile.mkdtemp`), so every run starts
+from an empty log and prints the same lag; the directory is kept for a look around and
+its path is printed."""
 from __future__ import annotations
 
 import os
@@ -13,8 +17,9 @@ import click
 def demo(dir):
     """Try embedlog: produce, consume in a group, show the lag.
 
-    Creates topic 'orders' in DIR (default: a folder in the temp directory), produces
-    1000 keyed records, consumes 600 of them in group 'billing' and prints the lag."""
+    Creates topic 'orders' in DIR (default: a new directory in the temp directory for
+    each run, whose path is printed), produces 1000 keyed records, consumes 600 of them
+    in group 'billing' and prints the lag."""
     return run_demo(dir)
 
 
@@ -25,7 +30,9 @@ def run_demo(path) -> int:
     from embedlog import AdminClient, Consumer, NewTopic, Producer
     from embedlog.storage._log import open_log
 
-    path = path or os.path.join(tempfile.gettempdir(), "embedlog-demo")
+    # A fresh directory per run unless one is given: a reused one would carry the last
+    # run's records and commits, and the lag would grow run after run.
+    path = os.path.abspath(path) if path else tempfile.mkdtemp(prefix="embedlog-demo-")
     conf = {"bootstrap.servers": f"file://{os.path.abspath(path)}"}
     admin = AdminClient(conf)
     created = admin.create_topics([NewTopic("orders", num_partitions=3)])["orders"]
@@ -72,4 +79,6 @@ def run_demo(path) -> int:
         print(f"{r['group']:<8} {r['topic']:<7} {r['partition']:>9} {committed:>14} "
               f"{r['log_end_offset']:>14} {r['lag']:>5}")
     print(f"total lag: {sum(r['lag'] for r in rows)}")
+    print()
+    print(f"the log is in {path}; look at it with: embedlog --dir {path} groups describe billing")
     return 0
