@@ -61,8 +61,8 @@ class _Root(Group):
 
 
 @click.group(cls=_Root, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--dir", "-d", "dir_", metavar="DIR", envvar="EMBEDLOG_DIR", default=None,
-              help="Log directory (or set EMBEDLOG_DIR).")
+@click.option("--dir", "-d", "--bootstrap-server", "dir_", metavar="DIR", envvar="EMBEDLOG_DIR", default=None,
+              help="Log directory (or set EMBEDLOG_DIR); --bootstrap-server file:///path as Kafka's tools spell it.")
 @click.version_option(_version(), "--version", prog_name="embedlog")
 @click.pass_context
 def cli(ctx, dir_):

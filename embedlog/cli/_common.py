@@ -53,9 +53,10 @@ def _remember_dir(ctx, _param, value):
 def dir_option(f):
     """`--dir DIR` on a command (it may also be given before the command, or as
     EMBEDLOG_DIR); the innermost one wins."""
-    return click.option("--dir", "-d", "dir_", metavar="DIR", default=None, expose_value=False,
-                        callback=_remember_dir,
-                        help="Log directory (default: the EMBEDLOG_DIR environment variable).")(f)
+    return click.option("--dir", "-d", "--bootstrap-server", "dir_", metavar="DIR", default=None,
+                        expose_value=False, callback=_remember_dir,
+                        help="Log directory (default: the EMBEDLOG_DIR environment variable); "
+                             "--bootstrap-server file:///path as Kafka's tools spell it.")(f)
 
 
 def log_dir(ctx: click.Context | None = None) -> str:
@@ -63,7 +64,45 @@ def log_dir(ctx: click.Context | None = None) -> str:
     path = ctx.meta.get(DIR_KEY)
     if not path:
         raise click.UsageError("no log directory: pass --dir DIR or set EMBEDLOG_DIR", ctx=ctx)
-    return os.path.abspath(path)
+    from ..storage._config import bootstrap_brokers
+    from ..storage._log import path_from_config
+    try:
+        brokers = bootstrap_brokers(path)
+    except ValueError as e:
+        raise click.UsageError(str(e), ctx=ctx) from None
+    if brokers:
+        raise click.UsageError(f"{path!r} names Kafka brokers; embedlog's commands work on a log directory "
+                               f"(file:///path or a path). For a cluster use Kafka's own tools; "
+                               f"`embedlog serve` lets them work on a directory too", ctx=ctx)
+    return os.path.abspath(path_from_config(path))
+
+
+def pick_topic(argument: str | None, option: str | None) -> str:
+    """TOPIC as an argument or as Kafka's tools spell it, --topic TOPIC (one of them, or both equal)."""
+    if argument and option and argument != option:
+        raise click.UsageError(f"two topics given: {argument!r} and --topic {option!r}")
+    topic = argument or option
+    if not topic:
+        raise click.UsageError("missing TOPIC (as an argument or --topic TOPIC)")
+    return topic
+
+
+def properties(pairs, known: dict, what: str) -> dict:
+    """Kafka console tools' `--property KEY=VALUE` among the `known` ones ({key: kind}, kind
+    "bool" or "str"), as a dict of parsed values; an unknown key or a bad bool is a clear error."""
+    out = {}
+    for key, value in parse_key_value(pairs, what):
+        kind = known.get(key)
+        if kind is None:
+            raise click.BadParameter(f"unknown property {key!r} (known: {', '.join(sorted(known))})",
+                                     param_hint=what)
+        if kind == "bool":
+            if value.lower() not in ("true", "false"):
+                raise click.BadParameter(f"{key}={value!r}: use true or false", param_hint=what)
+            out[key] = value.lower() == "true"
+        else:
+            out[key] = value
+    return out
 
 
 def check_log_dir(path: str) -> str:

@@ -8,7 +8,8 @@ import sys
 
 import click
 
-from ._common import CliError, bytes_json, client_conf, dir_option, note, open_log, parse_key_value
+from ._common import (CliError, bytes_json, client_conf, dir_option, note, open_log, parse_key_value, pick_topic,
+                      properties)
 
 CODECS = ("none", "gzip", "snappy", "lz4", "zstd")
 
@@ -26,9 +27,22 @@ def _lines(stream):
         yield line
 
 
+_TOPIC_OPTION = dict(metavar="TOPIC", default=None, help="The topic, as Kafka's console tools spell it.")
+_PRODUCER_PROPERTIES = {"parse.key": "bool", "key.separator": "str"}
+_CONSUMER_PROPERTIES = {"print.key": "bool", "print.value": "bool", "print.timestamp": "bool",
+                        "print.offset": "bool", "print.partition": "bool", "print.headers": "bool",
+                        "key.separator": "str"}
+
+
+def _client_properties(pairs, what: str) -> dict:
+    """`--producer-property` / `--consumer-property KEY=VALUE`: client config, as given."""
+    return dict(parse_key_value(pairs, what))
+
+
 @click.command()
 @dir_option
-@click.argument("topic")
+@click.argument("topic", required=False)
+@click.option("--topic", "topic_opt", **_TOPIC_OPTION)
 @click.option("--file", "file_", type=click.File("rb"), default=None, metavar="PATH",
               help="Read records from this file instead of stdin.")
 @click.option("--key-separator", metavar="SEP", default=None,
@@ -42,12 +56,27 @@ def _lines(stream):
 @click.option("--compression", type=click.Choice(CODECS), default="none", show_default=True,
               help="Batch codec. A topic whose compression.type names a codec stores that one, as a "
                    "Kafka broker would.")
-@click.option("--verbose", "-v", is_flag=True, help="Print the partition and offset of every record.")
-def produce(topic, file_, key_separator, headers, partition, acks, compression, verbose):
+@click.option("--property", "props", multiple=True, metavar="KEY=VALUE",
+              help="kafka-console-producer's: parse.key=true, key.separator=SEP (default tab).")
+@click.option("--producer-property", "client_props", multiple=True, metavar="KEY=VALUE",
+              help="Producer config, e.g. message.max.bytes=4000000 (repeatable; wins over the options).")
+@click.option("--verbose", "-v", is_flag=True, help="Print the partition, offset and key of every record.")
+def produce(topic, topic_opt, file_, key_separator, headers, partition, acks, compression, props, client_props,
+            verbose):
     """Write lines of stdin (or --file) as records.
 
-    Each line becomes one record of TOPIC; with --key-separator, KEY SEP VALUE."""
+    Each line becomes one record of TOPIC; with --key-separator (or --property
+    parse.key=true), KEY SEP VALUE."""
     from embedlog import Producer
+    topic = pick_topic(topic, topic_opt)
+    props = properties(props, _PRODUCER_PROPERTIES, "--property")
+    if props.get("parse.key"):
+        # Kafka's LineMessageReader: key.separator only counts with parse.key=true.
+        kafka_sep = props.get("key.separator", "\t")
+        if key_separator is not None and key_separator != kafka_sep:
+            raise click.UsageError(f"--key-separator {key_separator!r} and --property key.separator="
+                                   f"{kafka_sep!r} disagree")
+        key_separator = kafka_sep
     if key_separator == "":
         raise click.BadParameter("must not be empty", param_hint="--key-separator")
     hdrs = [(k, v.encode()) for k, v in parse_key_value(headers, "--header")] or None
@@ -57,7 +86,8 @@ def produce(topic, file_, key_separator, headers, partition, acks, compression, 
         if partition is not None:
             t.partition(partition)           # an unknown partition is an error before any write
         conf = {**client_conf(log), "acks": acks, "compression.type": compression,
-                "allow.auto.create.topics": False, "client.id": "embedlog-console-producer"}
+                "allow.auto.create.topics": False, "client.id": "embedlog-console-producer",
+                **_client_properties(client_props, "--producer-property")}
     stats = {"delivered": 0, "failed": []}
 
     def on_delivery(err, msg):
@@ -66,7 +96,8 @@ def produce(topic, file_, key_separator, headers, partition, acks, compression, 
             return
         stats["delivered"] += 1
         if verbose:
-            click.echo(f"delivered to {msg.topic()} [{msg.partition()}] @ {msg.offset()}")
+            key = "" if msg.key() is None else f" key={msg.key().decode('utf-8', 'backslashreplace')}"
+            click.echo(f"delivered to {msg.topic()} [{msg.partition()}] @ {msg.offset()}{key}")
 
     producer = Producer(conf)
     stream = file_ if file_ is not None else sys.stdin.buffer
@@ -192,7 +223,8 @@ class _StopFlag:
 
 @click.command()
 @dir_option
-@click.argument("topic")
+@click.argument("topic", required=False)
+@click.option("--topic", "topic_opt", **_TOPIC_OPTION)
 @click.option("--from-beginning", is_flag=True,
               help="Start at the earliest offset (the default; with --group: where nothing is committed).")
 @click.option("--offset", "-o", metavar="earliest|latest|N", default=None,
@@ -204,7 +236,7 @@ class _StopFlag:
               help="Stop after this many records.")
 @click.option("--follow", "-f", is_flag=True, help="Keep waiting for new records until Ctrl-C.")
 @click.option("--timeout-ms", type=click.IntRange(min=0), default=None,
-              help="With --follow: stop when no record arrived for this long.")
+              help="Stop when no record arrived for this long (also without --follow).")
 @click.option("--print-key", is_flag=True, help="Print the key before the value.")
 @click.option("--print-offset", is_flag=True, help="Print Offset:N.")
 @click.option("--print-timestamp", is_flag=True, help="Print CreateTime:MS (or LogAppendTime:MS).")
@@ -214,8 +246,14 @@ class _StopFlag:
 @click.option("--format", "fmt", type=click.Choice(["raw", "json", "hex"]), default="raw", show_default=True,
               help="raw: bytes as stored; json: one JSON object per record; hex: key and value in hex.")
 @click.option("--json", "--nl", "as_json", is_flag=True, help="Same as --format json.")
-def consume(topic, from_beginning, offset, partition, group, max_messages, follow, timeout_ms, print_key,
-            print_offset, print_timestamp, print_partition, print_headers, separator, fmt, as_json):
+@click.option("--property", "props", multiple=True, metavar="KEY=VALUE",
+              help="kafka-console-consumer's: print.key, print.timestamp, print.offset, print.partition, "
+                   "print.headers (true/false), key.separator=SEP.")
+@click.option("--consumer-property", "client_props", multiple=True, metavar="KEY=VALUE",
+              help="Consumer config, e.g. fetch.max.bytes=4000000 (repeatable; wins over the options).")
+def consume(topic, topic_opt, from_beginning, offset, partition, group, max_messages, follow, timeout_ms,
+            print_key, print_offset, print_timestamp, print_partition, print_headers, separator, fmt, as_json,
+            props, client_props):
     """Print the records of a topic.
 
     Reads TOPIC from the earliest offset (or --offset) to its end as of the start, or
@@ -224,6 +262,16 @@ def consume(topic, from_beginning, offset, partition, group, max_messages, follo
     import time
 
     from embedlog import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
+    topic = pick_topic(topic, topic_opt)
+    props = properties(props, _CONSUMER_PROPERTIES, "--property")
+    if props.get("print.value") is False:
+        raise click.BadParameter("print.value=false is not supported", param_hint="--property")
+    print_key = props.get("print.key", print_key)
+    print_offset = props.get("print.offset", print_offset)
+    print_timestamp = props.get("print.timestamp", print_timestamp)
+    print_partition = props.get("print.partition", print_partition)
+    print_headers = props.get("print.headers", print_headers)
+    separator = props.get("key.separator", separator)
     offset = _parse_offset(offset)
     if from_beginning:
         if offset not in (None, "earliest"):
@@ -234,8 +282,6 @@ def consume(topic, from_beginning, offset, partition, group, max_messages, follo
                                "the group's assignment and committed offsets decide where to read")
     if isinstance(offset, int) and partition is None:
         raise click.UsageError("a numeric --offset needs --partition")
-    if timeout_ms is not None and not follow:
-        raise click.UsageError("--timeout-ms only applies with --follow")
     if as_json:
         fmt = "json"
     printer = _Printer(fmt, print_key, print_offset, print_timestamp, print_partition, print_headers, separator)
@@ -252,7 +298,8 @@ def consume(topic, from_beginning, offset, partition, group, max_messages, follo
                                f"(log start {start}, log end {end})")
         conf = {**client_conf(log), "enable.auto.commit": False, "client.id": "embedlog-console-consumer",
                 "allow.auto.create.topics": False,
-                "auto.offset.reset": offset if offset in ("earliest", "latest") else "earliest"}
+                "auto.offset.reset": offset if offset in ("earliest", "latest") else "earliest",
+                **_client_properties(client_props, "--consumer-property")}
     if group is not None:
         conf["group.id"] = group
 
@@ -297,9 +344,9 @@ def consume(topic, from_beginning, offset, partition, group, max_messages, follo
                 printer.write(records)
                 idle_since = time.monotonic()
                 commit()
+            if timeout_ms is not None and time.monotonic() - idle_since >= timeout_ms / 1000.0:
+                break
             if follow:
-                if timeout_ms is not None and time.monotonic() - idle_since >= timeout_ms / 1000.0:
-                    break
                 continue
             if not msgs and _caught_up(consumer, ends):
                 break

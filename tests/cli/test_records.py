@@ -106,7 +106,6 @@ def test_consume_bad_input(orders):
     assert_error(call("consume", "orders", "-p", "0", "--offset", "99", dir=orders), 1, "out of range")
     assert_error(call("consume", "orders", "-p", "9", dir=orders), 1, "no partition 9")
     assert_error(call("consume", "orders", "-g", "g", "-p", "0", dir=orders), 2, "--group")
-    assert_error(call("consume", "orders", "--timeout-ms", "5", dir=orders), 2, "--follow")
     assert_error(call("consume", "orders", "--format", "xml", dir=orders), 2, "xml")
 
 
