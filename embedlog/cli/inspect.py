@@ -148,13 +148,15 @@ def _dump_log(path, records, fmt):
     problems = []
     batches = []
     size = os.path.getsize(path)
-    if fmt == "table":
-        click.echo(_row([h for h, _k, _w in _DUMP_COLUMNS]))
+    header = fmt == "table"            # printed before the first batch: a file with none shows only the error
     with progress(size, "dumping", also_when_stdout_is_tty=False) as bar:
         for item in iter_log(path, on_bytes=bar.update):
             if isinstance(item, Damage):
                 problems.append({"position": item.position, "problem": item.problem})
                 break
+            if header:
+                click.echo(_row([h for h, _k, _w in _DUMP_COLUMNS]))
+                header = False
             doc = batch_doc(item)
             if not item.crc_ok:
                 problems.append({"position": item.position, "problem": "CRC-32C mismatch"})
@@ -229,25 +231,47 @@ def _dump_index(path, kind, fmt):
     return problems
 
 
+def _dump_file(file, records, fmt) -> list:
+    path = os.path.abspath(file)
+    if path.endswith(".index"):
+        return [(path, p) for p in _dump_index(path, "index", fmt)]
+    if path.endswith(".timeindex"):
+        return [(path, p) for p in _dump_index(path, "timeindex", fmt)]
+    return [(path, p) for p in _dump_log(path, records, fmt)]
+
+
+_FILE = click.Path(dir_okay=False, exists=True, readable=True)
+
+
 @click.command()
-@click.argument("file", type=click.Path(dir_okay=False, exists=True, readable=True))
-@click.option("--records", is_flag=True, help="Also print every record of every batch.")
+@click.argument("file", type=_FILE, required=False)
+@click.option("--files", "files", multiple=True, metavar="F[,F2...]",
+              help="The file(s) to dump, as kafka-dump-log spells it (comma-separated or repeated).")
+@click.option("--records", "--print-data-log", "records", is_flag=True,
+              help="Also print every record of every batch.")
 @output_options()
-def dump(file, records, fmt):
+def dump(file, files, records, fmt):
     """Print the batches of a segment file.
 
     For FILE.log: each batch's position, offsets, count, size, CRC (valid or not),
     compression, producer id, epoch and sequence, and timestamps; with --records, each
     record. For a .index or .timeindex: its entries. Exits 1 if the file is damaged."""
-    path = os.path.abspath(file)
-    if path.endswith(".index"):
-        problems = _dump_index(path, "index", fmt)
-    elif path.endswith(".timeindex"):
-        problems = _dump_index(path, "timeindex", fmt)
-    else:
-        problems = _dump_log(path, records, fmt)
+    paths = [file] if file else []
+    for item in files:
+        for f in item.split(","):
+            if f:
+                paths.append(_FILE.convert(f, None, click.get_current_context()))
+    if not paths:
+        raise click.UsageError("missing FILE (as an argument or --files F)")
+    if len(paths) > 1 and fmt != "table":
+        raise click.UsageError("several files are dumped as tables only; give one file with --json/--nl")
+    problems = []
+    for path in paths:
+        if len(paths) > 1:
+            click.echo(f"Dumping {os.path.abspath(path)}")
+        problems += _dump_file(path, records, fmt)
     if problems:
-        first = problems[0]
+        path, first = problems[0]
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise Failed(f"{path} at position {first['position']}: {first['problem']}{more}")
 

@@ -303,3 +303,23 @@ def test_progress_bar_on_a_terminal_only(healthy, tmp_path):
     with open(tmp_path / "dump.txt", "wb") as out:              # `embedlog dump FILE > dump.txt`
         code, shown = _stderr_on_a_terminal(["dump", log, "--records"], out)
     assert code == 0 and b"dumping" in shown and b"| offset:" in (tmp_path / "dump.txt").read_bytes()
+
+
+def test_dump_as_kafka_dump_log_spells_it(three_batches, tmp_path):
+    ours = call("dump", three_batches, "--records").lines()
+    theirs = call("dump", "--files", three_batches, "--print-data-log").lines()
+    assert theirs == ours and any(line.startswith("  | offset: 0 ") for line in theirs)
+    index = three_batches.with_suffix(".index")
+    both = call("dump", "--files", f"{three_batches},{index}")
+    assert both.code == 0, both
+    heads = [line for line in both.lines() if line.startswith("Dumping ")]
+    assert heads == [f"Dumping {three_batches}", f"Dumping {index}"]
+    assert_error(call("dump", "--files", f"{three_batches},{index}", "--json"), 2, "one file")
+    assert_error(call("dump"), 2, "missing FILE")
+    assert_error(call("dump", "--files", tmp_path / "nope.log"), 2, "nope.log")
+    # a file that is not a segment prints only the error, no table header
+    text = tmp_path / "notes.txt"
+    text.write_text("hello, this is not a segment\n" * 4)
+    r = call("dump", text)
+    assert r.code == 1 and r.out == "", r
+    assert "at position 0" in r.err
