@@ -1,9 +1,11 @@
-"""`embedlog groups list|describe|reset-offsets|lag` (kafka-consumer-groups.sh)."""
+"""`embedlog groups list|describe|delete|reset-offsets|lag` (kafka-consumer-groups.sh)."""
 from __future__ import annotations
 
 import datetime as dt
 
 import click
+
+from embedlog.storage._errors import EmbedlogError
 
 from ._common import (CliError, Failed, Group, dir_option, echo_json, echo_nl, echo_table, emit_rows, note, open_log,
                       output_options)
@@ -13,7 +15,7 @@ OFFSETS_TOPIC = "__consumer_offsets"
 
 @click.group(cls=Group)
 def groups():
-    """Consumer groups: list, describe, lag, reset offsets."""
+    """Consumer groups: list, describe, lag, reset offsets, delete."""
 
 
 # ------------------------------------------------------------------ reading group state
@@ -55,12 +57,18 @@ def _state_name(state: dict | None) -> str:
 
 
 def _owners(state: dict | None) -> dict:
-    """(topic, partition) -> (member id, client id) from the current generation's assignment."""
+    """(topic, partition) -> (member id, client id, host) from the current generation's assignment."""
     out = {}
     for member_id, m in ((state or {}).get("members") or {}).items():
         for topic, p in m.get("assignment") or []:
-            out[(topic, p)] = (member_id, m.get("client_id"))
+            out[(topic, p)] = (member_id, m.get("client_id"), _host(m))
     return out
+
+
+def _host(member: dict) -> str:
+    """Where a member runs, as kafka-consumer-groups.sh's HOST: the address of a member that
+    came over the wire, and /pid-N for one in a process on this directory (as DescribeGroups says)."""
+    return member.get("host") or f"/pid-{member.get('pid')}"
 
 
 def _group_or_fail(log, group: str):
@@ -93,9 +101,10 @@ def lag_rows(log, group: str, state, offsets, topics=None) -> list[dict]:
             c = offsets.get((name, p))
             committed = c[0] if c else None
             lag = max(0, end - (max(committed, start) if committed is not None else start))
-            member, client = owners.get((name, p), (None, None))
+            member, client, host = owners.get((name, p), (None, None, None))
             rows.append({"group": group, "topic": name, "partition": p, "current_offset": committed,
-                         "log_end_offset": end, "lag": lag, "consumer_id": member, "client_id": client})
+                         "log_end_offset": end, "lag": lag, "consumer_id": member, "host": host,
+                         "client_id": client})
     return rows
 
 
@@ -137,7 +146,7 @@ def describe(group, members, fmt):
     with open_log() as log:
         state, offsets = _group_or_fail(log, group)
         if members:
-            mlist = [{"consumer_id": mid, "client_id": m.get("client_id"), "pid": m.get("pid"),
+            mlist = [{"consumer_id": mid, "client_id": m.get("client_id"), "host": _host(m), "pid": m.get("pid"),
                       "assignment": [{"topic": t, "partition": p} for t, p in m.get("assignment") or []],
                       "_assignment": m.get("assignment")}
                      for mid, m in sorted(((state or {}).get("members") or {}).items())]
@@ -157,8 +166,8 @@ def describe(group, members, fmt):
                        [[group, doc["state"], doc["generation"], doc["protocol"], len(mlist)]])
             if mlist:
                 click.echo()
-                echo_table(["CONSUMER-ID", "CLIENT-ID", "PID", "#PARTITIONS", "ASSIGNMENT"],
-                           [[m["consumer_id"], m["client_id"], m["pid"], len(m["assignment"]),
+                echo_table(["CONSUMER-ID", "HOST", "CLIENT-ID", "PID", "#PARTITIONS", "ASSIGNMENT"],
+                           [[m["consumer_id"], m["host"], m["client_id"], m["pid"], len(m["assignment"]),
                              _assignment_text(m["_assignment"])] for m in mlist])
             else:
                 note(f"Consumer group '{group}' has no active members.")
@@ -171,9 +180,34 @@ def describe(group, members, fmt):
     else:
         if not (state or {}).get("members"):
             note(f"Consumer group '{group}' has no active members.")
-        echo_table(["GROUP", "TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG", "CONSUMER-ID"],
+        echo_table(["GROUP", "TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG", "CONSUMER-ID",
+                    "HOST", "CLIENT-ID"],
                    [[r["group"], r["topic"], r["partition"], r["current_offset"], r["log_end_offset"], r["lag"],
-                     r["consumer_id"]] for r in rows])
+                     r["consumer_id"], r["host"], r["client_id"]] for r in rows])
+
+
+@groups.command()
+@dir_option
+@click.argument("names", metavar="GROUP...", nargs=-1)
+@click.option("--group", "-g", "opt_names", multiple=True, help="A group to delete (repeatable), as Kafka spells it.")
+def delete(names, opt_names):
+    """Delete consumer groups that have no live member: their committed offsets and state
+    (kafka-consumer-groups.sh --delete). A group with members is refused, nothing deleted."""
+    from embedlog.client._groups import delete_group
+    names = list(dict.fromkeys([*names, *opt_names]))
+    if not names:
+        raise click.UsageError("name at least one GROUP")
+    failed = []
+    with open_log() as log:
+        for g in names:
+            try:
+                n = delete_group(log, g)
+            except EmbedlogError as e:
+                failed.append(str(e))
+                continue
+            click.echo(f"Deleted consumer group '{g}' ({n} committed offset(s)).")
+    if failed:
+        raise CliError("; ".join(failed))
 
 
 # ------------------------------------------------------------------ lag

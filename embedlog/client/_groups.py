@@ -141,6 +141,8 @@ def resolve_subscription(patterns: list[str], topics: list[str]) -> list[str]:
 class GroupMember:
     """This process's membership of one group (one per subscribed Consumer)."""
 
+    client_host = None     # the wire server sets a remote member's address ("/127.0.0.1")
+
     def __init__(self, log, group: str, client_id: str, strategies: list[str], lock_timeout: float,
                  session_timeout: float = 45.0, heartbeat_interval: float = 3.0,
                  max_poll_interval: float = 300.0):
@@ -229,7 +231,7 @@ class GroupMember:
 
     def _my_meta(self) -> dict:
         return {"client_id": self.client_id, "pid": os.getpid(), "subscription": self.subscription,
-                "strategies": self.strategies}
+                "strategies": self.strategies, "host": self.client_host}
 
     def _rebalance_locked(self) -> dict:
         """Recompute the assignment of the live members (group lock held exclusively)."""
@@ -270,7 +272,7 @@ class GroupMember:
                "leader": sorted(members)[0] if members else None,
                "topics": {t: counts[t] for t in counts},
                "members": {m: {"client_id": meta.get("client_id"), "pid": meta.get("pid"),
-                               "subscription": meta.get("subscription", []),
+                               "host": meta.get("host"), "subscription": meta.get("subscription", []),
                                "assignment": [list(tp) for tp in assignment.get(m, [])]}
                            for m, meta in members.items()}}
         self._write_state(new)
@@ -503,6 +505,46 @@ def describe_group(log, group: str) -> dict | None:
             return json.load(f)
     except FileNotFoundError:
         return None
+
+
+def delete_group(log, group: str) -> int:
+    """Delete a consumer group with no live member: its committed offsets and its state, as
+    Kafka's DeleteGroups does; returns how many partitions' offsets went. A group with live
+    members is refused (Kafka's GROUP_NOT_EMPTY); nothing is deleted then."""
+    from ..storage._offsets import OFFSETS_TOPIC, store_for
+    if group not in list_groups(log) and OFFSETS_TOPIC not in log.topics():
+        raise EmbedlogError(f"consumer group {group!r} does not exist in {log.path}")
+    gm = GroupMember(log, group, "embedlog-admin", ["range"], log.lock_timeout) \
+        if os.path.isdir(os.path.join(log.path, GROUPS_DIR, group_dir_name(group))) else None
+    try:
+        if gm is not None:
+            gm._group_lock(True)
+        try:
+            if gm is not None:
+                live = gm._live_members()
+                if live:
+                    raise EmbedlogError(f"consumer group {group!r} has {len(live)} live member(s) "
+                                        f"({', '.join(sorted(live))}): stop them first (GROUP_NOT_EMPTY)")
+            store = store_for(log) if OFFSETS_TOPIC in log.topics() else None
+            if store is not None:
+                store.refresh()
+            parts = list(store.group_offsets(group)) if store is not None else []
+            if gm is None and not parts:
+                raise EmbedlogError(f"consumer group {group!r} does not exist in {log.path}")
+            if parts:
+                store.delete(group, parts)
+            if gm is not None:
+                try:
+                    _io.unlink(os.path.join(gm.dir, "group.json"))
+                except FileNotFoundError:
+                    pass
+            return len(parts)
+        finally:
+            if gm is not None:
+                gm._group_unlock()
+    finally:
+        if gm is not None:
+            gm.close()
 
 
 def list_groups(log) -> list[str]:

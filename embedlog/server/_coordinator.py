@@ -164,6 +164,7 @@ class Coordinator:
                                  heartbeat_interval=max(0.1, min(3.0, session / 3000.0)),
                                  max_poll_interval=session / 1000.0)
                 gm.member_id = member_id
+                gm.client_host = client_host
                 m = WireMember(gm, group, member_id, client_id, client_host)
                 self.members[(group, member_id)] = m
                 changed = True

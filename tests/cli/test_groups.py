@@ -7,7 +7,8 @@ import embedlog
 from clirun import assert_error, call, run
 from embedlog.storage._offsets import store_for
 
-KAFKA_COLUMNS = ["GROUP", "TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG", "CONSUMER-ID"]
+KAFKA_COLUMNS = ["GROUP", "TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG", "CONSUMER-ID", "HOST",
+                 "CLIENT-ID"]
 
 
 def commit(logdir, group, offsets):
@@ -49,9 +50,9 @@ def test_describe_columns_and_values_as_kafka(grouped):
     assert r.code == 0 and r.err == "Consumer group 'billing' has no active members.\n", r
     rows = r.table()
     assert rows[0] == KAFKA_COLUMNS
-    assert rows[1:] == [["billing", "orders", "0", "1", str(ends[0]), str(ends[0] - 1), "-"],
-                        ["billing", "orders", "1", str(ends[1]), str(ends[1]), "0", "-"],
-                        ["billing", "orders", "2", "-", str(ends[2]), str(ends[2]), "-"]]
+    assert rows[1:] == [["billing", "orders", "0", "1", str(ends[0]), str(ends[0] - 1), "-", "-", "-"],
+                        ["billing", "orders", "1", str(ends[1]), str(ends[1]), "0", "-", "-", "-"],
+                        ["billing", "orders", "2", "-", str(ends[2]), str(ends[2]), "-", "-", "-"]]
     doc = run("groups", "describe", "billing", "--json", dir=orders).json
     assert [(d["partition"], d["current_offset"], d["lag"]) for d in doc] == [
         (0, 1, ends[0] - 1), (1, ends[1], 0), (2, None, ends[2])]
@@ -64,6 +65,8 @@ def test_describe_shows_live_members_and_their_assignment(orders, member):
     assert rows[0] == KAFKA_COLUMNS
     assert [row[6] for row in rows[1:]] == [member.memberid()] * 3       # CONSUMER-ID from the assignment
     assert [row[3] for row in rows[1:]] == ["-", "-", "-"]               # nothing committed yet
+    import os
+    assert [row[7:] for row in rows[1:]] == [[f"/pid-{os.getpid()}", "billing-service"]] * 3   # HOST, CLIENT-ID
     doc = run("groups", "describe", "live", "--members", "--json", dir=orders).json
     assert doc["state"] == "Stable" and doc["generation"] >= 1 and doc["protocol"] == "range"
     (m,) = doc["members"]
@@ -174,4 +177,23 @@ def test_reset_bad_input(grouped, member):
     assert r.code == 0 and "active members" in r.err
     r = run("groups", "reset-offsets", "live", "-t", "orders", "--to-earliest", "--execute", dir=orders)
     assert_error(r, 1, "1 active member", member.memberid())
+    assert committed(orders, "live") == {}
+
+
+def test_delete_groups(grouped, member):
+    orders, _ends = grouped
+    r = call("groups", "delete", "billing", dir=orders)
+    assert r.code == 0 and "Deleted consumer group 'billing' (2 committed offset(s))" in r.out, r
+    assert committed(orders, "billing") == {}
+    assert "billing" not in [g["group"] for g in call("groups", "list", "--json", dir=orders).json]
+    assert_error(call("groups", "describe", "billing", dir=orders), 1, "does not exist")
+    # a group with a live member is refused and keeps its offsets
+    member.commit(asynchronous=False, offsets=[embedlog.TopicPartition("orders", 0, 1)])
+    assert_error(call("groups", "delete", "--group", "live", dir=orders), 1, "live member", "GROUP_NOT_EMPTY")
+    assert committed(orders, "live") == {("orders", 0): 1}
+    assert_error(call("groups", "delete", "nobody", dir=orders), 1, "'nobody' does not exist")
+    assert_error(call("groups", "delete", dir=orders), 2, "GROUP")
+    # once its member left, it goes
+    member.close()
+    assert call("groups", "delete", "-g", "live", dir=orders).code == 0
     assert committed(orders, "live") == {}

@@ -17,7 +17,7 @@ def _commands(group, path=()):
 
 def test_every_command_has_help():
     paths = {" ".join(p) for p, _ in _commands(cli)}
-    assert paths == {"bridge", "consume", "demo", "du", "dump", "groups", "groups describe", "groups lag", "groups list",
+    assert paths == {"bridge", "consume", "demo", "du", "dump", "groups", "groups delete", "groups describe", "groups lag", "groups list",
                      "groups reset-offsets", "maintain", "plan", "produce", "replicas", "replicas add",
                      "replicas promote", "replicas remove", "replicas repair", "replicas status", "serve", "topics",
                      "topics add-partitions", "topics alter",
