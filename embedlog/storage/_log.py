@@ -408,8 +408,8 @@ class Log:
             replicas = _replication.choose_replicas(self.path, replication_factor)
             if values["min.insync.replicas"] > replication_factor:
                 warnings.warn(f"topic {name!r}: min.insync.replicas={values['min.insync.replicas']} is more "
-                              f"than its replication factor {replication_factor}: acks=all will always fail",
-                              stacklevel=2)
+                              f"than its replication factor {replication_factor}: acks=all will always fail "
+                              f"with NOT_ENOUGH_REPLICAS (acks=0/1 still write)", stacklevel=2)
             try:
                 remove_temp_files(os.path.join(self.path, TOPICS_DIR))
                 for p in range(partitions):
@@ -519,6 +519,11 @@ class Log:
             values = _config.topic_config(overrides)
             if validate_only:
                 return values
+            factor = 1 + len(meta.get("replicas") or [])
+            if values["min.insync.replicas"] > factor:
+                warnings.warn(f"topic {name!r}: min.insync.replicas={values['min.insync.replicas']} is more "
+                              f"than its replication factor {factor}: acks=all will always fail "
+                              f"with NOT_ENOUGH_REPLICAS (acks=0/1 still write)", stacklevel=2)
             meta["config"] = _config.topic_overrides(values)
             write_atomic(self._meta_path(name), seal_json(json.dumps(meta, indent=1).encode()))
             self._published(name, meta, values)

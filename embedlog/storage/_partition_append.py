@@ -56,7 +56,9 @@ class AppendPart:
         if self._failed:
             raise StorageError(f"partition {self.topic}-{self.partition} is FAILED after an I/O error "
                                f"({self._failed}); reopen the log to recover", path=self.path)
-        if sync and self.mirrors:
+        if sync and (self.mirrors or cfg["min.insync.replicas"] > 1):
+            # Without mirrors too: min.insync.replicas above the replication factor (the
+            # primary alone is 1) refuses every acks=all append, as Kafka does.
             self._check_insync_replicas()
         results = []
         with self._mutex:
@@ -80,8 +82,14 @@ class AppendPart:
         """Kafka's NOT_ENOUGH_REPLICAS: refuse an acks=all append, before writing, when the
         ISR is smaller than min.insync.replicas (after trying to bring lagging mirrors in)."""
         need = self.config["min.insync.replicas"]
-        if _replication.isr_size(self) >= need:
+        have = _replication.isr_size(self)
+        if have >= need:
             return
+        replicas = 1 + len(self.mirrors)
+        if replicas < need:         # no copying can help: the primary and every mirror are too few
+            raise NotEnoughReplicasError(
+                f"{self.topic}-{self.partition} has {have} in-sync replica(s), min.insync.replicas={need} "
+                f"is more than its replication factor {replicas}; nothing was written")
         # Copy to the mirrors that are out (waiting briefly for a copy lock someone holds:
         # they are copying, and the mirror may be in by the time they are done).
         errors = _replication.refresh(self, durable=True, wait=1.0)

@@ -356,3 +356,97 @@ def test_common_prefix_finds_where_a_mirror_diverges(tmp_path):
     dst = tmp_path / "ahead"
     dst.write_bytes(primary)
     assert common_prefix(str(src), str(dst), cut) == cut, "never past what the primary published"
+
+
+# ------------------------------------------------------------------ min.insync.replicas above the replication factor
+
+def produce_one(path, acks, value):
+    """One record through the Producer; the delivery report's error (None when delivered)."""
+    reports = []
+    p = embedlog.Producer({"bootstrap.servers": path, "acks": acks, "delivery.timeout.ms": 300})
+    p.produce("t", value, on_delivery=lambda err, msg: reports.append(err))
+    assert p.flush(10) == 0
+    assert len(reports) == 1
+    return reports[0]
+
+
+def test_min_insync_above_rf1_refuses_acks_all_and_writes_nothing(tmp_path):
+    path = str(tmp_path / "log")
+    with embedlog.Log(path, retention_check_interval_ms=0) as log:
+        with pytest.warns(UserWarning, match="acks=all will always fail with NOT_ENOUGH_REPLICAS"):
+            log.create_topic("t", 1, {"min.insync.replicas": 2})        # replication factor 1, no mirrors
+        part = log.partition("t", 0)
+        with pytest.raises(NotEnoughReplicasError, match="replication factor 1") as info:
+            part.append_records([b"direct"], sync=True)
+        assert info.value.code == 19 and not isinstance(info.value, NotEnoughReplicasAfterAppendError)
+        assert part.log_end_offset == 0
+        err = produce_one(path, "all", b"refused")
+        assert err is not None and err.code() == embedlog.KafkaError.NOT_ENOUGH_REPLICAS == 19, err
+        assert part.log_end_offset == 0, "nothing stored for a refused acks=all record"
+        assert produce_one(path, 1, b"acks1") is None, "acks=1 does not count replicas"
+        assert produce_one(path, 0, b"acks0") is None
+        assert part.append_records([b"plain"]).base_offset == 2
+        assert [r.value for r in part.read(0)] == [b"acks1", b"acks0", b"plain"]
+
+
+def test_lowering_min_insync_to_the_replication_factor_lets_acks_all_through(tmp_path):
+    path = str(tmp_path / "log")
+    with embedlog.Log(path, retention_check_interval_ms=0) as log:
+        with pytest.warns(UserWarning):
+            log.create_topic("t", 1, {"min.insync.replicas": 2})
+        assert produce_one(path, "all", b"refused").code() == embedlog.KafkaError.NOT_ENOUGH_REPLICAS
+        log.alter_topic_config("t", {"min.insync.replicas": 1})
+        assert produce_one(path, "all", b"ok") is None
+        assert log.partition("t", 0).append_records([b"direct"], sync=True).base_offset == 1
+        with pytest.warns(UserWarning, match="replication factor 1: acks=all will always fail"):
+            log.alter_topic_config("t", {"min.insync.replicas": 3})
+        with pytest.raises(NotEnoughReplicasError):
+            log.partition("t", 0).append_records([b"again"], sync=True)
+        assert [r.value for r in log.partition("t", 0).read(0)] == [b"ok", b"direct"]
+
+
+def test_min_insync_above_rf2_with_a_mirror_refuses_acks_all(dirs):
+    primary, m1, _ = dirs
+    with embedlog.Log(primary, retention_check_interval_ms=0) as log:
+        log.add_replica(m1)
+        with pytest.warns(UserWarning, match="replication factor 2"):
+            log.create_topic("t", 1, {"min.insync.replicas": 3}, replication_factor=2)
+        err = produce_one(primary, "all", b"refused")
+        assert err is not None and err.code() == embedlog.KafkaError.NOT_ENOUGH_REPLICAS, err
+        assert log.partition("t", 0).log_end_offset == 0
+        assert produce_one(primary, 1, b"acks1") is None
+
+
+def test_min_insync_equal_to_rf2_works_while_the_mirror_is_in_sync(dirs):
+    primary, m1, _ = dirs
+    with embedlog.Log(primary, retention_check_interval_ms=0) as log:
+        log.add_replica(m1)
+        log.create_topic("t", 1, {"min.insync.replicas": 2}, replication_factor=2)
+        for i in range(3):
+            assert produce_one(primary, "all", b"r%d" % i) is None
+        part = log.partition("t", 0)
+        assert part.log_end_offset == 3
+        rows = log.replica_status(["t"])
+        assert [(r["role"], r["in_sync"], r["log_end_offset"]) for r in rows] == \
+            [("primary", True, 3), ("mirror", True, 3)], rows
+        assert part.high_watermark == 3
+    same_files(os.path.join(primary, "t-0"), os.path.join(m1, "t-0"))
+
+
+def test_wire_produce_acks_all_answers_not_enough_replicas(embedlog_broker, embedlog):
+    ck = pytest.importorskip("confluent_kafka", reason="confluent-kafka is a test extra")
+    with pytest.warns(UserWarning):
+        embedlog.create_topic("t", 1, {"min.insync.replicas": 2})
+    reports = []
+
+    def send(acks, value):
+        p = ck.Producer({"bootstrap.servers": embedlog_broker.bootstrap, "acks": acks, "retries": 0,
+                         "message.timeout.ms": 5000, "log_level": 3})
+        p.produce("t", value, on_delivery=lambda err, msg: reports.append(err))
+        assert p.flush(10) == 0
+        return reports[-1]
+    err = send("all", b"refused")
+    assert err is not None and err.code() == ck.KafkaError.NOT_ENOUGH_REPLICAS, err
+    assert embedlog.partition("t", 0).log_end_offset == 0
+    assert send(1, b"acks1") is None
+    assert [r.value for r in embedlog.partition("t", 0).read(0)] == [b"acks1"]
