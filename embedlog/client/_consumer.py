@@ -130,6 +130,8 @@ class Consumer:
         self._rr = 0
         self._cur = None
         self._pending: list[Message] = []        # error/EOF events to hand out
+        self._missing: dict[str, Message] = {}   # subscribed names reported as not existing
+        self._watch_missing = ()                 # plain names to report (allow.auto.create.topics off)
         self._commit_results = []                # (err, partitions) for on_commit in poll
         self._member: GroupMember | None = None
         self._on_assign = self._on_revoke = self._on_lost = None
@@ -187,10 +189,42 @@ class Consumer:
                                        heartbeat_interval=self._conf["heartbeat.interval.ms"] / 1000.0,
                                        max_poll_interval=self._conf["max.poll.interval.ms"] / 1000.0)
         self._member.join(list(topics))
+        # A plain name that is not a topic (and will not be auto-created) is reported,
+        # as librdkafka does: one UNKNOWN_TOPIC_OR_PART event per topic, not per poll.
+        # Regexes matching nothing are no error. The group waits for the topic as before.
+        self._drop_missing()
+        if not self._conf["allow.auto.create.topics"]:
+            self._watch_missing = tuple(dict.fromkeys(t for t in topics if not t.startswith("^")))
+            self._report_missing()
         self._maintain(time.monotonic(), force=True)
+
+    def _report_missing(self):
+        """Queue the error event for each watched name that is not a topic now and has not
+        been reported since it went missing; forget names that exist (deleted later, they
+        are reported again: librdkafka's rkcg_errored_topics)."""
+        if not self._watch_missing:
+            return
+        existing = set(self._log.topics())
+        for name in self._watch_missing:
+            if name in existing:
+                self._missing.pop(name, None)
+            elif name not in self._missing:
+                reason = f"Subscribed topic not available: {name}: Broker: Unknown topic or partition"
+                ev = self._missing[name] = Message(name, -1, OFFSET_INVALID, value=reason.encode(),
+                                                   error=KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART, reason))
+                self._pending.append(ev)
+
+    def _drop_missing(self):
+        """A new subscription (or none): events of the old one not handed out yet are dropped."""
+        if self._missing:
+            stale = {id(ev) for ev in self._missing.values()}
+            self._pending = [ev for ev in self._pending if id(ev) not in stale]
+        self._missing = {}
+        self._watch_missing = ()
 
     def unsubscribe(self):
         self._check()
+        self._drop_missing()
         if self._member is not None:
             self._revoke_all()
             self._member.close()
@@ -500,7 +534,8 @@ class Consumer:
                     KafkaError._MAX_POLL_EXCEEDED,
                     "Application maximum poll interval exceeded: left the group; rejoining")))
                 member.join(member.subscription)
-            if force or now >= self._next_member_check or member.metadata_moved():
+            moved = member.metadata_moved()
+            if force or now >= self._next_member_check or moved:
                 # Death is seen through the kernel-released lock: checked every 100 ms
                 # (or heartbeat.interval.ms if shorter), so a SIGKILLed member's partitions
                 # move within about that long plus the survivors' next poll. A topic
@@ -508,6 +543,8 @@ class Consumer:
                 # seen at once: the metadata version in .notify moved.
                 self._next_member_check = now + min(self._conf["heartbeat.interval.ms"] / 1000.0, 0.1)
                 member.check_members()
+                if moved:
+                    self._report_missing()     # a subscribed topic deleted: said again
             change = self._member.poll_assignment()
             if change is not None:
                 self._rebalance(change[1])
