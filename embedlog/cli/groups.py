@@ -191,8 +191,10 @@ def describe(group, members, fmt):
 @click.argument("names", metavar="GROUP...", nargs=-1)
 @click.option("--group", "-g", "opt_names", multiple=True, help="A group to delete (repeatable), as Kafka spells it.")
 def delete(names, opt_names):
-    """Delete consumer groups that have no live member: their committed offsets and state
-    (kafka-consumer-groups.sh --delete). A group with members is refused, nothing deleted."""
+    """Delete consumer groups that have no live member.
+
+    Their committed offsets and state go (kafka-consumer-groups.sh --delete). A group
+    with live members is refused and nothing of it is deleted."""
     from embedlog.client._groups import delete_group
     names = list(dict.fromkeys([*names, *opt_names]))
     if not names:
