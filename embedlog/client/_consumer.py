@@ -14,7 +14,7 @@ import time
 from itertools import repeat
 
 from ._remote import remote_client
-from ._clients import acquire_log, release_log
+from ._clients import acquire_log, get_topic, release_log
 from ..storage._config import consumer_config
 from ..storage._errors import EmbedlogError, LogClosedError, OffsetOutOfRangeError, UnknownTopicOrPartitionError
 from ._groups import CommitFailedError, GroupMember
@@ -181,6 +181,14 @@ class Consumer:
                 except re.error as e:
                     raise KafkaException(KafkaError(KafkaError._INVALID_ARG, f"bad pattern {t!r}: {e}")) from e
         self._on_assign, self._on_revoke, self._on_lost = on_assign, on_revoke, on_lost
+        if self._conf["allow.auto.create.topics"]:
+            # "create an unknown topic on first use": a subscription is a use, as Kafka's
+            # Java consumer makes a broker with auto.create.topics.enable create it, so a
+            # misspelt name shows up in `topics list` instead of a silent wait.
+            existing = set(self._log.topics())
+            for t in topics:
+                if not t.startswith("^") and t not in existing and not t.startswith("__"):
+                    get_topic(self._log, t, self._conf)
         if self._member is None:
             self._member = GroupMember(self._log, self._group, self._conf["client.id"],
                                        self._conf["partition.assignment.strategy"],

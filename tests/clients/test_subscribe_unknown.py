@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import embedlog
+
 from embedlog import OFFSET_INVALID, Consumer, KafkaError, Producer
 from embedlog.admin import AdminClient, NewTopic
 
@@ -98,15 +100,21 @@ def test_regex_matching_nothing_is_no_error(conf):
     c.close()
 
 
-def test_default_config_auto_creates_so_no_event(conf):
+def test_default_config_auto_creates_so_no_event(conf, logdir):
     """embedlog's allow.auto.create.topics defaults to true (Java's consumer default;
-    librdkafka's is false): a default consumer waits for the topic without an event."""
-    quiet = Consumer({**conf, "group.id": "q", "auto.offset.reset": "earliest"})
+    librdkafka's is false): subscribing creates the topic (embedlog.num.partitions), as a
+    broker with auto.create.topics.enable does for the Java consumer, so there is no error
+    and the topic is visible; with the setting off it is reported and not created."""
     loud = Consumer({**conf, "group.id": "l", **NO_AUTO})
-    quiet.subscribe(["missing"])
     loud.subscribe(["missing"])
-    assert poll_all(quiet) == []
     assert [m.topic() for m in errors(poll_all(loud))] == ["missing"]
+    with embedlog.open(logdir) as log:
+        assert "missing" not in log.topics()
+    quiet = Consumer({**conf, "group.id": "q", "auto.offset.reset": "earliest", "embedlog.num.partitions": 2})
+    quiet.subscribe(["missing"])
+    assert poll_all(quiet) == []
+    with embedlog.open(logdir) as log:
+        assert log.topic("missing").num_partitions == 2
     quiet.close()
     loud.close()
 
