@@ -12,9 +12,13 @@ from .._version import __version__
 try:
     from ._native import ffi, lib
 except ImportError as e:  # pragma: no cover - depends on the install
+    _here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     raise ImportError(
-        "embedlog's C extension (embedlog.storage._native) is missing: install embedlog with "
-        "`pip install .` (a C compiler is needed) rather than importing the source tree"
+        f"embedlog's C extension (embedlog.storage._native) is missing in {_here}/embedlog: this is "
+        f"a source tree without the built extension. If you ran `pip install .`, Python is importing "
+        f"this source tree instead of the installed copy because the current directory ({os.getcwd()}) "
+        f"or PYTHONPATH comes first: run from another directory, or build it in place with "
+        f"`pip install -e .` (a C compiler is needed)"
     ) from e
 
 _native_version = ffi.string(lib.EL_NATIVE_VERSION).decode()
