@@ -98,18 +98,23 @@ class _Acc:
     appends (explicit acquire/release: a `with` statement costs more than the appends),
     and a send swaps the lists out whole, with no per-record work to take them."""
 
-    __slots__ = ("topic", "lock", "values", "keys", "callbacks", "extras", "bytes", "first")
+    __slots__ = ("topic", "lock", "values", "keys", "callbacks", "parts", "stamps", "headers", "bytes",
+                 "first", "nparts")
 
-    def __init__(self, topic):
+    def __init__(self, topic, nparts):
         self.topic = topic
         self.lock = threading.Lock()
+        self.nparts = nparts     # partitions as last seen (never fewer): partition= checks against it
         self.reset()
 
     def reset(self):
         self.values = []
         self.keys = []
         self.callbacks = []
-        self.extras = None       # {index: (partition, timestamp, headers)} when any was given
+        # partition=, timestamp=, headers=: parallel lists, created by the first record that
+        # gives one and padded (-1, 0, None) only when a later such record arrives, so records
+        # without extras add nothing; the send pads the tails.
+        self.parts = self.stamps = self.headers = None
         self.bytes = 0
         self.first = 0.0         # monotonic time the oldest queued record arrived
 
@@ -208,16 +213,21 @@ class Producer:
             raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE,
                                             f"record of {size} bytes exceeds message.max.bytes={self._max_message}"))
         if partition != -1 or timestamp or headers is not None:
-            self._check_extras(topic, partition, timestamp, headers)
-            extras = (partition, timestamp, headers)
+            extras = True
+            # The usual valid values pass these; anything else takes the checks that say why.
+            if partition.__class__ is not int or not (partition == -1 or 0 <= partition < acc.nparts) \
+                    or timestamp.__class__ is not int or timestamp < 0 \
+                    or not (headers is None or headers.__class__ is list or headers.__class__ is tuple):
+                self._check_extras(acc, topic, partition, timestamp, headers)
             if headers:
-                items = headers.items() if isinstance(headers, dict) else headers
                 try:
-                    size += sum(10 + len(k) + (len(v) if v is not None else 0) for k, v in items)
+                    for k, v in (headers if headers.__class__ is list or not isinstance(headers, dict)
+                                 else headers.items()):
+                        size += 10 + len(k) + (len(v) if v is not None else 0)
                 except (TypeError, ValueError):
                     raise TypeError("headers must be (str, bytes | str | None) pairs or a dict") from None
         else:
-            extras = None
+            extras = False
         size += _RECORD_OVERHEAD
         cb = on_delivery or callback or self._default_cb
         lock = acc.lock
@@ -232,10 +242,28 @@ class Producer:
         values.append(value)
         acc.keys.append(key)
         acc.callbacks.append(cb)
-        if extras is not None:
-            if acc.extras is None:
-                acc.extras = {}
-            acc.extras[n] = extras
+        if extras:
+            if partition != -1:
+                lst = acc.parts
+                if lst is None:
+                    lst = acc.parts = [-1] * n
+                elif len(lst) != n:
+                    lst.extend([-1] * (n - len(lst)))
+                lst.append(partition)
+            if timestamp:
+                lst = acc.stamps
+                if lst is None:
+                    lst = acc.stamps = [0] * n
+                elif len(lst) != n:
+                    lst.extend([0] * (n - len(lst)))
+                lst.append(timestamp)
+            if headers is not None:
+                lst = acc.headers
+                if lst is None:
+                    lst = acc.headers = [None] * n
+                elif len(lst) != n:
+                    lst.extend([None] * (n - len(lst)))
+                lst.append(headers)
         acc.bytes += size
         if n == 0:
             acc.first = _monotonic()
@@ -258,7 +286,9 @@ class Producer:
             raise BufferError("Local: Queue full")
         self._send_topic(acc)
 
-    def _check_extras(self, topic, partition, timestamp, headers):
+    def _check_extras(self, acc, topic, partition, timestamp, headers):
+        """The checks behind produce()'s quick ones: raise for a bad value (each message
+        is part of the API), return for a valid one the quick checks did not know."""
         if partition != -1:
             if not isinstance(partition, int) or isinstance(partition, bool):
                 raise TypeError(f"partition must be an int, not {type(partition).__name__}")
@@ -269,6 +299,8 @@ class Producer:
             if not 0 <= partition < n:
                 raise KafkaException(KafkaError(KafkaError._UNKNOWN_PARTITION,
                                                 f"topic {topic} has partitions 0..{n - 1}, not {partition}"))
+            if n > acc.nparts:
+                acc.nparts = n
         if not isinstance(timestamp, int) or isinstance(timestamp, bool) or timestamp < 0:
             raise TypeError(f"timestamp must be a non-negative int (ms), not {timestamp!r}")
         if headers is not None and not isinstance(headers, (list, tuple, dict)):
@@ -283,7 +315,7 @@ class Producer:
             raise KafkaException(KafkaError(KafkaError._UNKNOWN_TOPIC, str(e))) from e
         with self._lock:
             self._topics[topic] = t
-            return self._accs.setdefault(topic, _Acc(topic))
+            return self._accs.setdefault(topic, _Acc(topic, t._num_partitions))
 
     def __len__(self):
         """Records queued, being appended, or waiting for their delivery report."""
@@ -293,26 +325,22 @@ class Producer:
     def _send_topic(self, acc: _Acc):
         with self._send_lock:
             with acc.lock:
-                values, keys, callbacks, extras = acc.values, acc.keys, acc.callbacks, acc.extras
+                values, keys, callbacks = acc.values, acc.keys, acc.callbacks
                 if not values:
                     return
+                parts, stamps, headers = acc.parts, acc.stamps, acc.headers
                 nbytes = acc.bytes               # exact: every append counted under the lock
                 acc.reset()
             n = len(values)
             self._in_flight += n
             try:
-                explicit = timestamps = headers = None
-                if extras:
-                    explicit, timestamps, headers = {}, {}, {}
-                    for i, (part, ts, hs) in extras.items():
-                        if part != -1:
-                            explicit[i] = part
-                        if ts:
-                            timestamps[i] = ts
-                        if hs is not None:
-                            headers[i] = hs
-                self._send_chunk(acc.topic, values, keys, callbacks, explicit or None, timestamps or None,
-                                 headers or None, nbytes)
+                if parts is not None and len(parts) != n:
+                    parts.extend([-1] * (n - len(parts)))
+                if stamps is not None and len(stamps) != n:
+                    stamps.extend([0] * (n - len(stamps)))
+                if headers is not None and len(headers) != n:
+                    headers.extend([None] * (n - len(headers)))
+                self._send_chunk(acc.topic, values, keys, callbacks, parts, stamps, headers, nbytes)
             finally:
                 self._in_flight -= n
                 self._refresh_limit()
@@ -326,10 +354,13 @@ class Producer:
             self._send_topic(acc)
 
     def _partitions(self, t, keys, explicit):
+        """Each record's partition; `explicit` is None or per record the partition= given (-1: none)."""
         n = t.num_partitions      # current: partitions added by any process count from the next chunk
         if n == 1:
             return [0] * len(keys)   # explicit partitions were checked to be 0
         name = self._partitioner
+        if explicit is not None and -1 not in explicit and not callable(name):
+            return explicit          # every record named its partition (a callable still sees each key)
         if callable(name):
             targets = [int(name(k, n)) if k is not None else -1 for k in keys]
         elif name in ("murmur2_random", "murmur2"):
@@ -348,12 +379,12 @@ class Producer:
             sticky = self._sticky.partition(t.name, n)
             targets = [sticky if p < 0 else p for p in targets]
             self._sticky.batch_complete(t.name, n)
-        if explicit:
-            for i, p in explicit.items():
-                targets[i] = p
+        if explicit is not None:
+            targets = [q if q != -1 else p for q, p in zip(explicit, targets)]
         return targets
 
     def _send_chunk(self, topic, values, keys, callbacks, explicit, timestamps, headers, nbytes=None):
+        """explicit, timestamps, headers: None, or one per record (-1, 0, None where not given)."""
         t = self._topics[topic]
         n = len(values)
         targets = self._partitions(t, keys, explicit)
@@ -365,18 +396,16 @@ class Producer:
             for i, p in enumerate(targets):
                 groups.setdefault(p, []).append(i)
         ts_now = now_ms()
+        if timestamps is not None and 0 in timestamps:
+            timestamps = [ts or ts_now for ts in timestamps]
         topic_codec = t.config["compression.type"]
         codec = self._codec if topic_codec == "producer" else _compression.codec_id(topic_codec)
         limit = min(self._max_message, t.config["max.message.bytes"] - LOG_OVERHEAD) - HEADER_SIZE
         for p, idx in groups.items():
             pick = (lambda seq: seq) if idx is None else (lambda seq: [seq[i] for i in idx])
             v, k, cbs = pick(values), pick(keys), pick(callbacks)
-            ts = None
-            if timestamps:
-                ts = [timestamps.get(i, ts_now) for i in (range(n) if idx is None else idx)]
-            hs = None
-            if headers:
-                hs = [headers.get(i) for i in (range(n) if idx is None else idx)]
+            ts = None if timestamps is None else pick(timestamps)
+            hs = None if headers is None else pick(headers)
             # The chunk's size was counted as records arrived: split only when it may be needed.
             fits = idx is None and nbytes is not None and nbytes <= limit
             for lo, hi in ((0, len(v)),) if fits else self._split(v, k, limit):
