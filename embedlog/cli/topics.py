@@ -73,7 +73,6 @@ def _segments(path: str) -> int:
 
 
 def describe_topic(log, name: str) -> dict:
-    from embedlog.storage import _config
     t = log.topic(name)
     parts = []
     for p in range(t.num_partitions):
@@ -82,7 +81,7 @@ def describe_topic(log, name: str) -> dict:
         parts.append({"partition": p, "log_start_offset": start, "log_end_offset": end,
                       "size_bytes": part.size_bytes(), "segments": _segments(part.path)})
     return {"topic": name, "topic_id": t.topic_id, "partitions": t.num_partitions, "replication_factor": t.replication_factor,
-            "internal": _internal(name), "config": _config.topic_overrides(t.config),
+            "internal": _internal(name), "config": t.config_overrides,
             "effective_config": dict(t.config), "partition_details": parts}
 
 
@@ -117,9 +116,15 @@ def describe(names, all_configs, fmt):
     for i, d in enumerate(docs):
         if i:
             click.echo()
-        shown = d["effective_config"] if all_configs else d["config"]
-        click.echo(f"Topic: {d['topic']}  TopicId: {d['topic_id'] or '-'}  PartitionCount: {d['partitions']}  "
-                   f"ReplicationFactor: 1  Configs: {_config_text(shown)}")
+        head = (f"Topic: {d['topic']}  TopicId: {d['topic_id'] or '-'}  PartitionCount: {d['partitions']}  "
+                f"ReplicationFactor: {d['replication_factor']}  Configs:")
+        if all_configs:          # one per line, as kafka-configs.sh --describe --all prints them
+            click.echo(head)
+            for k, v in sorted(d["effective_config"].items()):
+                mark = "" if k in d["config"] else "  (default)"
+                click.echo(f"  {k}={_value(v)}{mark}")
+        else:
+            click.echo(f"{head} {_config_text(d['config'])}")
         echo_table(["PARTITION", "LOG-START-OFFSET", "LOG-END-OFFSET", "SIZE", "SEGMENTS"],
                    [[p["partition"], p["log_start_offset"], p["log_end_offset"], human_bytes(p["size_bytes"]),
                      p["segments"]] for p in d["partition_details"]])

@@ -280,7 +280,7 @@ class AdminClient:
                     raise KafkaException(KafkaError(KafkaError.INVALID_REQUEST,
                                                     f"only TOPIC configs exist in embedlog, not {res.restype.name}"))
                 t = self._log.topic(res.name)
-                overrides = _config.topic_overrides(t.config)
+                overrides = t.config_overrides
                 entries = {}
                 for name, value in t.config.items():
                     default = name not in overrides

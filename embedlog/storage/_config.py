@@ -163,6 +163,18 @@ def topic_config(config: dict | None) -> dict:
     return values
 
 
+def set_configs(values: dict, given: dict | None) -> dict:
+    """What a topic's metadata stores: the keys the user set (normalized values from
+    `values`, even when equal to the default), plus any key whose value differs from the
+    default (so files of older versions, which kept only those, mean the same)."""
+    out = topic_overrides(values)
+    for key in given or {}:
+        canonical = key if key in values else None
+        if canonical is not None:
+            out[canonical] = values[canonical]
+    return dict(sorted(out.items()))
+
+
 def topic_overrides(config: dict) -> dict:
     """Only the keys that differ from the defaults (what is persisted and described)."""
     return {k: v for k, v in config.items() if TOPIC_CONFIG[k].default != v}

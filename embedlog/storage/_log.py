@@ -115,6 +115,7 @@ class Topic:
         self.name = name
         self._num_partitions = meta["partitions"]
         self._config = _config.topic_config(meta.get("config"))   # live: partitions hold this dict
+        self._set = dict(meta.get("config") or {})   # the keys set explicitly (as stored)
         self.topic_id = meta.get("topic_id")
         self.replicas = list(meta.get("replicas", []))   # mirror ids; replication.factor = 1 + len
         self._version = version        # the metadata version `meta` was read at (or after)
@@ -148,6 +149,7 @@ class Topic:
                 return
             if meta is not None and meta.get("topic_id") == self.topic_id:
                 self._apply(meta["partitions"], config)
+                self._set = dict(meta.get("config") or {})
                 self._refresh_mirrors()
             else:
                 # Deleted (and maybe created again) by another process. This object keeps
@@ -188,6 +190,14 @@ class Topic:
         updated in place when the topic's config changes in any process."""
         self._sync()
         return self._config
+
+    @property
+    def config_overrides(self) -> dict:
+        """The configs set on this topic (at creation or by alter_topic_config), with their
+        normalized values, even where one equals the default: what `topics describe` and
+        DescribeConfigs report as the topic's own (Kafka's DYNAMIC_TOPIC_CONFIG)."""
+        self._sync()
+        return {k: self._config[k] for k in self._set if k in self._config}
 
     def partition(self, p: int) -> Partition:
         if not isinstance(p, int) or isinstance(p, bool) or not 0 <= p < self._num_partitions:
@@ -401,7 +411,7 @@ class Log:
             raise InvalidPartitionsError(f"partitions must be an integer from 1 to {MAX_PARTITIONS} (Kafka's "
                                          f"int32), not {partitions!r}")
         values = _config.topic_config(config)
-        overrides = _config.topic_overrides(values)
+        overrides = _config.set_configs(values, config)
         with self._mutex, self._dir_lock():
             if self._read_meta(name) is not None:
                 raise TopicExistsError(f"topic {name!r} already exists in {self.path}")
@@ -524,7 +534,7 @@ class Log:
                 warnings.warn(f"topic {name!r}: min.insync.replicas={values['min.insync.replicas']} is more "
                               f"than its replication factor {factor}: acks=all will always fail "
                               f"with NOT_ENOUGH_REPLICAS (acks=0/1 still write)", stacklevel=2)
-            meta["config"] = _config.topic_overrides(values)
+            meta["config"] = _config.set_configs(values, overrides)
             write_atomic(self._meta_path(name), seal_json(json.dumps(meta, indent=1).encode()))
             self._published(name, meta, values)
         return values
@@ -538,6 +548,7 @@ class Log:
         if t is not None and t.topic_id == meta.get("topic_id"):
             with t._lock:
                 t._apply(meta["partitions"], dict(config))
+                t._set = dict(meta.get("config") or {})
                 t._version = version
 
     def consumer_lag(self, group: str) -> list[dict]:

@@ -16,8 +16,8 @@ def test_create_as_the_issue_writes_it_then_describe(tmp_path):
         assert t.config["retention.ms"] == 604800000 and t.config["compression.type"] == "lz4"
     doc = run("topics", "describe", "--topic", "orders", "--json", dir=d).json
     assert len(doc) == 1 and doc[0]["partitions"] == 12 and doc[0]["replication_factor"] == 1
-    # overrides only (604800000 is retention.ms's default, so the library stores no override)
-    assert doc[0]["config"] == {"compression.type": "lz4"}
+    # what was set, even retention.ms=604800000, its default (#20: Kafka lists it as the topic's)
+    assert doc[0]["config"] == {"compression.type": "lz4", "retention.ms": 604800000}
     assert doc[0]["effective_config"]["retention.ms"] == 604800000
     assert doc[0]["effective_config"]["segment.bytes"] == 1073741824
     assert [p["partition"] for p in doc[0]["partition_details"]] == list(range(12))
@@ -116,3 +116,33 @@ def test_delete(orders):
     assert not (orders / "orders-0").exists()
     assert_error(run("topics", "delete", "-t", "orders", dir=orders), 1, "unknown topic 'orders'")
     assert_error(call("topics", "delete", "-t", "__consumer_offsets", dir=orders), 1, "internal")
+
+
+def test_describe_shows_configs_set_even_when_equal_to_the_default(logdir):
+    # retention.ms=604800000 is Kafka's default: set explicitly, it is still the topic's own
+    r = call("topics", "create", "--topic", "t", "--partitions", "2", "--config", "retention.ms=604800000",
+             "--config", "cleanup.policy=compact", dir=logdir)
+    assert r.code == 0, r
+    doc = call("topics", "describe", "-t", "t", "--json", dir=logdir).json[0]
+    assert doc["config"] == {"cleanup.policy": "compact", "retention.ms": 604800000}
+    first = call("topics", "describe", "-t", "t", dir=logdir).out.split("\n", 1)[0]
+    assert first.endswith("ReplicationFactor: 1  Configs: cleanup.policy=compact,retention.ms=604800000"), first
+    # set to the default by alter: still shown; deleted: gone
+    assert call("topics", "alter", "--topic", "t", "--config", "segment.bytes=1073741824", dir=logdir).code == 0
+    assert call("topics", "describe", "-t", "t", "--json", dir=logdir).json[0]["config"]["segment.bytes"] == 1073741824
+    assert call("topics", "alter", "--topic", "t", "--delete-config", "retention.ms", dir=logdir).code == 0
+    assert "retention.ms" not in call("topics", "describe", "-t", "t", "--json", dir=logdir).json[0]["config"]
+    # the API and another process see the same (DescribeConfigs' source)
+    with embedlog.open(logdir) as log:
+        assert log.topic("t").config_overrides == {"cleanup.policy": "compact", "segment.bytes": 1073741824}
+    from embedlog.admin import AdminClient, ConfigResource, ResourceType
+    admin = AdminClient({"bootstrap.servers": f"file://{logdir}"})
+    (fut,) = admin.describe_configs([ConfigResource(ResourceType.TOPIC, "t")]).values()
+    entries = fut.result()
+    assert not entries["segment.bytes"].is_default and entries["retention.ms"].is_default
+    admin.close() if hasattr(admin, "close") else None
+    # --all-configs: one per line, defaults marked
+    lines = call("topics", "describe", "-t", "t", "--all-configs", dir=logdir).out.split("\n")
+    assert lines[0].endswith("Configs:")
+    assert "  segment.bytes=1073741824" in lines and "  retention.ms=604800000  (default)" in lines
+    assert "  cleanup.policy=compact" in lines
