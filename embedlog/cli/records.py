@@ -82,12 +82,20 @@ def produce(topic, topic_opt, file_, key_separator, headers, partition, acks, co
     hdrs = [(k, v.encode()) for k, v in parse_key_value(headers, "--header")] or None
     sep = key_separator.encode() if key_separator is not None else None
     with open_log() as log:
-        t = log.topic(topic)
+        conf = {**client_conf(log), "acks": acks, "compression.type": compression,
+                "client.id": "embedlog-console-producer",
+                **_client_properties(client_props, "--producer-property")}
+        # As the API's Producer (and kafka-console-producer on a broker with
+        # auto.create.topics.enable): an unknown topic is created unless the config says not to.
+        from embedlog.client._clients import get_topic
+        from embedlog.storage._config import producer_config
+        existed = topic in log.topics()
+        t = get_topic(log, topic, producer_config(conf))
+        if not existed:
+            note(f"Created topic {topic} ({t.num_partitions} partition(s); allow.auto.create.topics=false "
+                 f"to refuse unknown topics)")
         if partition is not None:
             t.partition(partition)           # an unknown partition is an error before any write
-        conf = {**client_conf(log), "acks": acks, "compression.type": compression,
-                "allow.auto.create.topics": False, "client.id": "embedlog-console-producer",
-                **_client_properties(client_props, "--producer-property")}
     stats = {"delivered": 0, "failed": []}
 
     def on_delivery(err, msg):

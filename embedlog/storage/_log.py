@@ -126,7 +126,9 @@ class Topic:
         self._lock = threading.Lock()
 
     def __repr__(self):
-        return f"<Topic {self.name} partitions={self._num_partitions}>"
+        # Attribute names as they are spelled on the object (t.num_partitions, ...).
+        return (f"<embedlog.Topic name={self.name!r} num_partitions={self._num_partitions} "
+                f"replication_factor={self.replication_factor} config_overrides={self.config_overrides!r}>")
 
     # ------------------------------------------------------------ live metadata
     def _sync(self):

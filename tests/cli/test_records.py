@@ -50,8 +50,12 @@ def test_produce_values_file_partition_and_topic_codec(logdir, tmp_path):
     # the topic's compression.type wins over the producer's codec, as on a Kafka broker
     dumped = call("dump", logdir / "z-2" / "00000000000000000000.log", "--json", dir=logdir).json
     assert [b["compression"] for b in dumped["batches"]] == ["zstd"]
-    r = call("produce", "orders2", "--compression", "gzip", input="x\n", dir=logdir)
+    # an unknown topic: created as the API's Producer creates it (allow.auto.create.topics), or refused
+    r = call("produce", "orders2", "--producer-property", "allow.auto.create.topics=false", input="x\n", dir=logdir)
     assert_error(r, 1, "unknown topic 'orders2'")
+    r = call("produce", "orders2", "--compression", "gzip", input="x\n", dir=logdir)
+    assert r.code == 0 and "Created topic orders2 (1 partition(s)" in r.err, r
+    assert records(logdir, "orders2") == {0: [(None, b"x", ())]}
     with embedlog.open(logdir) as log:
         log.create_topic("plain", 1)
     assert call("produce", "plain", "--compression", "gzip", input="x\n", dir=logdir).code == 0
@@ -61,9 +65,11 @@ def test_produce_values_file_partition_and_topic_codec(logdir, tmp_path):
 
 def test_produce_errors(orders, tmp_path):
     before = records(orders, "orders")
-    assert_error(run("produce", "nope", input="x\n", dir=orders), 1, "unknown topic 'nope'")
+    assert_error(run("produce", "nope", "--producer-property", "allow.auto.create.topics=false", input="x\n",
+                     dir=orders), 1, "unknown topic 'nope'")
+    assert_error(run("produce", "../evil", input="x\n", dir=orders), 1, "'../evil'")
     with embedlog.open(orders) as log:
-        assert log.topics() == ["orders"]              # never auto-created
+        assert log.topics() == ["orders"]              # not created: refused, or a bad name
     assert_error(call("produce", "orders", "-p", "7", input="x\n", dir=orders), 1, "no partition 7")
     assert records(orders, "orders") == before
     assert_error(call("produce", "orders", "-H", "novalue", input="x\n", dir=orders), 2, "KEY=VALUE")
