@@ -1,4 +1,4 @@
-"""`embedlog topics create|list|describe|alter|add-partitions|delete` (kafka-topics.sh)."""
+"""`embedlog topics create|list|describe|alter|add-partitions|delete|delete-records` (kafka-topics.sh)."""
 from __future__ import annotations
 
 import os
@@ -186,3 +186,53 @@ def delete(topic):
     with open_log() as log:
         log.delete_topic(topic)
     click.echo(f"Deleted topic {topic}.")
+
+
+@topics.command("delete-records")
+@dir_option
+@click.option("--topic", "-t", default=None, help="The topic whose records go.")
+@click.option("--partition", "-p", type=click.IntRange(min=0), multiple=True,
+              help="Only this partition (repeatable; default: all of the topic's).")
+@click.option("--before", "--offset", "before", type=click.IntRange(min=-1), default=None,
+              help="Delete the records below this offset (-1: all, up to the high watermark).")
+@click.option("--offset-json-file", type=click.File("r"), default=None, metavar="FILE",
+              help='kafka-delete-records.sh\'s file: {"partitions": [{"topic": T, "partition": P, "offset": O}]}.')
+@output_options(nl=False)
+def delete_records(topic, partition, before, offset_json_file, fmt):
+    """Delete the records below an offset (Kafka's DeleteRecords).
+
+    The log start offset moves up at once for every reader; segments wholly below it
+    are deleted by the next maintenance."""
+    import json
+    from embedlog.storage._errors import EmbedlogError
+    if (offset_json_file is None) == (topic is None):
+        raise click.UsageError("give --topic T --before OFFSET, or --offset-json-file FILE")
+    if offset_json_file is not None:
+        try:
+            doc = json.load(offset_json_file)
+            wanted = [(e["topic"], int(e["partition"]), int(e["offset"])) for e in doc["partitions"]]
+        except (ValueError, KeyError, TypeError) as e:
+            raise click.BadParameter(f"not kafka-delete-records' shape ({e})", param_hint="--offset-json-file")
+    else:
+        if before is None:
+            raise click.UsageError("--topic needs --before OFFSET (-1 for all)")
+        wanted = None
+    rows, failed = [], []
+    with open_log() as log:
+        if wanted is None:
+            t = log.topic(topic)
+            wanted = [(topic, p, before) for p in (partition or range(t.num_partitions))]
+        for name, p, offset in wanted:
+            try:
+                start = log.topic(name).partition(p).delete_records(offset)
+                rows.append({"topic": name, "partition": p, "low_watermark": start, "error": None})
+            except EmbedlogError as e:
+                rows.append({"topic": name, "partition": p, "low_watermark": None, "error": str(e)})
+                failed.append(f"{name} [{p}]: {e}")
+    if fmt == "json":
+        echo_json(rows)
+    else:
+        echo_table(["TOPIC", "PARTITION", "LOW-WATERMARK", "ERROR"],
+                   [[r["topic"], r["partition"], r["low_watermark"], r["error"]] for r in rows])
+    if failed:
+        raise CliError(f"{len(failed)} of {len(rows)} partition(s) failed: {failed[0]}")

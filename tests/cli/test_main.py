@@ -21,7 +21,7 @@ def test_every_command_has_help():
                      "groups reset-offsets", "maintain", "plan", "produce", "replicas", "replicas add",
                      "replicas promote", "replicas remove", "replicas repair", "replicas status", "serve", "topics",
                      "topics add-partitions", "topics alter",
-                     "topics create", "topics delete", "topics describe", "topics list", "verify"}
+                     "topics create", "topics delete", "topics delete-records", "topics describe", "topics list", "verify"}
     for path, cmd in _commands(cli):
         assert cmd.help and cmd.get_short_help_str(80).strip(), path
         assert not cmd.get_short_help_str(80).endswith("..."), path        # a one-line summary that fits

@@ -146,3 +146,29 @@ def test_describe_shows_configs_set_even_when_equal_to_the_default(logdir):
     assert lines[0].endswith("Configs:")
     assert "  segment.bytes=1073741824" in lines and "  retention.ms=604800000  (default)" in lines
     assert "  cleanup.policy=compact" in lines
+
+
+def test_delete_records_as_kafka_delete_records(orders, tmp_path):
+    with embedlog.open(orders) as log:
+        ends = [log.partition("orders", p).log_end_offset for p in range(3)]
+    assert ends == [3, 2, 1]
+    r = call("topics", "delete-records", "--topic", "orders", "-p", "0", "--before", "2", "--json", dir=orders)
+    assert r.code == 0 and r.json == [{"topic": "orders", "partition": 0, "low_watermark": 2, "error": None}], r
+    # the rest of partition 0 is what a reader sees
+    assert call("consume", "orders", "-p", "0", dir=orders).lines() == ["a3"]
+    spec = tmp_path / "offsets.json"
+    spec.write_text('{"partitions": [{"topic": "orders", "partition": 1, "offset": -1}], "version": 1}')
+    r = call("topics", "delete-records", "--offset-json-file", spec, dir=orders)
+    assert r.code == 0, r
+    assert call("consume", "orders", "-p", "1", dir=orders).lines() == []
+    with embedlog.open(orders) as log:
+        assert [log.partition("orders", p).watermarks() for p in range(3)] == [(2, 3), (2, 2), (0, 1)]
+    # beyond the high watermark: refused, that partition unchanged, the others done
+    r = call("topics", "delete-records", "--topic", "orders", "--before", "3", dir=orders)
+    assert_error(r, 1, "failed", "high watermark")
+    with embedlog.open(orders) as log:
+        assert [log.partition("orders", p).watermarks() for p in range(3)] == [(3, 3), (2, 2), (0, 1)]
+    assert_error(call("topics", "delete-records", dir=orders), 2, "--offset-json-file")
+    assert_error(call("topics", "delete-records", "--topic", "orders", dir=orders), 2, "--before")
+    spec.write_text('{"partitions": [{"topic": "orders"}]}')
+    assert_error(call("topics", "delete-records", "--offset-json-file", spec, dir=orders), 2, "shape")
