@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import random
 from array import array
+from itertools import repeat
+from operator import is_
 import threading
 from bisect import bisect_right
 from itertools import accumulate
@@ -170,6 +172,11 @@ def _encode_headers_all(headers):
     """Every record's header section, joined, and their lengths. Encoded once per
     distinct headers object: all are encoded now, so records sharing one object get
     the same bytes as encoding each would give."""
+    n = len(headers)
+    first = headers[0]
+    if all(map(is_, headers, repeat(first, n))):        # one object for all (a constant list)
+        enc = _encode_one_headers(first)
+        return enc * n, array("i", [len(enc)]) * n
     memo = {}
     out = []
     append = out.append
@@ -556,9 +563,14 @@ class Producer:
             seq = self._sequences.get((t.name, p), 0)
             pid_fields = dict(producer_id=self._producer_id, producer_epoch=self._epoch, base_sequence=seq)
             self._sequences[(t.name, p)] = (seq + len(values)) % 2**31
+        enc_ts, enc_t = timestamps, ts_now
+        if timestamps is not None:
+            t0 = timestamps[0]
+            if timestamps.count(t0) == len(timestamps) and t0 < 2**63:
+                enc_ts, enc_t = None, t0    # one timestamp for all: the same bytes, no per-record array
         try:
             batch = (encode_batch if headers is None else _encode_batch_with_headers)(
-                values, keys, timestamps, headers, compression=codec, timestamp=ts_now, **pid_fields)
+                values, keys, enc_ts, headers, compression=codec, timestamp=enc_t, **pid_fields)
             res = self._append_with_retries(t.partition(p), batch)
             sent.base_offset = res.base_offset if self._acks != 0 else -1
             if res.log_append_time >= 0:
