@@ -281,9 +281,40 @@ def _parse_topic_spec(spec: str) -> tuple[str, list[int] | None]:
     return name, parts
 
 
+def _parse_duration(value: str) -> int:
+    """Java's Duration.parse form that kafka-consumer-groups --by-duration takes
+    (PnDTnHnMn.nS, e.g. PT1H, P1DT12H, PT0.5S) -> milliseconds."""
+    import re
+    m = re.fullmatch(r"P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?", value.strip().upper())
+    if not m or value.strip().upper() in ("P", "PT") or not any(m.groups()):
+        raise click.BadParameter(f"{value!r} is not a duration such as PT1H, P1DT12H or PT30M",
+                                 param_hint="--by-duration")
+    d, h, mi, sec = (float(g) if g else 0.0 for g in m.groups())
+    return int(((d * 24 + h) * 60 + mi) * 60_000 + sec * 1000)
+
+
+def _read_plan_file(f) -> list[tuple[str, int, int]]:
+    """kafka-consumer-groups --from-file: CSV lines TOPIC,PARTITION,OFFSET (what --export writes)."""
+    out = []
+    for n, line in enumerate(f, 1):
+        line = line.strip()
+        if not line:
+            continue
+        parts = line.split(",")
+        try:
+            if len(parts) != 3:
+                raise ValueError
+            out.append((parts[0], int(parts[1]), int(parts[2])))
+        except ValueError:
+            raise click.BadParameter(f"line {n} is {line!r}, not TOPIC,PARTITION,OFFSET",
+                                     param_hint="--from-file") from None
+    return out
+
+
 @groups.command("reset-offsets")
 @dir_option
-@click.argument("group")
+@click.argument("group", required=False)
+@click.option("--group", "-g", "group_opt", default=None, metavar="GROUP", help="The group, as Kafka spells it.")
 @click.option("--topic", "-t", "topic_specs", multiple=True, metavar="TOPIC[:P,P]",
               help="Topic, optionally with partitions (repeatable).")
 @click.option("--all-topics", is_flag=True, help="Every topic the group has committed offsets for or is assigned.")
@@ -295,11 +326,17 @@ def _parse_topic_spec(spec: str) -> tuple[str, list[int] | None]:
               help="Reset to the first record at or after this time (local time unless a zone is given).")
 @click.option("--shift-by", type=int, default=None, metavar="N",
               help="Move the committed offset by N (negative: back).")
+@click.option("--by-duration", default=None, metavar="PnDTnHnMnS",
+              help="Reset to the first record at or after now minus this duration (e.g. PT1H).")
+@click.option("--to-current", is_flag=True, help="Reset to the committed offset (it stays; handy with --export).")
+@click.option("--from-file", type=click.File("r"), default=None, metavar="CSV",
+              help="Reset to the offsets of a TOPIC,PARTITION,OFFSET file (as --export writes it).")
+@click.option("--export", is_flag=True, help="Print the plan as TOPIC,PARTITION,OFFSET lines (for --from-file).")
 @click.option("--execute", is_flag=True, help="Commit the new offsets; without it this is a dry run.")
 @click.option("--dry-run", is_flag=True, help="Only print the plan (the default).")
 @output_options(nl=False)
-def reset_offsets(group, topic_specs, all_topics, to_earliest, to_latest, to_offset, to_datetime, shift_by,
-                  execute, dry_run, fmt):
+def reset_offsets(group, group_opt, topic_specs, all_topics, to_earliest, to_latest, to_offset, to_datetime,
+                  shift_by, by_duration, to_current, from_file, export, execute, dry_run, fmt):
     """Move a group's committed offsets.
 
     Prints the plan for GROUP (a dry run) unless --execute is given; executing needs
@@ -307,16 +344,39 @@ def reset_offsets(group, topic_specs, all_topics, to_earliest, to_latest, to_off
     chosen = [name for name, on in (("--to-earliest", to_earliest), ("--to-latest", to_latest),
                                     ("--to-offset", to_offset is not None),
                                     ("--to-datetime", to_datetime is not None),
-                                    ("--shift-by", shift_by is not None)) if on]
+                                    ("--shift-by", shift_by is not None),
+                                    ("--by-duration", by_duration is not None), ("--to-current", to_current),
+                                    ("--from-file", from_file is not None)) if on]
+    if group and group_opt and group != group_opt:
+        raise click.UsageError(f"two groups given: {group!r} and --group {group_opt!r}")
+    group = group or group_opt
+    if not group:
+        raise click.UsageError("missing GROUP (as an argument or --group GROUP)")
     if len(chosen) != 1:
         raise click.UsageError("give exactly one of --to-earliest, --to-latest, --to-offset, --to-datetime, "
-                               f"--shift-by{' (got ' + ', '.join(chosen) + ')' if chosen else ''}")
-    if bool(topic_specs) == all_topics:
+                               "--shift-by, --by-duration, --to-current, --from-file"
+                               f"{' (got ' + ', '.join(chosen) + ')' if chosen else ''}")
+    from_plan = _read_plan_file(from_file) if from_file is not None else None
+    if from_plan is not None:
+        if topic_specs or all_topics:
+            raise click.UsageError("--from-file names its topics and partitions; drop --topic/--all-topics")
+    elif bool(topic_specs) == all_topics:
         raise click.UsageError("give --topic TOPIC[:PARTITIONS] (repeatable) or --all-topics")
+    if by_duration is not None:
+        import time as _time
+        to_datetime_ms = int(_time.time() * 1000) - _parse_duration(by_duration)
+    else:
+        to_datetime_ms = None
     if execute and dry_run:
         raise click.UsageError("--execute and --dry-run exclude each other")
-    when_ms = _parse_datetime(to_datetime) if to_datetime is not None else None
+    when_ms = _parse_datetime(to_datetime) if to_datetime is not None else to_datetime_ms
     specs = [_parse_topic_spec(s) for s in topic_specs]
+    from_file_offsets = {}
+    if from_plan is not None:
+        for name, p, o in from_plan:
+            from_file_offsets[(name, p)] = o
+        specs = [(name, sorted({p for n, p, _o in from_plan if n == name}))
+                 for name in dict.fromkeys(n for n, _p, _o in from_plan)]
 
     with open_log() as log:
         state = _state(log, group)
@@ -330,7 +390,7 @@ def reset_offsets(group, topic_specs, all_topics, to_earliest, to_latest, to_off
         for name, parts in specs:
             t = log.topic(name)
             for p in parts if parts is not None else range(t.num_partitions):
-                part = t.partition(p)
+                part = t.partition(p)     # a partition the topic lacks is an error before any commit
                 start, end = part.watermarks()
                 c = offsets.get((name, p))
                 current = c[0] if c else None
@@ -343,6 +403,13 @@ def reset_offsets(group, topic_specs, all_topics, to_earliest, to_latest, to_off
                 elif when_ms is not None:
                     found = part.offset_for_time(when_ms)
                     new = found[0] if found is not None else end
+                elif from_plan is not None:
+                    new = from_file_offsets[(name, p)]
+                elif to_current:
+                    if current is None:
+                        raise CliError(f"cannot keep {name} [{p}] at its current offset: group {group!r} has no "
+                                       "committed offset there")
+                    new = current
                 else:
                     if current is None:
                         raise CliError(f"cannot shift {name} [{p}]: group {group!r} has no committed offset there")
@@ -363,7 +430,10 @@ def reset_offsets(group, topic_specs, all_topics, to_earliest, to_latest, to_off
             from embedlog.storage._offsets import store_for
             if plan:
                 store_for(log).commit(group, [(r["topic"], r["partition"], r["new_offset"], "") for r in plan])
-    if fmt == "json":
+    if export:
+        for r in plan:
+            click.echo(f"{r['topic']},{r['partition']},{r['new_offset']}")
+    elif fmt == "json":
         echo_json({"group": group, "executed": execute, "partitions": plan})
     else:
         echo_table(["GROUP", "TOPIC", "PARTITION", "CURRENT-OFFSET", "NEW-OFFSET"],

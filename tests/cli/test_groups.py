@@ -197,3 +197,39 @@ def test_delete_groups(grouped, member):
     member.close()
     assert call("groups", "delete", "-g", "live", dir=orders).code == 0
     assert committed(orders, "live") == {}
+
+
+def test_reset_by_duration_to_current_export_and_from_file(logdir, tmp_path):
+    import time as _time
+    now = int(_time.time() * 1000)
+    hour = 3_600_000
+    with embedlog.open(logdir) as log:
+        log.create_topic("t", 2)
+        log.partition("t", 0).append_records([b"a", b"b", b"c"], timestamps=[now - 3 * hour, now - 2 * hour,
+                                                                              now - 30 * 60_000])
+        log.partition("t", 1).append_records([b"x", b"y"], timestamps=[now - 5 * hour, now - 10_000])
+    commit(logdir, "g", [("t", 0, 3), ("t", 1, 2)])
+    # PT1H: the first record of the last hour; P1D: everything
+    doc = call("groups", "reset-offsets", "--group", "g", "-t", "t", "--by-duration", "PT1H", "--json",
+               dir=logdir).json
+    assert [x["new_offset"] for x in doc["partitions"]] == [2, 1]
+    doc = call("groups", "reset-offsets", "g", "-t", "t", "--by-duration", "P1D", "--json", dir=logdir).json
+    assert [x["new_offset"] for x in doc["partitions"]] == [0, 0]
+    doc = call("groups", "reset-offsets", "g", "-t", "t", "--by-duration", "PT2H30M", "--json", dir=logdir).json
+    assert [x["new_offset"] for x in doc["partitions"]] == [1, 1]
+    assert_error(call("groups", "reset-offsets", "g", "-t", "t", "--by-duration", "1h", dir=logdir), 2, "PT1H")
+    # --export writes what --from-file reads; --to-current keeps the offsets
+    r = call("groups", "reset-offsets", "g", "-t", "t", "--to-current", "--export", dir=logdir)
+    assert r.lines() == ["t,0,3", "t,1,2"], r
+    plan = tmp_path / "plan.csv"
+    plan.write_text("t,0,1\nt,1,0\n")
+    r = call("groups", "reset-offsets", "g", "--from-file", plan, "--execute", dir=logdir)
+    assert r.code == 0, r
+    assert committed(logdir, "g") == {("t", 0): 1, ("t", 1): 0}
+    plan.write_text("t,0,1\nt,zero,0\n")
+    assert_error(call("groups", "reset-offsets", "g", "--from-file", plan, "--execute", dir=logdir), 2, "line 2")
+    plan.write_text("t,7,1\n")
+    assert_error(call("groups", "reset-offsets", "g", "--from-file", plan, "--execute", dir=logdir), 1, "7")
+    assert committed(logdir, "g") == {("t", 0): 1, ("t", 1): 0}          # nothing moved by the bad files
+    assert_error(call("groups", "reset-offsets", "g", "--from-file", plan, "-t", "t", dir=logdir), 2, "--from-file")
+    assert_error(call("groups", "reset-offsets", "-t", "t", "--to-current", dir=logdir), 2, "missing GROUP")
