@@ -238,6 +238,9 @@ class _StopFlag:
 @click.option("--offset", "-o", metavar="earliest|latest|N", default=None,
               help="Where to start: earliest, latest, or an offset (a number needs --partition).")
 @click.option("--partition", "-p", type=click.IntRange(min=0), default=None, help="Read only this partition.")
+@click.option("--from-time", default=None, metavar="WHEN",
+              help="Start at the first record at or after WHEN: a date-time (2024-05-01T12:00:00, local "
+                   "unless Z/+HH:MM) or epoch milliseconds.")
 @click.option("--group", "-g", default=None,
               help="Consume as this consumer group: start at its committed offsets and commit what was printed.")
 @click.option("--max-messages", "-n", type=click.IntRange(min=1), default=None,
@@ -259,7 +262,7 @@ class _StopFlag:
                    "print.headers (true/false), key.separator=SEP.")
 @click.option("--consumer-property", "client_props", multiple=True, metavar="KEY=VALUE",
               help="Consumer config, e.g. fetch.max.bytes=4000000 (repeatable; wins over the options).")
-def consume(topic, topic_opt, from_beginning, offset, partition, group, max_messages, follow, timeout_ms,
+def consume(topic, topic_opt, from_beginning, offset, partition, from_time, group, max_messages, follow, timeout_ms,
             print_key, print_offset, print_timestamp, print_partition, print_headers, separator, fmt, as_json,
             props, client_props):
     """Print the records of a topic.
@@ -290,6 +293,18 @@ def consume(topic, topic_opt, from_beginning, offset, partition, group, max_mess
                                "the group's assignment and committed offsets decide where to read")
     if isinstance(offset, int) and partition is None:
         raise click.UsageError("a numeric --offset needs --partition")
+    from_ms = None
+    if from_time is not None:
+        if offset is not None or group is not None:
+            raise click.UsageError("--from-time names the start: drop --offset/--from-beginning/--group")
+        if from_time.strip().isdigit():
+            from_ms = int(from_time)
+        else:
+            from .groups import _parse_datetime
+            try:
+                from_ms = _parse_datetime(from_time)
+            except click.BadParameter as e:
+                raise click.BadParameter(e.message, param_hint="--from-time") from None
     if as_json:
         fmt = "json"
     printer = _Printer(fmt, print_key, print_offset, print_timestamp, print_partition, print_headers, separator)
@@ -298,9 +313,13 @@ def consume(topic, topic_opt, from_beginning, offset, partition, group, max_mess
         t = log.topic(topic)
         parts = [partition] if partition is not None else list(range(t.num_partitions))
         ends = {}
+        starts = {}                 # --from-time: the first offset at or after it, per partition
         for p in parts:
             start, end = t.partition(p).watermarks()
             ends[(topic, p)] = end
+            if from_ms is not None:
+                found = t.partition(p).offset_for_time(from_ms)
+                starts[p] = found[0] if found is not None else end
             if isinstance(offset, int) and not start <= offset <= end:
                 raise CliError(f"offset {offset} is out of range for {topic} [{p}] "
                                f"(log start {start}, log end {end})")
@@ -333,7 +352,7 @@ def consume(topic, topic_opt, from_beginning, offset, partition, group, max_mess
             consumer.subscribe([topic])
         else:
             start = {None: OFFSET_BEGINNING, "earliest": OFFSET_BEGINNING, "latest": OFFSET_END}.get(offset, offset)
-            consumer.assign([TopicPartition(topic, p, start) for p in parts])
+            consumer.assign([TopicPartition(topic, p, starts.get(p, start)) for p in parts])
         idle_since = time.monotonic()
         while (max_messages is None or count < max_messages) and not (stop is not None and stop.set):
             want = 500 if max_messages is None else min(500, max_messages - count)

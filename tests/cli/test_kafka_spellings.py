@@ -85,3 +85,19 @@ def test_timeout_ms_is_accepted_without_follow_and_does_not_cut_a_read(orders):
     # and it does not cut a read that keeps finding records
     r = call("consume", "orders", "--timeout-ms", "300", dir=orders)
     assert r.code == 0 and len(r.lines()) == 6, r
+
+
+def test_consume_from_a_timestamp(logdir):
+    base = 1_714_564_800_000          # 2024-05-01T12:00:00Z
+    with embedlog.open(logdir) as log:
+        log.create_topic("t", 2)
+        log.partition("t", 0).append_records([b"a", b"b", b"c"], timestamps=[base, base + 60_000, base + 120_000])
+        log.partition("t", 1).append_records([b"x", b"y"], timestamps=[base - 60_000, base + 90_000])
+    assert call("consume", "t", "-p", "0", "--from-time", str(base + 1), dir=logdir).lines() == ["b", "c"]
+    assert sorted(call("consume", "t", "--from-time", "2024-05-01T12:01:00Z", dir=logdir).lines()) == ["b", "c", "y"]
+    assert sorted(call("consume", "t", "--from-time", "2024-05-01T14:00:00+02:00", dir=logdir).lines()) == \
+        ["a", "b", "c", "y"]
+    r = call("consume", "t", "--from-time", "2030-01-01T00:00:00Z", dir=logdir)      # after every record
+    assert r.code == 0 and r.out == "", r
+    assert_error(call("consume", "t", "--from-time", "soon", dir=logdir), 2, "--from-time")
+    assert_error(call("consume", "t", "--from-time", str(base), "-g", "g", dir=logdir), 2, "--from-time")
