@@ -116,10 +116,11 @@ class _Acc:
         self.values = []
         self.keys = []
         self.callbacks = []
-        # partition=, timestamp=, headers=: parallel lists, created by the first record that
-        # gives one and padded (-1, 0, None) only when a later such record arrives, so records
-        # without extras add nothing; the send pads the tails.
-        self.parts = self.stamps = self.headers = None
+        # partition=, timestamp=, headers=: parallel lists, padded (-1, 0, None) only when a
+        # record gives one, so records without extras add nothing; the send pads the tails.
+        self.parts = []
+        self.stamps = []
+        self.headers = []
         self.bytes = 0
         self.first = 0.0         # monotonic time the oldest queued record arrived
 
@@ -362,23 +363,17 @@ class Producer:
         if extras:
             if partition != -1:
                 lst = acc.parts
-                if lst is None:
-                    lst = acc.parts = [-1] * n
-                elif len(lst) != n:
+                if len(lst) != n:
                     lst.extend([-1] * (n - len(lst)))
                 lst.append(partition)
             if timestamp:
                 lst = acc.stamps
-                if lst is None:
-                    lst = acc.stamps = [0] * n
-                elif len(lst) != n:
+                if len(lst) != n:
                     lst.extend([0] * (n - len(lst)))
                 lst.append(timestamp)
             if headers is not None:
                 lst = acc.headers
-                if lst is None:
-                    lst = acc.headers = [None] * n
-                elif len(lst) != n:
+                if len(lst) != n:
                     lst.extend([None] * (n - len(lst)))
                 lst.append(headers)
         acc.bytes += size
@@ -451,13 +446,14 @@ class Producer:
             n = len(values)
             self._in_flight += n
             try:
-                if parts is not None and len(parts) != n:
+                if parts:
                     parts.extend([-1] * (n - len(parts)))
-                if stamps is not None and len(stamps) != n:
+                if stamps:
                     stamps.extend([0] * (n - len(stamps)))
-                if headers is not None and len(headers) != n:
+                if headers:
                     headers.extend([None] * (n - len(headers)))
-                self._send_chunk(acc.topic, values, keys, callbacks, parts, stamps, headers, nbytes)
+                self._send_chunk(acc.topic, values, keys, callbacks, parts or None, stamps or None,
+                                 headers or None, nbytes)
             finally:
                 self._in_flight -= n
                 self._refresh_limit()
