@@ -582,6 +582,9 @@ class Consumer:
         if self._member is not None and self._member.protocol == "cooperative-sticky":
             return self._rebalance_incremental(assignment)
         self._revoke_all()
+        if self._member is not None and self._member.owes_revocation():
+            # on_revoke has returned: the partitions moving away can go to their new owners
+            self._member.request_rebalance()
         new = [TopicPartition(t, p, OFFSET_INVALID) for t, p in assignment]
         if self._on_assign is not None:
             self._in_assign_cb, self._assign_called = True, False
@@ -752,18 +755,26 @@ class Consumer:
 
     # ------------------------------------------------------------ close
     def close(self):
-        """Commit final offsets (enable.auto.commit), leave the group, release the log."""
+        """Commit final offsets (enable.auto.commit), run on_revoke for the partitions a
+        subscription holds, leave the group, release the log."""
         if self._closed:
             return
         try:
-            if self._auto_commit:
-                try:
-                    self._commit_positions(asynchronous=False)
-                except KafkaException:
-                    pass
-            if self._member is not None:
-                self._member.close()
-                self._member = None
+            try:
+                if self._member is not None and self._assigned:
+                    # as librdkafka's close(): the final revoke runs on_revoke (commit
+                    # there, as the README's loop does) before the group hands the
+                    # partitions to another member
+                    self._revoke_all()
+                elif self._auto_commit:
+                    try:
+                        self._commit_positions(asynchronous=False)
+                    except KafkaException:
+                        pass
+            finally:
+                if self._member is not None:
+                    self._member.close()
+                    self._member = None
         finally:
             self._closed = True
             self._assigned.clear()

@@ -165,6 +165,7 @@ class GroupMember:
         self.last_poll = time.monotonic()        # the consumer updates it from poll()
         self.poll_exceeded = False               # set when max.poll.interval.ms ran out
         self._metadata_version = None            # .notify's metadata version at the last check
+        self._owed = frozenset()                 # pending keys of partitions it must revoke
         self._mutex = threading.RLock()
         self._stop = threading.Event()
         self._heartbeat = None
@@ -233,8 +234,14 @@ class GroupMember:
         return {"client_id": self.client_id, "pid": os.getpid(), "subscription": self.subscription,
                 "strategies": self.strategies, "host": self.client_host}
 
-    def _rebalance_locked(self) -> dict:
-        """Recompute the assignment of the live members (group lock held exclusively)."""
+    def _rebalance_locked(self, release: frozenset = frozenset()) -> dict:
+        """Recompute the assignment of the live members (group lock held exclusively).
+
+        A partition moving away from a live member goes to nobody until that member has
+        revoked it (its on_revoke returned) and said so (`release`, from request_rebalance):
+        then the next generation hands it over. So no partition is owned by two live
+        members at once, with eager protocols (which revoke everything) as with
+        cooperative-sticky (KIP-429, only what moves)."""
         members = self._live_members()
         state = self.read_state()
         topics = self.log.topics()
@@ -253,20 +260,25 @@ class GroupMember:
         pending = {}
         if not members:
             assignment = {}
-        elif protocol == "cooperative-sticky":
+        else:
             previous = {m: info.get("assignment", []) for m, info in state.get("members", {}).items()
                         if m in members}
-            assignment = assign_sticky(subs, counts, previous)
-            # Incremental (KIP-429): a partition moving away from a live member is given to
-            # nobody in this generation; its owner revokes it, then asks for the next one.
+            if protocol == "cooperative-sticky":
+                assignment = assign_sticky(subs, counts, previous)
+            else:
+                assignment = ASSIGNORS[protocol](subs, counts)
+            # Who still holds a partition: its owner in the last generation, or the owner of
+            # a revocation still pending (not yet released, owner alive).
             was = {tuple(tp): m for m, tps in previous.items() for tp in tps}
+            for key, owner in (state.get("pending_revocation") or {}).items():
+                if owner in members and not (owner == self.member_id and key in release):
+                    topic, _, part = key.rpartition(":")
+                    was.setdefault((topic, int(part)), owner)
             for m, tps in assignment.items():
                 for tp in list(tps):
-                    if was.get(tp) not in (None, m):
+                    if was.get(tuple(tp)) not in (None, m):
                         tps.remove(tp)
-                        pending[f"{tp[0]}:{tp[1]}"] = was[tp]
-        else:
-            assignment = ASSIGNORS[protocol](subs, counts)
+                        pending[f"{tp[0]}:{tp[1]}"] = was[tuple(tp)]
         new = {"group": self.group, "generation": state.get("generation", 0) + 1, "protocol": protocol,
                "pending_revocation": pending,
                "leader": sorted(members)[0] if members else None,
@@ -300,9 +312,11 @@ class GroupMember:
         return self._partition_counts(subs, topics) != state.get("topics", {})
 
     # -- lifecycle
-    def join(self, subscription: list[str]):
+    def join(self, subscription: list[str], release: frozenset = frozenset()):
+        """Join (or rejoin with a new subscription). `release`: pending revocations of this
+        member that it has revoked already (a wire client in JoinGroup has)."""
         with self._mutex:
-            self._join(subscription)
+            self._join(subscription, release)
         if self._heartbeat is None:
             self._heartbeat = threading.Thread(target=self._heartbeat_loop, daemon=True,
                                                name=f"embedlog-heartbeat-{self.group}")
@@ -325,7 +339,7 @@ class GroupMember:
                 except OSError:
                     pass
 
-    def _join(self, subscription: list[str]):
+    def _join(self, subscription: list[str], release: frozenset = frozenset()):
         self.subscription = list(subscription)
         self.last_poll = time.monotonic()
         self._group_lock(True)
@@ -340,7 +354,7 @@ class GroupMember:
                 fsync_dir(os.path.dirname(path))
             _io.ftruncate(self._member_fd, 0)
             _io.pwrite(self._member_fd, json.dumps(self._my_meta()).encode(), 0)
-            self._rebalance_locked()
+            self._rebalance_locked(release)
         finally:
             self._group_unlock()
 
@@ -370,6 +384,8 @@ class GroupMember:
         self.generation = state["generation"]
         self.assignment = [tuple(tp) for tp in me["assignment"]]
         self.protocol = state.get("protocol")
+        self._owed = frozenset(k for k, owner in (state.get("pending_revocation") or {}).items()
+                               if owner == self.member_id)
         return self.generation, self.assignment
 
     def metadata_moved(self) -> bool:
@@ -433,10 +449,10 @@ class GroupMember:
         if me is None:
             raise UnknownMemberError(f"member {self.member_id} is not in group {self.group!r} any more; "
                                      "the commit was rejected")
-        if state["generation"] != self.generation:
-            raise CommitFailedError(
-                f"commit rejected: group {self.group!r} rebalanced (generation {state['generation']}, "
-                f"this member has {self.generation}); the partitions may belong to another member now")
+        # A newer generation this member has not seen yet is a rebalance "being prepared"
+        # for it, as Kafka's coordinator has one: its commit is accepted for what it still
+        # holds there. Partitions moving away are given to nobody until it has revoked them
+        # (pending_revocation), so such a commit can never overwrite a new owner's.
         owned = {tuple(tp) for tp in me["assignment"]}
         for key, owner in state.get("pending_revocation", {}).items():
             if owner == self.member_id:             # still ours until we have revoked it
@@ -444,15 +460,26 @@ class GroupMember:
                 owned.add((topic, int(part)))
         for tp in partitions:
             if tp not in owned:
+                if state["generation"] != self.generation:
+                    raise CommitFailedError(
+                        f"commit rejected: group {self.group!r} rebalanced (generation {state['generation']}, "
+                        f"this member has {self.generation}) and {tp[0]}-{tp[1]} belongs to another member now")
                 raise CommitFailedError(f"commit rejected: {tp[0]}-{tp[1]} is not assigned to this member "
                                         f"in generation {self.generation} of group {self.group!r}")
 
+    def owes_revocation(self) -> bool:
+        """Partitions this member held are waiting for it to revoke them (then
+        request_rebalance hands them over)."""
+        return bool(self._owed)
+
     def request_rebalance(self):
-        """After revoking partitions that move away (cooperative protocol): hand them over."""
+        """After revoking partitions that move away: hand them over (the next generation
+        gives them to their new owners)."""
         with self._mutex:
             self._group_lock(True)
             try:
-                self._rebalance_locked()
+                owed, self._owed = self._owed, frozenset()
+                self._rebalance_locked(release=owed)
             finally:
                 self._group_unlock()
 

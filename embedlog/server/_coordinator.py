@@ -180,11 +180,14 @@ class Coordinator:
             m.gm.strategies = names
             gm = m.gm
             state = gm.read_state()
-            owes = any(owner == member_id for owner in state.get("pending_revocation", {}).values())
+            # A client in JoinGroup has revoked what it was told to give up (eager: all
+            # of it; KIP-429: what moves away): hand that over in the next generation.
+            owed = frozenset(k for k, owner in state.get("pending_revocation", {}).items() if owner == member_id)
             if changed or not m.alive() or gm._member_fd is None:
-                gm.join(topics)
-            elif owes:
-                gm.request_rebalance()          # it revoked what moves away: hand it over
+                gm.join(topics, release=owed)
+            elif owed:
+                gm._owed = owed
+                gm.request_rebalance()
             else:
                 self._check(m)
             gm.poll_assignment()
