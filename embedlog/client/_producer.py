@@ -33,9 +33,7 @@ from ..storage._errors import ConfigError, EmbedlogError, LogClosedError
 from ._kafka import (OFFSET_INVALID, TIMESTAMP_CREATE_TIME, TIMESTAMP_LOG_APPEND_TIME, KafkaError,
                      KafkaException, Message, error_from)
 from ..storage._partitioner import StickyPartitioner, partitions_for_keys
-from ..storage import _hotpath as hp
-from ..storage._records import (ATTR_COMPRESSION, HEADER_SIZE, LOG_OVERHEAD, MAX_RECORD_OVERHEAD, _as_bytes_list,
-                                encode_batch, encode_headers, encode_varint, finish_batch, now_ms)
+from ..storage._records import (HEADER_SIZE, LOG_OVERHEAD, encode_batch, encode_headers, encode_varint, now_ms)
 
 _RECORD_OVERHEAD = 32           # per-record framing upper bound: 5 length + 1 attributes + 10 timestamp
                                 # delta + 5 offset delta + 5 key length + 5 value length + 1 headers
@@ -195,53 +193,11 @@ def _encode_headers_all(headers):
 
 def _encode_batch_with_headers(values, keys, timestamps, headers, compression, timestamp,
                                producer_id=-1, producer_epoch=-1, base_sequence=-1):
-    """encode_batch(values, keys, timestamps, headers, compression=, timestamp=, ...) for the
-    producer's chunks (values and keys already bytes or None, one timestamp or a list of
-    ints): the same batch, with the header sections encoded by _encode_headers_all."""
-    n = len(values)
-    key_blob, key_lens = _as_bytes_list(keys, "key")
-    value_blob, value_lens = _as_bytes_list(values, "value")
-    if timestamps is None:
-        if not -2**63 <= timestamp < 2**63:
-            raise ValueError(f"timestamp must be an int64 (epoch milliseconds), not {timestamp!r}")
-        base_ts = max_ts = timestamp
-        ts_ptr = hp.NULL
-    else:
-        try:
-            ts_arr = array("q", timestamps)
-        except TypeError:
-            raise TypeError("timestamps must be integers (epoch milliseconds)") from None
-        except OverflowError:
-            raise ValueError("timestamps must fit a signed 64-bit integer (epoch milliseconds)") from None
-        base_ts = ts_arr[0]
-        max_ts = max(ts_arr)
-        ts_ptr = hp.i64(ts_arr)
-    hdr_blob, hdr_lens = _encode_headers_all(headers)
-    cap = HEADER_SIZE + len(key_blob) + len(value_blob) + len(hdr_blob) + n * MAX_RECORD_OVERHEAD
-    buf = bytearray(cap)
-    cbuf = hp.from_buffer(buf)
-    written = hp.lib.el_encode_records(
-        cbuf + HEADER_SIZE, cap - HEADER_SIZE, key_blob, len(key_blob), hp.i32(key_lens),
-        value_blob, len(value_blob), hp.i32(value_lens), ts_ptr, base_ts, hdr_blob, hp.i32(hdr_lens),
-        hp.NULL, n)
-    if written < 0:     # -2 (lengths in items) needs memoryviews, which produce() made bytes
-        del cbuf
-        return encode_batch(values, keys, timestamps, headers, compression=compression, timestamp=timestamp,
-                            producer_id=producer_id, producer_epoch=producer_epoch, base_sequence=base_sequence)
-    if compression:
-        body = _compression.compress(compression, memoryview(buf)[HEADER_SIZE:HEADER_SIZE + written])
-        del cbuf
-        buf = bytearray(HEADER_SIZE) + body
-        cbuf = hp.from_buffer(buf)
-        total = len(buf)
-    else:
-        total = HEADER_SIZE + written
-    finish_batch(cbuf, total, base_offset=0, partition_leader_epoch=-1, attributes=compression & ATTR_COMPRESSION,
-                 last_offset_delta=n - 1, base_timestamp=base_ts, max_timestamp=max_ts, producer_id=producer_id,
-                 producer_epoch=producer_epoch, base_sequence=base_sequence, records_count=n)
-    del cbuf
-    del buf[total:]
-    return buf
+    """encode_batch(values, keys, timestamps, headers, ...) for the producer's chunks, with
+    the header sections encoded by _encode_headers_all (each distinct headers object once)."""
+    return encode_batch(values, keys, timestamps, compression=compression, timestamp=timestamp,
+                        producer_id=producer_id, producer_epoch=producer_epoch, base_sequence=base_sequence,
+                        encoded_headers=_encode_headers_all(headers))
 
 
 def _as_bytes(x, what):

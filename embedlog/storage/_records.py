@@ -194,8 +194,10 @@ def encode_batch(values, keys=None, timestamps=None, headers=None, *, compressio
                  partition_leader_epoch: int = -1, timestamp: int | None = None,
                  offset_deltas=None, last_offset_delta: int | None = None,
                  base_timestamp: int | None = None, max_timestamp: int | None = None,
-                 extra_attributes: int = 0) -> bytearray:
-    """build_batch without the final copy to bytes (for callers that append it at once)."""
+                 extra_attributes: int = 0, encoded_headers=None) -> bytearray:
+    """build_batch without the final copy to bytes (for callers that append it at once).
+    `encoded_headers`: (blob, int32 lengths) of the records' header sections, already
+    encoded (the producer encodes each distinct headers object once), instead of `headers`."""
     """Encode one RecordBatch v2 from parallel lists (values required; the rest optional).
 
     keys/values items are bytes-like or None; timestamps are epoch ms (default: now,
@@ -247,7 +249,10 @@ def encode_batch(values, keys=None, timestamps=None, headers=None, *, compressio
         od_ptr = hp.i32(array("i", offset_deltas))
     else:
         od_ptr = hp.NULL
-    if headers is not None:
+    if encoded_headers is not None:
+        hdr_blob, hdr_lens = encoded_headers
+        hdr_ptr, hdr_lens_ptr = hdr_blob, hp.i32(hdr_lens)
+    elif headers is not None:
         if len(headers) != n:
             raise ValueError(f"{len(headers)} header lists for {n} values")
         encoded = [encode_headers(h) for h in headers]
