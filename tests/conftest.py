@@ -37,6 +37,20 @@ def log(tmp_path):
 def pytest_addoption(parser):
     parser.addoption("--crash-iterations", type=int, default=None,
                      help="iterations for the kill -9 tests (default: a short run; EMBEDLOG_SOAK=1 for long)")
+    parser.addoption("--soak", action="store_true", default=False,
+                     help="also run the tests marked soak (long loops kept out of the default run; "
+                          "EMBEDLOG_SOAK=1 does the same)")
+
+
+def pytest_collection_modifyitems(config, items):
+    expr = config.getoption("markexpr") or ""
+    if (config.getoption("--soak") or os.environ.get("EMBEDLOG_SOAK", "") not in ("", "0")
+            or ("soak" in expr and "not soak" not in expr)):
+        return
+    skip = pytest.mark.skip(reason="soak test: run with --soak, -m soak or EMBEDLOG_SOAK=1")
+    for item in items:
+        if "soak" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture

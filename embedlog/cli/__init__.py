@@ -11,6 +11,8 @@ kafka-consumer-groups.sh, kafka-dump-log.sh) and rpk-style short ones.
     embedlog [--dir DIR] replicas add|remove|status|promote|repair
     embedlog [--dir DIR] serve [--listen HOST:PORT] [--advertise HOST:PORT]
     embedlog bridge --from DIR|BROKERS --to BROKERS|DIR [--topics RE] [--groups RE] [--follow]
+    embedlog [--dir DIR] schemas list|get|register|check|delete|config | registry serve
+    embedlog [--dir DIR] connect run|list|status|pause|resume|delete|serve
     embedlog demo [DIR]
 
 The directory comes from --dir (before or after the command) or EMBEDLOG_DIR. Read
@@ -29,6 +31,7 @@ import click
 
 from ._common import DIR_KEY, Failed, Group
 from .bridge import bridge
+from .connect import connect
 from .demo import demo
 from .groups import groups
 from .inspect import dump, verify
@@ -37,6 +40,7 @@ from .replicas import replicas
 from .du import du
 from .plan import plan
 from .records import consume, produce
+from .schemas import registry, schemas
 from .serve import serve
 from .topics import topics
 
@@ -72,7 +76,8 @@ def cli(ctx, dir_):
         ctx.meta[DIR_KEY] = dir_
 
 
-for _command in (topics, produce, consume, groups, dump, verify, plan, du, maintain, replicas, serve, bridge, demo):
+for _command in (topics, produce, consume, groups, dump, verify, plan, du, maintain, replicas, serve, bridge,
+                 schemas, registry, connect, demo):
     cli.add_command(_command)
 del _command
 
