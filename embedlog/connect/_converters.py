@@ -1,0 +1,105 @@
+"""Kafka Connect's converters: a (schema, value) pair to the bytes of a record and back.
+
+    org.apache.kafka.connect.json.JsonConverter          schemas.enable=true (Kafka's default):
+        {"schema": <Connect schema>, "payload": <value>}; false: the value alone. Bytes
+        (BYTES schemas, Decimal's unscaled bytes) travel as base64, as Kafka's does.
+    org.apache.kafka.connect.storage.StringConverter     the value as UTF-8 text
+    org.apache.kafka.connect.converters.ByteArrayConverter  bytes as they are
+
+Each is named by its Java class or its short name (`JsonConverter`); `key.converter.*` and
+`value.converter.*` keys configure them. A null value stays a null record value (a
+tombstone), with every converter.
+"""
+from __future__ import annotations
+
+import base64
+import json
+
+from ._data import ConnectError
+
+CLASSES = {
+    "org.apache.kafka.connect.json.JsonConverter": "json",
+    "org.apache.kafka.connect.storage.StringConverter": "string",
+    "org.apache.kafka.connect.converters.ByteArrayConverter": "bytes",
+}
+_SHORT = {name.rsplit(".", 1)[1]: kind for name, kind in CLASSES.items()}
+# Settings of the converters (after `key.converter.` / `value.converter.`); the last two are
+# accepted and do nothing here (Kafka's cache of schema conversions; a null-handling knob).
+SETTINGS = {"schemas.enable", "schemas.cache.size", "replace.null.with.default", "encoding"}
+DEFAULT = "org.apache.kafka.connect.json.JsonConverter"
+
+
+def _jsonable(value):
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _text(value) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("utf-8", errors="replace")
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(_jsonable(value), separators=(",", ":"), ensure_ascii=False)
+    return str(value)
+
+
+class Converter:
+    def __init__(self, class_name: str, settings: dict[str, str], *, role: str):
+        kind = CLASSES.get(class_name) or _SHORT.get(class_name)
+        if kind is None:
+            raise ConnectError(f"{role}.converter: unknown converter class {class_name!r} (known: "
+                               f"{', '.join(sorted(CLASSES))})")
+        for k in settings:
+            if k not in SETTINGS:
+                raise ConnectError(f"unknown setting {role}.converter.{k} for {class_name}")
+        self.kind, self.role = kind, role
+        enable = str(settings.get("schemas.enable", "true")).lower()
+        if enable not in ("true", "false"):
+            raise ConnectError(f"{role}.converter.schemas.enable must be true or false, not {enable!r}")
+        self.schemas = enable == "true"
+
+    def from_connect(self, schema: dict | None, value) -> bytes | None:
+        if value is None and (self.kind != "json" or not self.schemas or schema is None):
+            return None
+        if self.kind == "bytes":
+            return value if isinstance(value, bytes) else _text(value).encode()
+        if self.kind == "string":
+            return _text(value).encode()
+        if value is None:
+            return None                               # a tombstone, as Kafka's JsonConverter writes it
+        doc = {"schema": schema, "payload": _jsonable(value)} if self.schemas else _jsonable(value)
+        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+
+    def to_connect(self, data: bytes | None) -> tuple[dict | None, object]:
+        if data is None:
+            return None, None
+        if self.kind == "bytes":
+            return {"type": "bytes", "optional": True}, bytes(data)
+        if self.kind == "string":
+            return {"type": "string", "optional": True}, bytes(data).decode("utf-8", errors="replace")
+        try:
+            doc = json.loads(bytes(data))
+        except ValueError as e:
+            raise ConnectError(f"{self.role} is not JSON ({e}); set {self.role}.converter for these records") \
+                from None
+        if not self.schemas:
+            return None, doc
+        if not isinstance(doc, dict) or set(doc) != {"schema", "payload"}:
+            raise ConnectError(f"JsonConverter with schemas.enable requires \"schema\" and \"payload\" fields "
+                               f"and may not contain additional fields ({self.role}); set "
+                               f"{self.role}.converter.schemas.enable=false for plain JSON")
+        return doc["schema"], doc["payload"]
+
+
+def converter(config: dict[str, str], role: str) -> Converter:
+    prefix = f"{role}.converter."
+    settings = {k[len(prefix):]: v for k, v in config.items() if k.startswith(prefix)}
+    return Converter(config.get(f"{role}.converter", DEFAULT), settings, role=role)
