@@ -13,6 +13,8 @@ Registered through the `pytest11` entry point: installing embedlog is enough.
                       is the bootstrap.servers value for any Kafka client
     make_embedlog     make_embedlog(topics={"t": 3}, config={...}) -> another Log in its own fresh
                       directory, for tests that need more than one
+    schema_registry   Confluent's schema registry REST API on embedlog_dir: `.url` for
+                      confluent-kafka's SchemaRegistryClient, `.log` the served Log
 
 Settings (factory argument > command-line option > ini key > default):
 
@@ -196,3 +198,14 @@ def make_embedlog(tmp_path_factory, _embedlog_lock_timeout):
     yield make_embedlog
     for log in reversed(made):
         log.close()
+
+
+@pytest.fixture
+def schema_registry(embedlog_dir):
+    """Confluent Schema Registry's REST API on the test's log directory, at a free loopback
+    port on a background thread: `.url` is what SchemaRegistryClient({"url": ...}) takes,
+    `.log` the Log it serves. Closed after the test."""
+    from embedlog.registry import serve
+    server = serve(embedlog_dir)
+    yield server
+    server.close()
