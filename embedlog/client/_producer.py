@@ -15,25 +15,38 @@ sent under one send lock.
 from __future__ import annotations
 
 import random
-from array import array
-from itertools import repeat
-from operator import is_
 import threading
-from bisect import bisect_right
-from itertools import accumulate
 import time
 import zlib
+from array import array
+from bisect import bisect_right
 from collections import deque
+from itertools import accumulate, repeat
+from operator import add, is_, itemgetter
 
 from ..storage import _compression
-from ._remote import remote_client
-from ._clients import acquire_log, get_topic, release_log
 from ..storage._config import producer_config
 from ..storage._errors import ConfigError, EmbedlogError, LogClosedError
-from ._kafka import (OFFSET_INVALID, TIMESTAMP_CREATE_TIME, TIMESTAMP_LOG_APPEND_TIME, KafkaError,
-                     KafkaException, Message, error_from)
 from ..storage._partitioner import StickyPartitioner, partitions_for_keys
-from ..storage._records import (HEADER_SIZE, LOG_OVERHEAD, encode_batch, encode_headers, encode_varint, now_ms)
+from ..storage._records import (
+    HEADER_SIZE,
+    LOG_OVERHEAD,
+    encode_batch,
+    encode_headers,
+    encode_varint,
+    now_ms,
+)
+from ._clients import acquire_log, get_topic, release_log
+from ._kafka import (
+    OFFSET_INVALID,
+    TIMESTAMP_CREATE_TIME,
+    TIMESTAMP_LOG_APPEND_TIME,
+    KafkaError,
+    KafkaException,
+    Message,
+    error_from,
+)
+from ._remote import remote_client
 
 _RECORD_OVERHEAD = 32           # per-record framing upper bound: 5 length + 1 attributes + 10 timestamp
                                 # delta + 5 offset delta + 5 key length + 5 value length + 1 headers
@@ -43,14 +56,23 @@ _monotonic = time.monotonic
 class _Sent:
     """One appended batch, shared by the delivery reports of its records."""
 
-    __slots__ = ("topic", "partition", "base_offset", "keys", "values", "headers", "timestamps",
-                 "ts_type", "error")
+    __slots__ = (
+        "base_offset",
+        "error",
+        "headers",
+        "keys",
+        "partition",
+        "timestamps",
+        "topic",
+        "ts_type",
+        "values",
+    )
 
 
 class _DeliveryReport(Message):
     """The Message a delivery callback receives; fields are read from the batch lazily."""
 
-    __slots__ = ("_sent", "_i")
+    __slots__ = ("_i", "_sent")
 
     def __init__(self, sent: _Sent, i: int):
         self._sent = sent
@@ -101,8 +123,19 @@ class _Acc:
     appends (explicit acquire/release: a `with` statement costs more than the appends),
     and a send swaps the lists out whole, with no per-record work to take them."""
 
-    __slots__ = ("topic", "lock", "values", "keys", "callbacks", "parts", "stamps", "headers", "bytes",
-                 "first", "nparts")
+    __slots__ = (
+        "bytes",
+        "callbacks",
+        "first",
+        "headers",
+        "keys",
+        "lock",
+        "nparts",
+        "parts",
+        "stamps",
+        "topic",
+        "values",
+    )
 
     def __init__(self, topic, nparts):
         self.topic = topic
@@ -208,6 +241,135 @@ def _as_bytes(x, what):
     if isinstance(x, (bytearray, memoryview)):
         return bytes(x)
     raise TypeError(f"{what} must be bytes, str or None, not {type(x).__name__}")
+
+
+class BatchDelivery:
+    """The delivery report of one Producer.produce_batch() call (an embedlog addition)."""
+
+    __slots__ = ("_batches", "_error", "_n", "_topic")
+
+    def __init__(self, topic, n):
+        self._topic, self._n, self._batches, self._error = topic, n, [], None
+
+    def topic(self):
+        return self._topic
+
+    def error(self):
+        """None, or the KafkaError that stopped the appends."""
+        return self._error
+
+    def __len__(self):
+        return self._n
+
+    def batches(self):
+        """[(partition, base_offset, last_offset)] of each batch appended, in append order
+        (OFFSET_INVALID offsets with acks=0)."""
+        return [(p, base, last) for p, base, last, _idx, _lo, _hi in self._batches]
+
+    def _per_record(self, value_of):
+        out = [OFFSET_INVALID] * self._n
+        for b in self._batches:
+            idx, lo, hi = b[3], b[4], b[5]
+            vals = value_of(b, hi - lo)
+            if idx is None:
+                out[lo:hi] = vals
+            else:
+                for i, x in zip(idx[lo:hi], vals):
+                    out[i] = x
+        return out
+
+    def offsets(self):
+        """Each record's offset, in the order given (OFFSET_INVALID: not written, or acks=0)."""
+        return self._per_record(lambda b, m: range(b[1], b[1] + m) if b[1] >= 0 else [OFFSET_INVALID] * m)
+
+    def partitions(self):
+        """Each record's partition, in the order given (-1: not written)."""
+        return [-1 if p == OFFSET_INVALID else p for p in self._per_record(lambda b, m: [b[0]] * m)]
+
+    def __repr__(self):
+        return f"<BatchDelivery {self._topic} {self._n} records in {len(self._batches)} batches" + \
+            (f" error={self._error}>" if self._error is not None else ">")
+
+
+_NONE_TYPE = type(None)
+_BYTES_LIKE = (bytes, bytearray, memoryview)
+
+
+def _same(seq):
+    return seq
+
+
+def _picker(idx):
+    if len(idx) == 1:
+        i = idx[0]
+        return lambda seq: [seq[i]]
+    g = itemgetter(*idx)
+    return lambda seq: list(g(seq))
+
+
+def _seq(x, what, n=None):
+    """x as a list or tuple; TypeError for what is no sequence of records (bytes, str...)."""
+    if x.__class__ is not list and x.__class__ is not tuple:
+        if isinstance(x, (bytes, bytearray, memoryview, str, dict)) or not hasattr(x, "__iter__"):
+            raise TypeError(f"{what} must be a sequence (one item per record), not {type(x).__name__}")
+        x = list(x)
+    if n is not None and len(x) != n:
+        raise ValueError(f"{len(x)} {what} for {n} values")
+    return x
+
+
+def _bytes_column(items, what):
+    """(items with str encoded and bytearray/memoryview made bytes, sizes with None as 0),
+    checked: TypeError naming the first record that is not bytes-like, str or None."""
+    types = set(map(type, items))
+    if types <= {bytes}:
+        return items, list(map(len, items))
+    if types <= {bytes, _NONE_TYPE}:
+        return items, [0 if x is None else len(x) for x in items]
+    out = []
+    for i, x in enumerate(items):
+        if x is None or x.__class__ is bytes:
+            out.append(x)
+        elif isinstance(x, str):
+            out.append(x.encode())
+        elif isinstance(x, _BYTES_LIKE):
+            out.append(bytes(x))
+        else:
+            raise TypeError(f"record {i}: {what} must be bytes, str or None, not {type(x).__name__}")
+    return out, [0 if x is None else len(x) for x in out]
+
+
+def _timestamps_column(timestamps, ts_now):
+    """A list of int64 ms with 0 replaced by now; TypeError naming the first bad one."""
+    try:
+        arr = array("q", timestamps)
+        ok = set(map(type, timestamps)) == {int} and min(arr) >= 0
+    except (TypeError, OverflowError):
+        ok = False
+    if not ok:
+        for i, x in enumerate(timestamps):
+            if x.__class__ is not int or not 0 <= x < 2**63:
+                raise TypeError(f"record {i}: timestamp must be a non-negative int (ms), not {x!r}")
+    if 0 in arr:
+        return [x or ts_now for x in timestamps]
+    return list(timestamps)
+
+
+def _ranges(sizes, limit):
+    """(lo, hi) index ranges whose records (sizes plus their framing bound) fit one batch
+    of `limit` bytes; a record over the limit goes alone."""
+    n = len(sizes)
+    ends = list(accumulate(map(add, sizes, repeat(_RECORD_OVERHEAD, n))))
+    if ends[-1] <= limit:
+        return [(0, n)]
+    out = []
+    start, consumed = 0, 0
+    while start < n:
+        stop = max(bisect_right(ends, consumed + limit, lo=start + 1), start + 1)
+        out.append((start, stop))
+        consumed = ends[stop - 1]
+        start = stop
+    return out
 
 
 class Producer:
@@ -344,6 +506,154 @@ class Producer:
         elif n + 1 >= self._batch_count:
             self._send_topic(acc)
 
+    # ------------------------------------------------------------ produce_batch
+    def produce_batch(self, topic, values, keys=None, partition=None, headers=None, timestamps=None,
+                      on_delivery=None):
+        """Append many records at once, in the calling thread (an embedlog addition).
+
+        `values` is a sequence (list, tuple, ...) of bytes-like or None (str is encoded
+        as UTF-8); `keys`, `headers` and `timestamps`, when given, are sequences of the
+        same length holding, per record, what produce() takes as key= (bytes-like, str
+        or None), headers= (a list of (str, bytes | str | None) pairs, a dict, or None)
+        and timestamp= (CreateTime in epoch ms, 0: now). `partition` (an int; None or
+        -1: not given) sends every record there; without it each record goes where
+        produce() would send it (the partitioner on its key, one sticky partition for
+        the null keys of this call). The records read back are those that produce()
+        called once per record would have written: the same bytes, offsets in order,
+        timestamps and headers.
+
+        Semantics:
+        - Records this producer queued earlier with produce() for `topic` are sent
+          first, so a partition keeps call order.
+        - Every argument is checked and every batch encoded before anything is written:
+          a wrong type, a record over message.max.bytes, an unknown partition or a
+          length mismatch raises (TypeError, ValueError or KafkaException) and writes
+          nothing of the call.
+        - Each partition's records go in as few batches as max.message.bytes allows,
+          appended before this returns: with acks=1 written to the OS, with acks=all
+          fdatasync'd (and on the in-sync mirrors).
+        - `on_delivery(err, report)` is called once for the whole call, from poll() or
+          flush() as produce()'s callbacks are; `report` is a BatchDelivery (topic(),
+          error(), len(), batches(), and offsets() / partitions() per record in input
+          order). The producer's default on_delivery (a per-record callback) is not
+          called for a batch.
+        - An append that fails after the checks (an I/O error, NOT_ENOUGH_REPLICAS)
+          leaves the batches appended before it written (several partitions, or more
+          than ~1 MB, are several appends; one batch is all or nothing) and stops: the
+          error goes to `on_delivery` (report.error(); offsets() of the records not
+          written are OFFSET_INVALID), or is raised as KafkaException without one.
+
+        Returns the number of records in the call."""
+        if self._closed:
+            raise LogClosedError("producer is closed")
+        acc = self._accs.get(topic)
+        if acc is None:
+            acc = self._new_topic(topic)
+        t = self._topics[topic]
+        values = _seq(values, "values")
+        n = len(values)
+        keys = None if keys is None else _seq(keys, "keys", n)
+        timestamps = None if timestamps is None else _seq(timestamps, "timestamps", n)
+        headers = None if headers is None else _seq(headers, "headers", n)
+        if partition == -1:
+            partition = None
+        if partition is not None:
+            self._check_extras(acc, topic, partition, 0, None)
+        if n == 0:
+            return 0
+        values, sizes = _bytes_column(values, "value")
+        if keys is not None:
+            keys, klens = _bytes_column(keys, "key")
+            sizes = list(map(add, sizes, klens))
+        biggest = max(sizes)
+        if biggest > self._max_message:
+            raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE,
+                                            f"record {sizes.index(biggest)} of {biggest} bytes exceeds "
+                                            f"message.max.bytes={self._max_message}"))
+        ts_now = now_ms()
+        if timestamps is not None:
+            timestamps = _timestamps_column(timestamps, ts_now)
+        if headers is not None:
+            for i, h in enumerate(headers):
+                if h is not None and not isinstance(h, (list, tuple, dict)):
+                    raise TypeError(f"record {i}: headers must be a list of (str, bytes) pairs, a dict "
+                                    f"or None, not {type(h).__name__}")
+        if partition is not None:
+            groups = {partition: None}
+        else:
+            targets = self._partitions(t, [None] * n if keys is None else keys, None)
+            first = targets[0]
+            if targets.count(first) == n:
+                groups = {first: None}
+            else:
+                order = sorted(range(n), key=targets.__getitem__)      # stable: call order kept
+                groups = {}
+                lo = 0
+                for p in sorted(set(targets)):
+                    hi = lo + targets.count(p)
+                    groups[p] = order[lo:hi]
+                    lo = hi
+        topic_codec = t.config["compression.type"]
+        codec = self._codec if topic_codec == "producer" else _compression.codec_id(topic_codec)
+        limit = min(self._max_message, t.config["max.message.bytes"] - LOG_OVERHEAD) - HEADER_SIZE
+        report = BatchDelivery(topic, n)
+        with self._send_lock:
+            self._send_topic(acc)          # produce()'s queued records of this topic go first
+            plan = []                      # every batch encoded before the first append
+            seqs = {}
+            for p, idx in groups.items():
+                pick = _same if idx is None else _picker(idx)
+                v, sz = pick(values), pick(sizes)
+                k = None if keys is None else pick(keys)
+                ts = None if timestamps is None else pick(timestamps)
+                hb = None
+                if headers is not None:
+                    hb = _encode_headers_all(pick(headers))           # raises for a bad pair
+                    sz = list(map(add, sz, hb[1]))
+                for lo, hi in _ranges(sz, limit):
+                    hpart = None
+                    if hb is not None:
+                        hpart = hb
+                        if lo or hi != len(v):
+                            hl = hb[1][lo:hi]
+                            start = sum(hb[1][:lo])
+                            hpart = (memoryview(hb[0])[start:start + sum(hl)], hl)
+                    enc_ts, enc_t = None if ts is None else ts[lo:hi], ts_now
+                    if enc_ts is not None and enc_ts.count(enc_ts[0]) == len(enc_ts):
+                        enc_ts, enc_t = None, enc_ts[0]    # one timestamp for all: the same bytes
+                    pid = {}
+                    if self._idempotent:
+                        seq = seqs.get(p)
+                        if seq is None:
+                            seq = self._sequences.get((topic, p), 0)
+                        seqs[p] = (seq + hi - lo) % 2**31
+                        pid = {"producer_id": self._producer_id, "producer_epoch": self._epoch, "base_sequence": seq}
+                    batch = encode_batch(v[lo:hi] if lo or hi != len(v) else v,
+                                         None if k is None else k[lo:hi], enc_ts, compression=codec,
+                                         timestamp=enc_t, encoded_headers=hpart, **pid)
+                    plan.append((p, idx, lo, hi, batch, pid.get("base_sequence")))
+            err = None
+            for p, idx, lo, hi, batch, seq in plan:
+                try:
+                    res = self._append_with_retries(t.partition(p), batch)
+                except (EmbedlogError, OSError) as e:
+                    err = error_from(e) if isinstance(e, EmbedlogError) else KafkaError(KafkaError._FAIL, str(e))
+                    break
+                if seq is not None:
+                    self._sequences[(topic, p)] = (seq + hi - lo) % 2**31
+                if self._acks == 0:
+                    report._batches.append((p, OFFSET_INVALID, OFFSET_INVALID, idx, lo, hi))
+                else:
+                    report._batches.append((p, res.base_offset, res.last_offset, idx, lo, hi))
+        report._error = err
+        if on_delivery is not None:
+            with self._reports_cond:
+                self._reports.append((on_delivery, report, None))
+                self._reports_cond.notify_all()
+        elif err is not None:
+            raise KafkaException(err)
+        return n
+
     def _make_room(self, acc, size):
         """produce() found the queue full, the producer closed, or a chunk the record
         would push past the batch limit: raise, or send the chunk first (so a full chunk
@@ -367,8 +677,7 @@ class Producer:
             if not 0 <= partition < n:
                 raise KafkaException(KafkaError(KafkaError._UNKNOWN_PARTITION,
                                                 f"topic {topic} has partitions 0..{n - 1}, not {partition}"))
-            if n > acc.nparts:
-                acc.nparts = n
+            acc.nparts = max(acc.nparts, n)
         if not isinstance(timestamp, int) or isinstance(timestamp, bool) or timestamp < 0:
             raise TypeError(f"timestamp must be a non-negative int (ms), not {timestamp!r}")
         if headers is not None and not isinstance(headers, (list, tuple, dict)):
@@ -608,7 +917,10 @@ class Producer:
             while True:
                 cb, sent, i = pop()
                 served += 1
-                cb(sent.error, _DeliveryReport(sent, i))
+                if i is None:                    # produce_batch(): one report for the call
+                    cb(sent._error, sent)
+                else:
+                    cb(sent.error, _DeliveryReport(sent, i))
         except IndexError:
             pass
         if served:

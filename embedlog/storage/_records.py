@@ -11,6 +11,7 @@ from __future__ import annotations
 import struct
 import time
 from array import array
+from itertools import repeat
 from typing import NamedTuple
 
 from . import _compression
@@ -214,10 +215,12 @@ def encode_batch(values, keys=None, timestamps=None, headers=None, *, compressio
     if n == 0:
         raise ValueError("a batch needs at least one record")
     if keys is None:
-        keys = [None] * n
-    if len(keys) != n:
-        raise ValueError(f"{len(keys)} keys for {n} values")
-    key_blob, key_lens = _as_bytes_list(keys, "key")
+        keys = repeat(None, n)      # only the slow path below iterates it
+        key_blob, key_lens = b"", array("i", [-1]) * n
+    else:
+        if len(keys) != n:
+            raise ValueError(f"{len(keys)} keys for {n} values")
+        key_blob, key_lens = _as_bytes_list(keys, "key")
     value_blob, value_lens = _as_bytes_list(values, "value")
     if timestamps is None:
         ts = now_ms() if timestamp is None else timestamp
@@ -269,7 +272,7 @@ def encode_batch(values, keys=None, timestamps=None, headers=None, *, compressio
         cbuf + HEADER_SIZE, cap - HEADER_SIZE, key_blob, len(key_blob), hp.i32(key_lens),
         value_blob, len(value_blob), hp.i32(value_lens), ts_arr, base_ts, hdr_ptr, hdr_lens_ptr, od_ptr, n)
     if written == -2:   # some memoryview of wider items: lengths in items, not bytes
-        key_blob, key_lens = _as_bytes_list_slow(keys, "key")
+        key_blob, key_lens = _as_bytes_list_slow(list(keys), "key")
         value_blob, value_lens = _as_bytes_list_slow(values, "value")
         written = hp.lib.el_encode_records(
             cbuf + HEADER_SIZE, cap - HEADER_SIZE, key_blob, len(key_blob), hp.i32(key_lens),
@@ -295,7 +298,7 @@ def encode_batch(values, keys=None, timestamps=None, headers=None, *, compressio
     return buf
 
 
-def rebuild_batch(h: "BatchHeader", cols: "Columns", keep, *, delete_horizon: int | None = None):
+def rebuild_batch(h: BatchHeader, cols: Columns, keep, *, delete_horizon: int | None = None):
     """The batch `h` reduced to the records at indices `keep` of its decoded columns, as
     Kafka's cleaner rewrites a v2 batch: baseOffset, lastOffsetDelta, producer id, epoch
     and base sequence, partitionLeaderEpoch, codec and timestamp type are kept; each
