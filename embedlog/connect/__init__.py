@@ -8,5 +8,8 @@ May import: `embedlog.storage`, `embedlog.client` and the standard library; conf
 (the `kafka` extra) only inside `_ends.KafkaEnd`. Not `embedlog.cli` nor the server.
 """
 from ._bridge import Bridge, BridgeError, bridge
+from ._data import ConnectError, Connector, SinkRecord, SourceRecord
+from ._runner import Worker, run
 
-__all__ = ["Bridge", "BridgeError", "bridge"]
+__all__ = ["Bridge", "BridgeError", "ConnectError", "Connector", "SinkRecord", "SourceRecord", "Worker", "bridge",
+           "run"]

@@ -53,11 +53,13 @@ NOOP_KEYS = {"header.converter", "config.action.reload", "errors.log.enable", "e
              "offset.flush.interval.ms", "offset.flush.timeout.ms", "consumer.override.auto.offset.reset"}
 _SUB_PREFIXES = ("key.converter.", "value.converter.", "transforms.", "topic.creation.default.")
 
-# connector.class -> (module, class) of the embedlog implementation.
+# connector.class (its Java name) -> "module:Class" of the embedlog implementation, imported
+# only when a connector of that class is checked or run, so a missing or broken module fails
+# only the connectors that use it. Add a connector with one line here.
 PLUGINS = {
-    "org.apache.kafka.connect.file.FileStreamSourceConnector": ("_file", "FileStreamSource"),
-    "org.apache.kafka.connect.file.FileStreamSinkConnector": ("_file", "FileStreamSink"),
-    "io.debezium.connector.postgresql.PostgresConnector": ("_postgres", "PostgresConnector"),
+    "org.apache.kafka.connect.file.FileStreamSourceConnector": "embedlog.connect._file:FileStreamSource",
+    "org.apache.kafka.connect.file.FileStreamSinkConnector": "embedlog.connect._file:FileStreamSink",
+    "io.debezium.connector.postgresql.PostgresConnector": "embedlog.connect._postgres:PostgresSource",
 }
 
 
@@ -65,12 +67,14 @@ def _aliases() -> dict[str, str]:
     out = {}
     for full in PLUGINS:
         simple = full.rsplit(".", 1)[1]
-        for a in (full, simple, simple[:-len("Connector")] if simple.endswith("Connector") else simple):
+        for a in (full, simple, simple.removesuffix("Connector")):
             out[a] = full
     return out
 
 
 def resolve_class(name: str) -> str:
+    """The Java name of a connector.class given as Kafka Connect accepts it (full, simple,
+    or simple without `Connector`)."""
     full = _aliases().get(name)
     if full is None:
         near = difflib.get_close_matches(name, list(_aliases()), n=1)
@@ -80,8 +84,13 @@ def resolve_class(name: str) -> str:
 
 
 def plugin(class_name: str):
-    module, cls = PLUGINS[resolve_class(class_name)]
-    return getattr(importlib.import_module(f"{__package__}.{module}"), cls)
+    full = resolve_class(class_name)
+    module, _, cls = PLUGINS[full].partition(":")
+    try:
+        return getattr(importlib.import_module(module), cls)
+    except (ImportError, AttributeError) as e:
+        raise ConnectError(f"connector.class {full}: its implementation {PLUGINS[full]} cannot be loaded "
+                           f"({type(e).__name__}: {e})") from None
 
 
 def _text(value) -> str:
@@ -91,6 +100,8 @@ def _text(value) -> str:
         return ",".join(map(str, value))
     if value is None:
         raise ConnectError("config values may not be null")
+    if isinstance(value, dict):
+        raise ConnectError("config values are strings (Kafka Connect's flat config), not JSON objects")
     return str(value)
 
 
@@ -100,7 +111,8 @@ def _typed(key: str, spec: Key, value: str):
             n = int(value)
         except ValueError:
             raise ConnectError(f"{key} must be an integer, not {value!r}") from None
-        if n < 1 and key in ("tasks.max", "batch.size", "topic.creation.default.partitions"):
+        if n < 1 and key in ("tasks.max", "batch.size", "batch.max.rows",
+                                  "topic.creation.default.partitions"):
             raise ConnectError(f"{key} must be at least 1, not {n}")
         return n
     if spec.type == "bool":
@@ -125,7 +137,12 @@ def check(config: dict, *, name: str | None = None) -> Checked:
     """Validate a connector config; raises ConnectError naming the first problem."""
     if not isinstance(config, dict):
         raise ConnectError(f"a connector config is a JSON object, not {type(config).__name__}")
-    raw = {str(k): _text(v) for k, v in config.items()}
+    raw = {}
+    for k, v in config.items():
+        try:
+            raw[str(k)] = _text(v)
+        except ConnectError as e:
+            raise ConnectError(f"config key {k!r}: {e}") from None
     if name is not None:
         if raw.get("name", name) != name:
             raise ConnectError(f"the config's name {raw['name']!r} is not the connector's name {name!r}")
@@ -158,6 +175,12 @@ def check(config: dict, *, name: str | None = None) -> Checked:
                                         and k not in table and k not in NOOP_KEYS}
     if cls.kind == "sink" and bool(values["topics"]) == bool(values["topics.regex"]):
         raise ConnectError(f"connector {cname}: a sink needs topics or topics.regex (one of them)")
+    if cls.kind == "sink" and values["topics.regex"]:
+        try:
+            re.compile(values["topics.regex"])
+        except re.error as e:
+            raise ConnectError(f"connector {cname}: topics.regex {values['topics.regex']!r} is not a regular "
+                               f"expression ({e})") from None
     try:
         _converters.converter(raw, "key")
         _converters.converter(raw, "value")
@@ -166,3 +189,11 @@ def check(config: dict, *, name: str | None = None) -> Checked:
     except ConnectError as e:
         raise ConnectError(f"connector {cname}: {e}") from None
     return Checked(cname, cls, raw, values)
+
+
+def plugin_kind(class_name: str) -> str:
+    """"source" or "sink" for a connector.class ("unknown" when it cannot be loaded)."""
+    try:
+        return plugin(class_name).kind
+    except ConnectError:
+        return "unknown"

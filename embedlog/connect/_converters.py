@@ -67,14 +67,20 @@ class Converter:
         self.schemas = enable == "true"
 
     def from_connect(self, schema: dict | None, value) -> bytes | None:
-        if value is None and (self.kind != "json" or not self.schemas or schema is None):
-            return None
+        if value is None and schema is None:
+            return None                               # a tombstone stays one, as with Kafka's converters
         if self.kind == "bytes":
-            return value if isinstance(value, bytes) else _text(value).encode()
+            if value is None:
+                return None
+            if isinstance(value, (bytes, bytearray, memoryview)):
+                return bytes(value)
+            if isinstance(value, str):
+                return value.encode()
+            raise ConnectError(f"ByteArrayConverter is not compatible with objects of type {type(value).__name__} "
+                               f"({self.role})")
         if self.kind == "string":
-            return _text(value).encode()
-        if value is None:
-            return None                               # a tombstone, as Kafka's JsonConverter writes it
+            return None if value is None else _text(value).encode()
+        # JsonConverter: with schemas.enable the envelope, also around a null payload.
         doc = {"schema": schema, "payload": _jsonable(value)} if self.schemas else _jsonable(value)
         return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
 
@@ -96,7 +102,26 @@ class Converter:
             raise ConnectError(f"JsonConverter with schemas.enable requires \"schema\" and \"payload\" fields "
                                f"and may not contain additional fields ({self.role}); set "
                                f"{self.role}.converter.schemas.enable=false for plain JSON")
-        return doc["schema"], doc["payload"]
+        return doc["schema"], _from_json(doc["schema"], doc["payload"], self.role)
+
+
+def _from_json(schema: dict | None, value, role: str):
+    """A payload under its schema: BYTES from base64, into structs, arrays and maps."""
+    if schema is None or value is None:
+        return value
+    t = schema.get("type")
+    if t == "bytes":
+        try:
+            return base64.b64decode(value, validate=True)
+        except (ValueError, TypeError):
+            raise ConnectError(f"{role}: invalid bytes field (not base64): {str(value)[:40]!r}") from None
+    if t == "struct" and isinstance(value, dict):
+        return {f["field"]: _from_json(f, value.get(f["field"]), role) for f in schema.get("fields", ())}
+    if t == "array" and isinstance(value, list):
+        return [_from_json(schema.get("items"), v, role) for v in value]
+    if t == "map" and isinstance(value, dict):
+        return {k: _from_json(schema.get("values"), v, role) for k, v in value.items()}
+    return value
 
 
 def converter(config: dict[str, str], role: str) -> Converter:

@@ -16,7 +16,7 @@ build them. Values of a struct are dicts by field name.
 """
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 from ..storage._errors import EmbedlogError
 
@@ -101,7 +101,7 @@ class Connector:
     """
 
     kind = "source"
-    CONFIG: dict = {}
+    CONFIG: ClassVar[dict] = {}
 
     @classmethod
     def check(cls, values: dict) -> None:
