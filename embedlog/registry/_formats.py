@@ -37,7 +37,7 @@ import importlib
 
 from ..storage._errors import EmbedlogError
 
-__all__ = ["InvalidSchema", "SerializationError", "SchemaFormatError", "get", "TYPES"]
+__all__ = ["TYPES", "InvalidSchema", "SchemaFormatError", "SerializationError", "get"]
 
 
 class SchemaFormatError(EmbedlogError):

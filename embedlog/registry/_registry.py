@@ -420,6 +420,18 @@ class Registry:
                 raise E.SchemaNotFound(f"Schema {schema_id} not found")
             return self._schema(None, None, schema_id)
 
+    def parsed_by_id(self, schema_id: int):
+        """The schema with this id parsed by its format (the serdes' decoder); 40403 if none."""
+        with self._mutex:
+            self.get_by_id(schema_id)
+            return self._parsed_of(schema_id)
+
+    def parse(self, schema: str, schema_type: str = "AVRO", references=()):
+        """Parse a schema text with its references resolved from the registry (42201 if invalid)."""
+        with self._mutex:
+            self._catch_up()
+            return self._parse(schema, _schema_type(schema_type), _refs(references))
+
     def id_versions(self, schema_id: int, deleted: bool = False) -> list[tuple[str, int]]:
         """(subject, version) pairs holding the id (GET /schemas/ids/{id}/versions)."""
         with self._mutex:
