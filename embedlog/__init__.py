@@ -32,6 +32,7 @@ _EXPORTS = {
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 _WHERE["open"] = "storage._log"          # embedlog.open(path), like sqlite3.connect
+_WHERE["registry"] = "registry"          # embedlog.registry(log): the callable package embedlog/registry
 _RENAMED = {"open": "open_log"}
 
 __all__ = sorted([*_WHERE, "__version__"])
