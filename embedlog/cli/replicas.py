@@ -2,9 +2,11 @@
 (FORMAT.md §15), Kafka's replicas and ISR as a shim on one host."""
 from __future__ import annotations
 
+import os
+
 import click
 
-from ._common import CliError, Group, dir_option, echo_json, emit_rows, note, open_log, output_options
+from ._common import CliError, Group, dir_option, echo_json, emit_rows, log_dir, note, open_log, output_options
 
 
 @click.group(cls=Group)
@@ -24,13 +26,33 @@ def _storage(fn, *args):
 @dir_option
 @click.argument("path")
 def add(path):
-    """Add a mirror directory (or bring a removed one back: it catches up)."""
-    log = open_log()
+    """Add a mirror directory (or bring a removed one back, or rebuild one that vanished).
+
+    The log directory may be an existing empty directory: it becomes a log, as with
+    `topics create`."""
+    where = log_dir()
+    create = os.path.isdir(where) and not os.listdir(where)
+    log = open_log(create=create)
     try:
         entry = _storage(log.add_replica, path)
+    except CliError:
+        if create:            # it was empty: a refused mirror leaves it so, not half a log
+            log.close()
+            _empty(where)
+        raise
     finally:
         log.close()
     click.echo(f"Added mirror {entry['id']} at {entry['path']}.")
+
+
+def _empty(path):
+    import shutil
+    for name in os.listdir(path):
+        p = os.path.join(path, name)
+        if os.path.isdir(p) and not os.path.islink(p):
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            os.unlink(p)
 
 
 @replicas.command()
@@ -64,7 +86,8 @@ def status(topics, fmt):
         r["tp"] = f"{r['topic']}-{r['partition']}"
         r["leo"] = "?" if r["log_end_offset"] is None else r["log_end_offset"]
         r["lag_"] = "?" if r["lag"] is None else r["lag"]
-        r["isr"] = "yes" if r["in_sync"] else ("failed" if r.get("failed") else
+        r["isr"] = "yes" if r["in_sync"] else ("vanished" if r.get("vanished") else
+                                               "failed" if r.get("failed") else
                                                "removed" if r.get("removed") else "no")
     emit_rows(fmt, rows, ["PARTITION", "REPLICA", "ROLE", "LOG-END-OFFSET", "LAG", "IN-SYNC", "PATH"],
               ["tp", "replica", "role", "leo", "lag_", "isr", "path"])
@@ -86,20 +109,29 @@ def promote(path):
 @replicas.command()
 @dir_option
 def repair():
-    """Replace damaged segments of the primary by an in-sync mirror's copy."""
+    """Replace damaged segments of the primary by an in-sync mirror's copy, and rebuild
+    mirrors that vanished (removed, replaced, unmounted)."""
+    from embedlog.storage._replication import rebuild_vanished
     from embedlog.storage._replication import repair as do_repair
     log = open_log()
-    done = []
+    done, rebuilt = [], []
     try:
         for name in log.topics():
             t = log.topic(name)
             if t.replicas:
                 for part in t.partitions:
+                    rebuilt += [dict(r, tp=f"{name}-{part.partition}") for r in _storage(rebuild_vanished, part)]
                     done += _storage(do_repair, part)
     finally:
         log.close()
-    if not done:
+    for r in rebuilt:
+        if r["error"] is None:
+            click.echo(f"Rebuilding mirror {r['mirror']} of {r['tp']} at {r['path']} (copied from scratch).")
+    if not done and not rebuilt:
         click.echo("No damaged segment found.")
     for d in done:
         click.echo(f"Repaired {d['segment']} from {d['from']} "
                    f"({d['valid_bytes_before']} -> {d['valid_bytes_after']} valid bytes).")
+    refused = sorted({r["error"] for r in rebuilt if r["error"]})
+    if refused:
+        raise CliError(refused[0] + (f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""))

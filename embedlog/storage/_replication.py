@@ -17,9 +17,20 @@ directory's futex word, so mirrors (and the high watermark) follow within a wake
 
 Per-partition replication state lives in partition.state (a cache, rebuilt empty after a
 reboot: every mirror is then verified against the primary before it counts again):
-    256 + 64*slot:  leo, durable_leo, base, size, caught_up_ms, flags, failed_ms, (spare)
+    256 + 64*slot:  leo, durable_leo, base, size, caught_up_ms, flags, failed_ms, vanish word
 flags: VERIFIED (the mirror's active segment is known to be a prefix of the primary's),
-IN_ISR, FAILED (the last copy failed with an I/O error; retried after a backoff).
+IN_ISR, FAILED (the last copy failed with an I/O error; retried after a backoff),
+VANISHED (the mirror directory was removed, replaced, re-marked or unmounted: never
+written again until `replicas add` bumps the registry entry's epoch past the one in the
+slot's vanish word, or `replicas repair` clears it).
+
+A mirror is not trusted to stay where its descriptors point: every copy checks that the
+active segment's path still names the file its descriptor writes to (st_dev, st_ino) and
+that the directory's marker (embedlog.json, "mirror_of" this log) is the one verified,
+before the copy (nothing is written into a directory that is no longer this log's
+mirror) and after it (a copy the directory vanished under does not count): four stat
+calls a copy batch. The slow path (first copy, roll, retention) re-reads the marker
+before it writes anything.
 """
 from __future__ import annotations
 
@@ -44,8 +55,10 @@ COPY_LOCK_BASE = 8                # byte 8 + slot of partition.state: the mirror
 COPY_CHUNK = 8 << 20
 FAILED_BACKOFF_MS = 1000
 _SLOT_BASE, _SLOT_SIZE = 256, 64
-LEO, DURABLE, BASE, SIZE, CAUGHT_UP, FLAGS, FAILED_MS = range(7)
-VERIFIED, IN_ISR, FAILED, DISTRUST = 1, 2, 4, 8
+LEO, DURABLE, BASE, SIZE, CAUGHT_UP, FLAGS, FAILED_MS, VANISH_WORD = range(8)
+VERIFIED, IN_ISR, FAILED, DISTRUST, VANISHED = 1, 2, 4, 8, 16
+MARKER = "embedlog.json"
+# VANISH_WORD: (number of vanishes seen << 32) | the registry epoch of the directory that vanished
 
 
 _pool = None
@@ -97,6 +110,36 @@ def mirror_marker(primary_path) -> dict:
     return {"format": "embedlog", "version": 1, "mirror_of": os.path.abspath(primary_path)}
 
 
+def registry_epoch(log_path, replica_id: int) -> int:
+    """The entry's epoch: bumped by every `replicas add` of it (a rebuilt directory)."""
+    for r in read_replicas(log_path):
+        if r["id"] == replica_id:
+            return int(r.get("epoch", 0))
+    return 0
+
+
+def marker_problem(mirror_root, primary_path) -> str | None:
+    """Why mirror_root is not (any more) a mirror directory of primary_path, or None."""
+    marker = os.path.join(mirror_root, MARKER)
+    try:
+        with open(marker, "rb") as f:
+            doc = json.loads(f.read())
+    except FileNotFoundError:
+        if not os.path.isdir(mirror_root):
+            return f"the directory {mirror_root} is gone"
+        return f"{marker} is gone (the directory was replaced or emptied)"
+    except (OSError, ValueError) as e:
+        return f"{marker} is unreadable ({e})"
+    if not isinstance(doc, dict) or doc.get("format") != "embedlog":
+        return f"{marker} does not describe an embedlog directory any more"
+    owner = doc.get("mirror_of")
+    if owner is None:
+        return f"{marker} now marks a primary log, not a mirror"
+    if os.path.abspath(owner) != os.path.abspath(primary_path):
+        return f"{marker} now marks a mirror of {owner}"
+    return None
+
+
 def init_mirror_dir(mirror_path, primary_path):
     """Make (or adopt) a mirror directory: an embedlog directory marked as this log's mirror."""
     marker = os.path.join(mirror_path, "embedlog.json")
@@ -134,6 +177,7 @@ def add_replica(log, path) -> dict:
         entry = {"id": max([r["id"] for r in replicas], default=0) + 1, "path": path}
         replicas.append(entry)
     entry.pop("removed", None)
+    entry["epoch"] = int(entry.get("epoch", 0)) + 1    # an explicit add: a vanished copy is rebuilt
     write_replicas(log.path, replicas)
     return entry
 
@@ -170,6 +214,12 @@ class _Busy(Exception):
     was recorded, and the next copy starts again."""
 
 
+class MirrorVanishedError(StorageError):
+    """The mirror directory is not where its copies were going any more (removed,
+    replaced, re-marked, unmounted): the mirror left the ISR and is not written to until
+    `embedlog replicas add PATH` (or `replicas repair`) rebuilds it."""
+
+
 class PartitionMirror:
     """The copy of one partition in one mirror directory (slot = its place in the topic's
     replica list)."""
@@ -186,6 +236,8 @@ class PartitionMirror:
         self.last_error = None            # the last copy failure seen by this process
         self._active_file = None          # (base, inode) of the primary file last copied as active
         self._seen = None                 # (swap word, segments version) when this copy started
+        self._marker_key = None           # (dev, ino, size, mtime) of the marker last verified
+        self._epoch = 0                   # the registry epoch of the directory verified
         self._mutex = threading.Lock()
 
     def set_root(self, root: str | None):
@@ -226,6 +278,8 @@ class PartitionMirror:
         """Why this mirror does not count, for error messages."""
         if self.root is None:
             return f"mirror {self.replica_id} was removed"
+        if self.flags() & VANISHED:
+            return self.last_error or self._vanished_message("it vanished (removed, replaced or unmounted)")
         if self.flags() & FAILED:
             return self.last_error or f"mirror {self.replica_id} failed (see `embedlog replicas status`)"
         return f"mirror {self.replica_id} is out of the in-sync set (lag {self.part._fields()[st.F_LOG_END] - self.get(LEO)})"
@@ -241,10 +295,16 @@ class PartitionMirror:
                 return False
             self._seen = None
             try:
+                if self.flags() & VANISHED and not self._vanish_cleared():
+                    raise MirrorVanishedError(self.last_error or self._vanished_message(
+                        "it vanished (removed, replaced or unmounted)"), path=self.root)
                 self._sync_locked(durable)
             except _Busy:
                 self.close()
                 return False
+            except MirrorVanishedError:
+                self.close()
+                raise
             except OSError as e:
                 self.close()
                 if self._primary_moved():
@@ -270,6 +330,75 @@ class PartitionMirror:
         f = self.part.state.load()
         return f is None or (self.part.state.swap_word(), f[st.F_SEGMENTS_VERSION]) != self._seen
 
+    # -- is the mirror still where its descriptors write?
+    def _log_path(self) -> str:
+        return os.path.dirname(self.part.path)
+
+    def _vanished_message(self, why: str) -> str:
+        return (f"mirror {self.replica_id} of {self.part.topic}-{self.part.partition} at {self.root}: {why}; "
+                f"it left the in-sync set and nothing more is written there until "
+                f"`embedlog replicas add {self.root}` (or `embedlog replicas repair`) rebuilds it")
+
+    def _vanish(self, why: str, epoch: int | None = None):
+        """Record that the directory vanished (shared: every process stops copying) and raise."""
+        word = self.get(VANISH_WORD)
+        self.set(VANISH_WORD, (((word >> 32) + 1) << 32) | ((self._epoch if epoch is None else epoch) & 0xFFFFFFFF))
+        self.update_flags(VANISHED | FAILED, VERIFIED | IN_ISR)
+        self.set(FAILED_MS, now_ms())
+        self.close()
+        self._marker_key = None
+        self.last_error = self._vanished_message(why)
+        raise MirrorVanishedError(self.last_error, path=self.root)
+
+    def _vanish_cleared(self) -> bool:
+        """A `replicas add` since the vanish (the registry epoch moved past the slot's)?"""
+        try:
+            epoch = registry_epoch(self._log_path(), self.replica_id)
+        except EmbedlogError:
+            return False
+        if epoch <= self.get(VANISH_WORD) & 0xFFFFFFFF:
+            return False
+        clear_vanished(self)
+        return True
+
+    def _marker_changed(self) -> bool:
+        try:
+            s = os.stat(os.path.join(self.root, MARKER))
+        except OSError:
+            return True
+        return (s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns) != self._marker_key
+
+    def _verify_marker(self, epoch: int):
+        """Slow path, before anything is written: the directory is still this log's mirror."""
+        why = marker_problem(self.root, self._log_path())
+        if why is None and self.flags() & VERIFIED and not os.path.isdir(self.path):
+            why = f"the partition folder {self.path} is gone"
+        if why is not None:
+            self._vanish(why, epoch)
+        s = os.stat(os.path.join(self.root, MARKER))
+        self._marker_key = (s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns)
+        self._epoch = epoch
+
+    def _check_still_there(self):
+        """After a copy through the open descriptors, before it counts: the active segment's
+        path still names the file written to, and the marker is the one verified (a marker
+        rewritten in place with the same owner, by `replicas add`, is accepted)."""
+        a = self._active
+        where = os.path.join(self.path, segment_name(a[1]) + ".log")
+        try:
+            s = os.stat(where)
+        except OSError as e:
+            self._vanish(f"{where} is gone ({e.strerror or e})")
+        if (s.st_dev, s.st_ino) != a[5]:
+            self._vanish(f"{where} is no longer the file being copied to (the directory was replaced, "
+                         "or its file system unmounted)")
+        if self._marker_changed():
+            why = marker_problem(self.root, self._log_path())
+            if why is not None:
+                self._vanish(why)
+            s = os.stat(os.path.join(self.root, MARKER))
+            self._marker_key = (s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns)
+
     def close(self):
         a, self._active = self._active, None
         if a is not None:
@@ -282,9 +411,16 @@ class PartitionMirror:
         fields = part._fields()
         a = self._active
         if a is not None and a[0] == fields[st.F_SEGMENTS_VERSION] and a[1] == fields[st.F_ACTIVE_BASE] \
-                and self.flags() & VERIFIED and self.get(BASE) == a[1]:
+                and self.flags() & VERIFIED and self.get(BASE) == a[1] and self.get(VANISH_WORD) == a[6]:
             return self._sync_fast(fields, durable, started)
+        if a is not None and self.get(VANISH_WORD) == a[6]:
+            self._check_still_there()       # the old descriptors' files: still the mirror's?
         self.close()
+        try:
+            epoch = registry_epoch(self._log_path(), self.replica_id)     # read before the marker
+        except EmbedlogError:
+            epoch = self._epoch
+        self._verify_marker(epoch)
         self._sync_slow(fields, durable, started)
         # Keep the active segment's six files open for the next copies.
         base = fields[st.F_ACTIVE_BASE]
@@ -299,9 +435,11 @@ class PartitionMirror:
             for fd in fds:
                 os.close(fd)
             return
+        d = os.fstat(fds[1])
         self._active = [fields[st.F_SEGMENTS_VERSION], base, fds, fields[st.F_INDEX_ENTRIES],
-                        fields[st.F_TIMEINDEX_ENTRIES]]
+                        fields[st.F_TIMEINDEX_ENTRIES], (d.st_dev, d.st_ino), self.get(VANISH_WORD)]
         self._active_file = (base, os.fstat(fds[0]).st_ino)
+        self._check_still_there()         # opened by path after the marker check: the same place?
 
     def _sync_fast(self, fields, durable: bool, started: int):
         """The common case: same segments as last time; append the new bytes of the active
@@ -309,6 +447,7 @@ class PartitionMirror:
         a = self._active
         fds = a[2]
         end = fields[st.F_ACTIVE_SIZE]
+        self._check_still_there()         # before: nothing goes to a directory that is not ours
         _copy_fds(fds[0], fds[1], self.get(SIZE), end, self.path)
         hit("mirror.after_copy")
         for k, (field, width) in enumerate(((st.F_INDEX_ENTRIES, 8), (st.F_TIMEINDEX_ENTRIES, 12))):
@@ -320,6 +459,7 @@ class PartitionMirror:
                 a[3 + k] = new
         if durable:
             _io.fdatasync(fds[1], self.path)
+        self._check_still_there()         # after: a copy the directory vanished under does not count
         self._record(fields, durable, started)
 
     def _record(self, fields, durable: bool, started: int):
@@ -354,7 +494,10 @@ class PartitionMirror:
         if not os.path.isdir(self.path):
             if not os.path.isdir(self.root):
                 raise FileNotFoundError(2, "mirror directory is missing", self.root)
-            _io.makedirs(self.path, exist_ok=True)
+            try:
+                _io.mkdir(self.path)            # the root was verified: it is never recreated here
+            except FileExistsError:
+                pass
         if not self.flags() & VERIFIED:
             # A former primary's own state must not outlive its demotion: a later promotion
             # would trust it. A mirror folder holds segments and indexes only.
@@ -644,8 +787,9 @@ def update_isr_locked(part, fields, now: int) -> bool:
         if flags & IN_ISR:
             if flags & FAILED or m.root is None or (m.get(LEO) < leo and now - m.get(CAUGHT_UP) > lag_max):
                 m.update_flags(0, IN_ISR)
-        elif flags & VERIFIED and not flags & FAILED and m.root is not None and m.get(LEO) >= fields[st.F_HIGH_WATERMARK]:
-            m.update_flags(IN_ISR, 0, FAILED)      # caught up to the high watermark: back in (unless it just failed)
+        elif flags & VERIFIED and not flags & (FAILED | VANISHED) and m.root is not None \
+                and m.get(LEO) >= fields[st.F_HIGH_WATERMARK]:
+            m.update_flags(IN_ISR, 0, FAILED | VANISHED)      # caught up to the high watermark: back in (unless it just failed)
         if m.flags() & IN_ISR:
             hw = min(hw, m.get(LEO))
     hw = max(hw, fields[st.F_HIGH_WATERMARK])
@@ -653,6 +797,38 @@ def update_isr_locked(part, fields, now: int) -> bool:
         fields[st.F_HIGH_WATERMARK] = hw
         return True
     return False
+
+
+def clear_vanished(m) -> None:
+    """An explicit rebuild (`replicas add`, `replicas repair`): the mirror is copied to
+    again, verified from scratch (every process's descriptors are dropped: the vanish
+    count they were opened under is past)."""
+    m.update_flags(0, VANISHED | FAILED | VERIFIED | IN_ISR)
+    m.set(FAILED_MS, 0)
+    m.close()
+    m._closed_ok.clear()
+    m._config_seen = None
+    m._marker_key = None
+    m.last_error = None
+
+
+def rebuild_vanished(part) -> list[dict]:
+    """`embedlog replicas repair`: every mirror of the partition that vanished is made a
+    mirror directory again (created if gone; an empty one adopted; a foreign or re-marked
+    one refused: {"mirror", "path", "error"}) and copied to from scratch by the next copy."""
+    done = []
+    for m in part.mirrors:
+        if m.root is None or not m.flags() & VANISHED:
+            continue
+        try:
+            init_mirror_dir(m.root, os.path.dirname(part.path))
+        except (OSError, ValueError) as e:
+            done.append({"mirror": m.replica_id, "path": m.path,
+                         "error": f"cannot rebuild mirror {m.replica_id} at {m.root}: {getattr(e, 'strerror', None) or e}"})
+            continue
+        clear_vanished(m)
+        done.append({"mirror": m.replica_id, "path": m.path, "error": None})
+    return done
 
 
 def isr_size(part) -> int:
@@ -690,7 +866,7 @@ def status(part) -> list[dict]:
                      "log_end_offset": m.get(LEO) if known else None,
                      "lag": leo - m.get(LEO) if known else None,
                      "in_sync": m.in_isr(), "failed": bool(flags & FAILED),
-                     "removed": m.root is None})
+                     "vanished": bool(flags & VANISHED), "removed": m.root is None})
     return rows
 
 
@@ -745,7 +921,8 @@ class Replicator:
 
 
 __all__ = ["read_replicas", "write_replicas", "add_replica", "remove_replica", "choose_replicas",
-           "PartitionMirror", "refresh", "status", "update_isr_locked", "isr_size", "Replicator"]
+           "PartitionMirror", "MirrorVanishedError", "refresh", "status", "update_isr_locked", "isr_size",
+           "rebuild_vanished", "Replicator"]
 
 
 # ------------------------------------------------------------------ failover and repair
@@ -846,8 +1023,11 @@ def repair(part) -> list[dict]:
                         repaired.append({"segment": seg.log_path, "from": cand.log_path,
                                          "valid_bytes_before": r.valid_size, "valid_bytes_after": cr.valid_size})
                         break
-            st.fsync_dir(part.path)
-            part.state.invalidate()             # every process re-derives the state from the files
+            if repaired:
+                st.fsync_dir(part.path)
+                part.state.invalidate()         # every process re-derives the state from the files
+            else:
+                part.state.set_in_append(0)     # nothing changed: the state (and what it knows of mirrors) stands
         finally:
             part.state.unlock(st.LOCK_APPEND)
     return repaired
