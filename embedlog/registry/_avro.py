@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import fastavro
 from fastavro.schema import SchemaParseException, UnknownType
@@ -41,7 +42,56 @@ def _load(text: str, what: str):
         raise InvalidSchema(f"{what} is not JSON: {text[:80]!r}") from None
 
 
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_REQUIRED = {"record": ("fields", list), "error": ("fields", list), "enum": ("symbols", list),
+             "fixed": ("size", int), "array": ("items", object), "map": ("values", object)}
+
+
+def _validate(obj, where: str):
+    """What the Avro specification requires and fastavro lets pass or reports as a bare
+    KeyError: a record's fields, unique valid field names, valid type names, sizes."""
+    if isinstance(obj, list):
+        for i, branch in enumerate(obj):
+            _validate(branch, f"{where}/{i}")
+        return
+    if not isinstance(obj, dict):
+        return
+    t = obj.get("type")
+    if isinstance(t, (dict, list)):
+        return _validate(t, where)
+    need = _REQUIRED.get(t)
+    if need is not None:
+        key, kind = need
+        if key not in obj or not isinstance(obj[key], kind) or isinstance(obj[key], bool):
+            raise InvalidSchema(f"at {where or '/'}: a {t} needs {key!r} ({kind.__name__})")
+    if t in _NAMED:
+        name = obj.get("name")
+        if not isinstance(name, str) or not all(_NAME.match(part) for part in name.split(".")):
+            raise InvalidSchema(f"at {where or '/'}: {name!r} is not a valid Avro name")
+    if t in ("record", "error"):
+        seen = set()
+        for i, fld in enumerate(obj["fields"]):
+            if not isinstance(fld, dict) or not isinstance(fld.get("name"), str) or not _NAME.match(fld["name"]):
+                raise InvalidSchema(f"at {where}/fields/{i}: a field needs a valid 'name'")
+            if fld["name"] in seen:
+                raise InvalidSchema(f"at {where}/fields/{i}: field {fld['name']!r} is defined twice")
+            if "type" not in fld:
+                raise InvalidSchema(f"at {where}/fields/{i}: field {fld['name']!r} has no 'type'")
+            seen.add(fld["name"])
+            _validate(fld["type"], f"{where}/fields/{i}")
+    elif t == "array":
+        _validate(obj["items"], f"{where}/items")
+    elif t == "map":
+        _validate(obj["values"], f"{where}/values")
+    elif t == "fixed" and obj["size"] < 0:
+        raise InvalidSchema(f"at {where or '/'}: a fixed size must be >= 0, not {obj['size']}")
+
+
 def _parse(obj, named: dict, what: str):
+    try:
+        _validate(obj, "")
+    except InvalidSchema as e:
+        raise InvalidSchema(f"{what}: {e}") from None
     try:
         return fastavro.parse_schema(obj, named_schemas=named, _write_hint=False)
     except UnknownType as e:
@@ -74,6 +124,8 @@ class AvroSchema:
                 name = next(iter(pending))
                 _parse(_load(pending[name], f"reference {name!r}"), dict(named), f"reference {name!r}")
         obj = _load(text, "the schema")
+        self._obj, self._refs_named = obj, dict(named)
+        self._codec = None
         self.tree = _parse(obj, named, "the schema")
         self.named = named
         self._own = [n for n in _defined_names(obj)]
@@ -106,9 +158,10 @@ class AvroSchema:
         return list(self._own)
 
     def _writable(self):
-        if isinstance(self.tree, dict):
-            return self.tree
-        return fastavro.parse_schema(self.tree, named_schemas=dict(self.named), _write_hint=False)
+        """fastavro's parsed form marked as parsed, carrying the referenced named types."""
+        if self._codec is None:
+            self._codec = fastavro.parse_schema(self._obj, named_schemas=dict(self._refs_named))
+        return self._codec
 
 
 def _fullname(obj: dict, namespace: str | None) -> str:
