@@ -13,14 +13,30 @@ import re
 import time
 from itertools import repeat
 
-from ._remote import remote_client
-from ._clients import acquire_log, get_topic, release_log
 from ..storage._config import consumer_config
-from ..storage._errors import EmbedlogError, LogClosedError, OffsetOutOfRangeError, UnknownTopicOrPartitionError
-from ._groups import CommitFailedError, GroupMember
-from ._kafka import (OFFSET_BEGINNING, OFFSET_END, OFFSET_INVALID, OFFSET_STORED, TIMESTAMP_CREATE_TIME,
-                     TIMESTAMP_LOG_APPEND_TIME, KafkaError, KafkaException, Message, TopicPartition, error_from)
+from ..storage._errors import (
+    EmbedlogError,
+    LogClosedError,
+    OffsetOutOfRangeError,
+    UnknownTopicOrPartitionError,
+)
 from ..storage._offsets import store_for
+from ._clients import acquire_log, get_topic, release_log
+from ._groups import CommitFailedError, GroupMember
+from ._kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    OFFSET_INVALID,
+    OFFSET_STORED,
+    TIMESTAMP_CREATE_TIME,
+    TIMESTAMP_LOG_APPEND_TIME,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+    error_from,
+)
+from ._remote import remote_client
 
 _MAINTAIN_EVERY = 0.005      # seconds between group / auto-commit checks
 _monotonic = time.monotonic
@@ -77,11 +93,61 @@ class _Fetched(Message):
         return f"<Message {self._c[0]}[{self._c[1]}]@{self.offset()}>"
 
 
+class ConsumedBatch:
+    """One fetched chunk of one partition, as columns (Consumer.consume_batch()).
+
+    `offsets`, `keys`, `values`, `timestamps` and `headers` are parallel lists, one item
+    per record in offset order (offsets may have gaps where compaction removed
+    records); `topic`, `partition` and `timestamp_type` (TIMESTAMP_CREATE_TIME or
+    TIMESTAMP_LOG_APPEND_TIME) hold for all of them; `next_offset` is where this
+    partition's reading goes on after the chunk: what commit() stores for it."""
+
+    __slots__ = ("_consumer", "headers", "keys", "next_offset", "offsets", "partition", "timestamp_type",
+                 "timestamps", "topic", "values")
+
+    def __init__(self, consumer, ps, i, j):
+        c = ps.chunk
+        self._consumer = consumer
+        self.topic, self.partition, self.timestamp_type = c[0], c[1], c[7]
+        if i == 0 and j == ps.n:
+            self.offsets, self.timestamps, self.keys, self.values, self.headers = c[2], c[3], c[4], c[5], c[6]
+            self.next_offset = ps.fetch_pos      # past the chunk's last batch (compaction gaps too)
+        else:
+            self.offsets, self.timestamps, self.keys, self.values, self.headers = (
+                c[2][i:j], c[3][i:j], c[4][i:j], c[5][i:j], c[6][i:j])
+            self.next_offset = ps.fetch_pos if j == ps.n else c[2][j - 1] + 1
+
+    def __len__(self):
+        return len(self.offsets)
+
+    def commit(self, asynchronous=False):
+        """Commit this partition's position as next_offset (what a new member of the
+        group starts from). Synchronous by default; returns the committed TopicPartitions."""
+        return self._consumer.commit(self, asynchronous=asynchronous)
+
+    def __repr__(self):
+        first = self.offsets[0] if self.offsets else None
+        return (f"<ConsumedBatch {self.topic}[{self.partition}] {len(self.offsets)} records from "
+                f"{first}, next {self.next_offset}>")
+
+
 class _PState:
     """One assigned partition."""
 
-    __slots__ = ("topic", "partition", "part", "fetch_pos", "position", "chunk", "i", "n", "paused",
-                 "eof_sent", "stored", "ts_type")
+    __slots__ = (
+        "chunk",
+        "eof_sent",
+        "fetch_pos",
+        "i",
+        "n",
+        "part",
+        "partition",
+        "paused",
+        "position",
+        "stored",
+        "topic",
+        "ts_type",
+    )
 
     def __init__(self, topic, partition, part, ts_type):
         self.topic, self.partition, self.part, self.ts_type = topic, partition, part, ts_type
@@ -431,6 +497,66 @@ class Consumer:
             out.append(m)
         return out
 
+    def consume_batch(self, max_messages=100000, timeout=-1):
+        """Records as columns, one ConsumedBatch per fetched chunk (an embedlog addition).
+
+        Returns a list of ConsumedBatch holding up to `max_messages` records in all, each
+        with one partition's records in offset order as parallel lists: offsets, keys,
+        values, timestamps, headers (a tuple of (str, bytes | None) pairs per record,
+        empty when it has none), and its topic, partition, timestamp_type and
+        next_offset. Waits up to `timeout` seconds (None/-1: forever) for the first
+        records, then takes only what is readable without waiting. An empty list means
+        the timeout ran out.
+
+        Positions move past each chunk handed out, as they move past each Message of
+        poll(): commit() (or auto-commit) commits them, `chunk.commit()` or
+        `consumer.commit(chunk)` commits one partition to chunk.next_offset. Offsets
+        compaction removed are passed over; control batches are not records and are
+        skipped. Error events (not _PARTITION_EOF, which is dropped here) are raised as
+        KafkaException once no records come before them."""
+        self._check()
+        if not isinstance(max_messages, int) or isinstance(max_messages, bool) or max_messages < 1:
+            raise ValueError(f"max_messages must be a positive int, not {max_messages!r}")
+        deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
+        out = []
+        total = 0
+        while True:
+            now = _monotonic()
+            if now >= self._next_maint or (self._member is not None and self._member.metadata_moved()):
+                self._maintain(now)
+            while self._pending:
+                ev = self._pending[0]
+                err = ev.error()
+                if err is not None and err.code() == KafkaError._PARTITION_EOF:
+                    self._pending.pop(0)
+                    continue
+                if out:
+                    return out           # records first; the event comes with the next call
+                self._pending.pop(0)
+                if err is None:
+                    continue
+                raise KafkaException(err)
+            ps = self._cur
+            if ps is not None and ps.i < ps.n:
+                i = ps.i
+                j = min(ps.n, i + max_messages - total)
+                out.append(ConsumedBatch(self, ps, i, j))
+                ps.i = j
+                total += j - i
+                if total >= max_messages:
+                    return out
+                continue
+            if self._fetch():
+                continue
+            if out:
+                return out
+            if self._pending:
+                continue
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return out
+            self._wait(left)
+
     def __iter__(self):
         """Records forever (an embedlog addition): `for msg in consumer: ...`."""
         while True:
@@ -654,7 +780,9 @@ class Consumer:
         self._need_group("commit()")
         if message is not None and offsets is not None:
             raise KafkaException(KafkaError(KafkaError._INVALID_ARG, "pass message or offsets, not both"))
-        if message is not None:
+        if message.__class__ is ConsumedBatch:
+            todo = [(message.topic, message.partition, message.next_offset, "")]
+        elif message is not None:
             if message.error() is not None:
                 raise KafkaException(KafkaError(KafkaError._INVALID_ARG, "cannot commit an error event"))
             todo = [(message.topic(), message.partition(), message.offset() + 1, "")]

@@ -8,10 +8,27 @@ import time
 from . import _state as st
 from ._errors import CorruptRecordError, OffsetOutOfRangeError, StorageError
 from ._index import IndexCorrupt
-from ._partition_common import (_BUDGET, _DAMAGE, _END, _SMALL_READ, DEFAULT_MAX_BYTES, _new_record, _Stale,
-                                _storage_error)
-from ._records import (HEADER_SIZE, MAGIC, Columns, Record, decode_columns, iter_batches, parse_header,
-                       peek_header)
+from ._partition_common import (
+    _BUDGET,
+    _DAMAGE,
+    _END,
+    _SMALL_READ,
+    DEFAULT_MAX_BYTES,
+    _new_record,
+    _Stale,
+    _storage_error,
+)
+from ._records import (
+    ATTR_CONTROL,
+    HEADER_SIZE,
+    MAGIC,
+    Columns,
+    Record,
+    decode_columns,
+    iter_batches,
+    parse_header,
+    peek_header,
+)
 
 
 class ReadPart:
@@ -97,6 +114,12 @@ class ReadPart:
         items = self._read_batches(offset, max_bytes)
         if not items:
             return Columns([], [], [], [], []), offset
+        nxt = items[-1][2].next_offset
+        if any(it[2].attributes & ATTR_CONTROL for it in items):
+            # Control batches (transaction markers) are not records: a consumer passes over them.
+            items = [it for it in items if not it[2].attributes & ATTR_CONTROL]
+            if not items:
+                return Columns([], [], [], [], []), nxt
         out = Columns([], [], [], [], [])
         for buf, pos, h, path, fpos in items:
             cols = decode_columns(buf, pos, h, path=path, file_position=fpos)
@@ -105,10 +128,10 @@ class ReadPart:
                 while skip < len(cols.offsets) and cols.offsets[skip] < offset:
                     skip += 1
             if len(items) == 1 and not skip:
-                return cols, h.next_offset
+                return cols, nxt
             for dst, src in zip(out, cols):
                 dst.extend(src[skip:] if skip else src)
-        return out, items[-1][2].next_offset
+        return out, nxt
 
     def read_raw(self, offset: int, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
         """Whole batches, byte for byte as stored, from the batch holding `offset` on:
