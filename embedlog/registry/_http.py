@@ -111,6 +111,9 @@ class _Api:
                     if n == 5 and p[4] == "referencedby" and method == "GET":
                         return _reply(await self.call(r.referenced_by, subject, version))
         elif head == "schemas":
+            if n == 1 and method == "GET":
+                rows = await self.call(r.all_schemas, _flag(request, "deleted"), request.query.get("subjectPrefix", ""))
+                return _reply([row.to_json() for row in rows])
             if n == 2 and p[1] == "types" and method == "GET":
                 return _reply(list(TYPES))
             if n >= 3 and p[1] == "ids" and method == "GET":

@@ -185,8 +185,15 @@ class Registry:
                 if not versions:
                     del st.subjects[subject]
                 return
-            sid = v["id"]
-            st.schemas[sid] = (v.get("schemaType") or "AVRO", v["schema"], _refs(v.get("references")))
+            try:
+                sid = v["id"]
+                if not isinstance(sid, int) or not isinstance(v["schema"], str):
+                    raise TypeError(sid)
+                st.schemas[sid] = (v.get("schemaType") or "AVRO", v["schema"], _refs(v.get("references")))
+            except (KeyError, TypeError, E.RegistryError):
+                if not versions:
+                    del st.subjects[subject]
+                return                   # a value Confluent's reader would not accept either: skipped
             versions[version] = _Version(sid, bool(v.get("deleted")))
             st.max_id = max(st.max_id, sid)
         elif kind == "DELETE_SUBJECT":
@@ -369,8 +376,9 @@ class Registry:
                     raise E.IncompatibleSchema("Schema being registered is incompatible with an earlier schema for "
                                                f"subject \"{subject}\", details: " + "; ".join(problems))
             if id is None:
-                same = [sid for sid in sorted(st.schemas) if st.schemas[sid][0] == schema_type
-                        and self._in_use(sid) and self._identity(sid) == identity]
+                used = self._used_ids()
+                same = [sid for sid in sorted(used) if st.schemas[sid][0] == schema_type
+                        and self._identity(sid) == identity]
                 sid = same[0] if same else st.max_id + 1
             else:
                 if not isinstance(id, int) or isinstance(id, bool) or id < 1:
@@ -393,6 +401,9 @@ class Registry:
             self._parsed.setdefault(sid, new)
             self._append([(schema_key(subject, version), _key(value))])
             return self._schema(subject, version, sid)
+
+    def _used_ids(self) -> set[int]:
+        return {r.id for versions in self._state.subjects.values() for r in versions.values()}
 
     def _in_use(self, sid: int) -> bool:
         return any(r.id == sid for versions in self._state.subjects.values() for r in versions.values())
@@ -431,6 +442,13 @@ class Registry:
         with self._mutex:
             self._catch_up()
             return self._parse(schema, _schema_type(schema_type), _refs(references))
+
+    def all_schemas(self, deleted: bool = False, prefix: str = "") -> list[Schema]:
+        """Every subject version (GET /schemas), by subject then version."""
+        with self._mutex:
+            self._catch_up()
+            return [self._schema(s, v, r.id, r.deleted) for s in sorted(self._state.subjects) if s.startswith(prefix)
+                    for v, r in sorted(self._state.subjects[s].items()) if deleted or not r.deleted]
 
     def id_versions(self, schema_id: int, deleted: bool = False) -> list[tuple[str, int]]:
         """(subject, version) pairs holding the id (GET /schemas/ids/{id}/versions)."""

@@ -153,6 +153,19 @@ def test_compatibility_levels_and_transitive(reg):
         reg.set_compatibility("MOSTLY")
 
 
+def test_malformed_records_are_skipped(reg, embedlog):
+    reg.register("s", A1)
+    part = embedlog.partition("_schemas", 0)
+    junk = [(b"not json", b"{}"), (b'{"keytype":"SCHEMA","subject":"x","version":1,"magic":1}', b'{"id":"two"}'),
+            (b'{"keytype":"SCHEMA","subject":"x","version":2,"magic":1}', b"[]"), (None, b"x"),
+            (b'{"keytype":"FUTURE","magic":0}', b"{}")]
+    part.append_records([v for _k, v in junk], [k for k, _v in junk], sync=True)
+    with embedlog.__class__(embedlog.path) as other:
+        r2 = registry_for(other)
+        assert r2.subjects() == ["s"] and r2.register("t", A2).id == 2
+        assert [s.subject for s in r2.all_schemas()] == ["s", "t"]
+
+
 def test_modes(reg):
     reg.register("s", A1)
     with pytest.raises(OperationNotPermitted):
