@@ -27,6 +27,11 @@ object with:
     Parsed.names() -> list[str]
         The record/message full names the schema defines, first the one a serializer uses
         (for the record and topic-record subject name strategies).
+    Parsed.formatted(fmt: str) -> str | None          (optional; added for GET ...?format=)
+        The schema text in the output format Confluent's `?format=` names ("serialized":
+        Protobuf's base64 FileDescriptorProto, which confluent-kafka's Protobuf serdes ask
+        for), or None when the format has no such form (the stored text is served then).
+        A format module may leave it out.
 
 Format modules import only the standard library, their format's well-kept library
 (fastavro, jsonschema, protobuf) and this module.

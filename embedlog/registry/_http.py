@@ -59,6 +59,19 @@ class _Api:
     async def call(self, fn, *args, **kwargs):
         return await asyncio.get_running_loop().run_in_executor(None, lambda: fn(*args, **kwargs))
 
+    async def formatted(self, request, s) -> dict:
+        """s.to_json(), with the schema in the ?format= Confluent's clients ask for when the
+        format module has that form (Parsed.formatted, _formats.py); else the stored text."""
+        out = s.to_json()
+        fmt = request.query.get("format")
+        if fmt:
+            parsed = await self.call(self.reg.parsed_by_id, s.id)
+            convert = getattr(parsed, "formatted", None)
+            text = convert(fmt) if convert is not None else None
+            if text is not None:
+                out["schema"] = text
+        return out
+
     async def handle(self, request: web.Request) -> web.Response:
         raw = request.raw_path.split("?", 1)[0]
         parts = [unquote(p) for p in raw.strip("/").split("/")] if raw.strip("/") else []
@@ -101,7 +114,7 @@ class _Api:
                     version = p[3]
                     if n == 4 and method == "GET":
                         s = await self.call(r.get_version, subject, version, deleted=_flag(request, "deleted"))
-                        return _reply(s.to_json())
+                        return _reply(await self.formatted(request, s))
                     if n == 4 and method == "DELETE":
                         return _reply(await self.call(r.delete_version, subject, version,
                                                       _flag(request, "permanent")))
@@ -123,7 +136,7 @@ class _Api:
                     raise E.SchemaNotFound(f"Schema {p[2]} not found") from None
                 s = await self.call(r.get_by_id, sid)
                 if n == 3:
-                    out = s.to_json()
+                    out = await self.formatted(request, s)
                     out.pop("id")
                     return _reply(out)
                 if n == 4 and p[3] == "schema":
