@@ -145,8 +145,10 @@ def get(subject, version, schema_id, deleted, fmt):
 @_schema_options
 @output_options(nl=False)
 def register(subject, schema, path, schema_type, references, fmt):
-    """Register a schema under SUBJECT (its existing version if already there); refused
-    with error 409 when it breaks the subject's compatibility level."""
+    """Register a schema under SUBJECT.
+
+    A schema the subject already has keeps its version; one that breaks the subject's
+    compatibility level is refused with error 409."""
     text = _schema_text(schema, path)
     refs = _references(references)
     with _registry(create=True) as reg:
@@ -193,7 +195,7 @@ def check(subject, schema, path, schema_type, references, version, fmt):
 @click.option("--permanent", is_flag=True, help="Drop what was soft-deleted before (Confluent's ?permanent=true).")
 @output_options(nl=False)
 def delete(subject, version, permanent, fmt):
-    """Soft-delete a subject or one version; --permanent afterwards drops it for good."""
+    """Soft-delete a subject or one version (--permanent, afterwards: for good)."""
     with _registry(create=True) as reg:
         if version is None:
             versions = reg.delete_subject(subject, permanent=permanent)
@@ -239,7 +241,7 @@ def config(subject, level, delete_, fmt):
 @click.option("--listen", default="127.0.0.1:8081", show_default=True, metavar="HOST:PORT",
               help="Address to serve Confluent's schema registry REST API on (port 0: any free one).")
 def serve(listen):
-    """Serve the directory's schema registry over Confluent's REST API until interrupted."""
+    """Serve the schema registry over Confluent's REST API until interrupted."""
     from embedlog.registry._http import run_forever
     with open_log() as log:
         try:

@@ -90,3 +90,21 @@ def test_registry_serve(tmp_path):
         if proc.poll() is None:
             proc.kill()
         proc.wait()
+
+
+def test_every_schemas_and_registry_command_has_help():
+    import click
+
+    from embedlog.cli import cli
+    found = []
+    for group in ("schemas", "registry"):
+        for name, cmd in sorted(cli.commands[group].commands.items()):
+            found.append(f"{group} {name}")
+            assert cmd.help and not cmd.get_short_help_str(80).endswith("..."), name
+            for param in cmd.params:
+                if isinstance(param, click.Option) and not param.hidden:
+                    assert param.help, (name, param.name)
+            r = call(group, name, "--help")
+            assert r.code == 0 and r.out.startswith(f"Usage: embedlog {group} {name}"), r
+    assert found == ["schemas check", "schemas config", "schemas delete", "schemas get", "schemas list",
+                     "schemas register", "registry serve"]
