@@ -505,6 +505,51 @@ int64_t el_slices_format(const int32_t *key_off, const int32_t *key_len,
     return (int64_t)(p - out);
 }
 
+/* ------------------------------------------------------------------ columns */
+
+int64_t el_gather(const void *src, const int32_t *off, const int32_t *len, int32_t n,
+                  void *dst, int64_t dst_pos, int64_t *offsets, uint8_t *validity, int64_t bit_start,
+                  int64_t *nulls)
+{
+    const uint8_t *s = (const uint8_t *)src;
+    uint8_t *d = (uint8_t *)dst;
+    int64_t pos = dst_pos, missing = 0;
+    for (int32_t i = 0; i < n; i++) {
+        int32_t l = len[i];
+        if (l >= 0) {
+            memcpy(d + pos, s + off[i], (size_t)l);
+            pos += l;
+            int64_t bit = bit_start + i;
+            validity[bit >> 3] |= (uint8_t)(1u << (bit & 7));
+        } else {
+            missing++;
+        }
+        offsets[i + 1] = pos;
+    }
+    *nulls += missing;
+    return pos;
+}
+
+int32_t el_batch_bounds(const int32_t *key_lens, const int32_t *value_lens, const int32_t *hdr_lens,
+                        int32_t n, int64_t limit, int32_t overhead, int32_t *stops, int64_t *max_record)
+{
+    int32_t runs = 0;
+    int64_t used = 0, biggest = 0;
+    for (int32_t i = 0; i < n; i++) {
+        int64_t kv = (key_lens && key_lens[i] > 0 ? key_lens[i] : 0) + (value_lens[i] > 0 ? value_lens[i] : 0);
+        int64_t size = kv + (hdr_lens ? hdr_lens[i] : 0) + overhead;
+        if (kv > biggest) biggest = kv;
+        if (used > 0 && used + size > limit) {
+            stops[runs++] = i;
+            used = 0;
+        }
+        used += size;
+    }
+    if (n > 0) stops[runs++] = n;
+    *max_record = biggest;
+    return runs;
+}
+
 /* ------------------------------------------------------------------ file I/O */
 
 /* The I/O table (SQLite's VFS idea, embedlog/storage/_io.py): the loops below reach the system

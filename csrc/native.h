@@ -69,6 +69,24 @@ int64_t el_slices_format(const int32_t *key_off, const int32_t *key_len,
                          const int32_t *value_off, const int32_t *value_len,
                          int32_t n, int32_t start, char *out, size_t cap);
 
+/* Copy n fields src[off[i] .. off[i]+len[i]) one after another into dst from byte
+ * dst_pos, in Apache Arrow's binary layout: offsets[i + 1] = the end of field i in dst
+ * (the caller sets offsets[0]); validity bit (bit_start + i) is set for len[i] >= 0 and
+ * left clear for a null (len -1: nothing copied; validity must start zeroed). dst must
+ * hold every non-negative length. Returns the new dst position; *nulls is increased by
+ * the nulls seen. */
+int64_t el_gather(const void *src, const int32_t *off, const int32_t *len, int32_t n,
+                  void *dst, int64_t dst_pos, int64_t *offsets, uint8_t *validity, int64_t bit_start,
+                  int64_t *nulls);
+
+/* The batch boundaries a producer's records need: stops[j] is the end (exclusive) of
+ * the j-th run of records from 0 whose sizes (key_lens + value_lens + hdr_lens, -1
+ * counted as 0, hdr_lens may be NULL) plus `overhead` each stay within `limit`; a record
+ * over the limit goes alone. Returns the number of runs; *max_record gets the largest
+ * key + value length. */
+int32_t el_batch_bounds(const int32_t *key_lens, const int32_t *value_lens, const int32_t *hdr_lens,
+                        int32_t n, int64_t limit, int32_t overhead, int32_t *stops, int64_t *max_record);
+
 /* ---- files ---- */
 typedef struct {
     int64_t position;

@@ -29,6 +29,7 @@ _EXPORTS = {
     "client._consumer": ["Consumer"],
     "client._admin": ["AdminClient", "NewPartitions", "NewTopic"],
     "server._server": ["Server", "serve"],
+    "_arrow": ["to_arrow"],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 _WHERE["open"] = "storage._log"          # embedlog.open(path), like sqlite3.connect
