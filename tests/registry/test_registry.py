@@ -178,6 +178,18 @@ def test_modes(reg):
     assert reg.register("s", A2).version == 2
 
 
+def test_import_mode_keeps_given_ids(reg):
+    reg.set_mode("IMPORT")
+    got = reg.register("s", A1, id=100, version=5)
+    assert (got.id, got.version) == (100, 5)
+    with pytest.raises(OperationNotPermitted):
+        reg.register("s", A2, id=101, version=5)          # version 5 is taken
+    reg.set_mode("READWRITE")
+    with pytest.raises(OperationNotPermitted):
+        reg.register("s", A2, id=7)                        # ids are given only in IMPORT mode
+    assert reg.register("s", A2).id == 101 and reg.versions("s") == [5, 6]
+
+
 def test_bad_input_writes_nothing(reg, embedlog):
     reg.register("s", A1)
     end = embedlog.partition("_schemas", 0).log_end_offset
