@@ -112,6 +112,13 @@ TARGETS = [
     ("consume() / SQLite read", "el_consume", "sqlite_r", 3.0),
     ("poll() / SQLite read", "el_poll", "sqlite_r", 1.5),
     ("produce() acks=all linger.ms=5 / acks=1 (none)", "el_all", "el_none", 0.5),
+    # issue #17: the batch and columnar paths, and the per-message overheads
+    ("produce_batch() / SQLite executemany", "el_batch", "sqlite_w", 10.0),
+    ("produce_batch() / confluent-kafka produce()", "el_batch", "ck_produce", 3.0),
+    ("consume_batch() / SQLite read kept as rows", "el_cbatch", "sqlite_r_rows", 5.0),
+    ("to_arrow() / SQLite read kept as rows", "el_arrow", "sqlite_r_rows", 10.0),
+    ("produce(partition=0) / produce()", "el_part", "el_none", 0.9),
+    ("consume() / poll()", "el_consume", "el_poll", 1.0),
 ]
 INFO_RATIOS = [
     ("consume() lz4 log / SQLite read", "el_consume_lz4", "sqlite_r"),
@@ -119,6 +126,9 @@ INFO_RATIOS = [
     ("poll() / SQLite read kept as rows (extend)", "el_poll", "sqlite_r_rows"),
     ("consume() / Redis XREADGROUP+XACK", "el_consume", "redis_r"),
     ("SQLite WAL write / confluent-kafka produce()", "sqlite_w", "ck_produce"),
+    ("consume_batch() / SQLite read with per-row tuple", "el_cbatch", "sqlite_r"),
+    ("to_arrow() / SQLite read with per-row tuple", "el_arrow", "sqlite_r"),
+    ("produce_batch() / produce() acks=1 none", "el_batch", "el_none"),
 ]
 
 # name -> (label, durability / what the timed region covers)
@@ -145,11 +155,20 @@ ROWS = {
                  "execute + fetchmany loop + per-row (id, key, value) tuple"),
     "sqlite_r_rows": ("SQLite read, rows kept as fetched (info)",
                       "the same with out.extend(rows): no per-row Python step"),
+    "el_part": ("embedlog produce(partition=0)+flush(), acks=1",
+                "as produce()+flush() acks=1 none, each call naming partition 0"),
+    "el_batch": ("embedlog produce_batch(), acks=1, none",
+                 "one produce_batch(t, values, keys=keys) call (key and value lists made untimed from "
+                 "the same records) + flush(); written to the OS like produce()"),
+    "el_cbatch": ("embedlog consume_batch(100000), chunks kept",
+                  "consume_batch() until N, each ConsumedBatch (offsets/keys/values lists) kept as fetched"),
+    "el_arrow": ("embedlog.to_arrow(log, t) (pyarrow Table)",
+                 "the whole partition as one Table: keys and values copied once into Arrow buffers"),
     "redis_r": ("Redis XREADGROUP COUNT 10000 + XACK",
                 "XREADGROUP loop + per-entry (id, k, v) tuple + one XACK per chunk"),
 }
-ORDER = ["el_none", "el_lz4", "el_all", "ck_produce", "sqlite_w", "redis_w",
-         "el_consume", "el_poll", "el_consume_lz4", "sqlite_r", "sqlite_r_rows", "redis_r"]
+ORDER = ["el_none", "el_part", "el_batch", "el_lz4", "el_all", "ck_produce", "sqlite_w", "redis_w",
+         "el_cbatch", "el_arrow", "el_consume", "el_poll", "el_consume_lz4", "sqlite_r", "sqlite_r_rows", "redis_r"]
 
 
 # ================================================================== helpers
@@ -328,6 +347,67 @@ def el_produce(path, records, acks, codec, linger_ms=5, extra_conf=None):
         timer.stop()
         p.close()
         check(left == 0, f"embedlog flush() left {left}")
+    return run
+
+
+def el_produce_partition(path, records):
+    def run(timer):
+        el_create_topic(path)
+        p = Producer({**el_conf(path), "acks": 1, "compression.type": "none", "linger.ms": 5})
+        produce = p.produce
+        timer.start()
+        for k, v in records:
+            produce(TOPIC, v, k, partition=0)
+        left = p.flush()
+        timer.stop()
+        p.close()
+        check(left == 0, f"embedlog flush() left {left}")
+    return run
+
+
+def el_produce_batch(path, keys, values):
+    def run(timer):
+        el_create_topic(path)
+        p = Producer({**el_conf(path), "acks": 1, "compression.type": "none", "linger.ms": 5})
+        timer.start()
+        p.produce_batch(TOPIC, values, keys=keys)
+        left = p.flush()
+        timer.stop()
+        p.close()
+        check(left == 0, f"embedlog flush() left {left}")
+    return run
+
+
+def el_consume_batch(path, n, out_holder):
+    def run(timer):
+        c = el_consumer(path)
+        chunks = []
+        got = 0
+        consume_batch = c.consume_batch
+        timer.start()
+        while got < n:
+            got_now = consume_batch(100_000, 1.0)
+            if not got_now:
+                break
+            chunks.extend(got_now)
+            got += sum(map(len, got_now))
+        timer.stop()
+        c.close()
+        out = [r for ch in chunks for r in zip(ch.offsets, ch.keys, ch.values)]    # the check, untimed
+        out_holder[:] = [out, got]
+    return run
+
+
+def el_to_arrow(path, n, out_holder):
+    def run(timer):
+        log = embedlog.open(path)
+        timer.start()
+        table = embedlog.to_arrow(log, TOPIC)
+        timer.stop()
+        log.close()
+        out = list(zip(table.column("offset").to_pylist(), table.column("key").to_pylist(),
+                       table.column("value").to_pylist()))
+        out_holder[:] = [out, table.num_rows]
     return run
 
 
@@ -1044,6 +1124,7 @@ def main(argv=None):
     eprint(f"generating {n:,} records ...")
     keys, values = gen_records(n)
     records = list(zip(keys, values))
+    key_column, value_column = list(keys), list(values)     # produce_batch's input, made untimed
     del keys, values
 
     samples = {k: Samples() for k in ORDER}
@@ -1099,8 +1180,21 @@ def main(argv=None):
             samples["redis_w"].add(ww, wc, wex)
             samples["redis_r"].add(rw, rc, rex)
 
+        def m_write_other(key, make):
+            def go():
+                path = fresh_dir(root, f"w-{key}")
+                wall, cpu, _ = run_timed(make(path))
+                st = el_check_written(path, records, key)
+                samples[key].add(wall, cpu, st)
+                shutil.rmtree(path, ignore_errors=True)
+            return go
+
         items = [
             ("el_none", m_write_el("el_none", 1, "none")),
+            ("el_part", m_write_other("el_part", lambda path: el_produce_partition(path, records))),
+            ("el_batch", m_write_other("el_batch", lambda path: el_produce_batch(path, key_column, value_column))),
+            ("el_cbatch", m_read("el_cbatch", el_consume_batch(src_none, n, holder))),
+            ("el_arrow", m_read("el_arrow", el_to_arrow(src_none, n, holder))),
             ("el_lz4", m_write_el("el_lz4", 1, "lz4")),
             ("el_all", m_write_el("el_all", "all", "none")),
             ("sqlite_w", m_sqlite_w),
