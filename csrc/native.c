@@ -530,6 +530,23 @@ int64_t el_gather(const void *src, const int32_t *off, const int32_t *len, int32
     return pos;
 }
 
+int64_t el_fill_i64(int64_t *out, int64_t base, const int32_t *d32, const int64_t *d64, int64_t step,
+                    int32_t n, const int32_t *sum_of)
+{
+    int64_t total = 0;
+    if (out) {
+        if (d32)
+            for (int32_t i = 0; i < n; i++) out[i] = base + d32[i];
+        else if (d64)
+            for (int32_t i = 0; i < n; i++) out[i] = base + d64[i];
+        else
+            for (int32_t i = 0; i < n; i++) out[i] = base + step * i;
+    }
+    if (sum_of)
+        for (int32_t i = 0; i < n; i++) if (sum_of[i] > 0) total += sum_of[i];
+    return total;
+}
+
 int32_t el_batch_bounds(const int32_t *key_lens, const int32_t *value_lens, const int32_t *hdr_lens,
                         int32_t n, int64_t limit, int32_t overhead, int32_t *stops, int64_t *max_record)
 {

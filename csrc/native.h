@@ -79,6 +79,12 @@ int64_t el_gather(const void *src, const int32_t *off, const int32_t *len, int32
                   void *dst, int64_t dst_pos, int64_t *offsets, uint8_t *validity, int64_t bit_start,
                   int64_t *nulls);
 
+/* out[i] = base + d32[i], or base + d64[i], or (both NULL) base + step * i, for i < n:
+ * a batch's record offsets or timestamps as one int64 column. Returns the sum of the
+ * positive values of `sum_of` (NULL: 0), so a caller can size a buffer for n lengths. */
+int64_t el_fill_i64(int64_t *out, int64_t base, const int32_t *d32, const int64_t *d64, int64_t step,
+                    int32_t n, const int32_t *sum_of);
+
 /* The batch boundaries a producer's records need: stops[j] is the end (exclusive) of
  * the j-th run of records from 0 whose sizes (key_lens + value_lens + hdr_lens, -1
  * counted as 0, hdr_lens may be NULL) plus `overhead` each stay within `limit`; a record

@@ -118,14 +118,16 @@ def _record_batch(p, items, lo, hi):
         if flags < 0:
             raise CorruptRecordError(f"{hp.REASONS[flags]} in {path} at position {fpos}", path=path, position=fpos)
         iv = memoryview(hp.ffi.buffer(ints)).cast("i")
-        klens, vlens = iv[2 * n:3 * n], iv[4 * n:5 * n]
-        key_bytes += sum(klens) if flags & 4 else sum(x for x in klens if x > 0)
-        value_bytes += sum(vlens) if flags & 8 else sum(x for x in vlens if x > 0)
+        if not flags & 2 and iv[n - 1] > h.last_offset_delta:
+            raise CorruptRecordError(f"record offsets outside the batch at position {fpos} of {path}",
+                                     path=path, position=fpos)
+        key_bytes += hp.lib.el_fill_i64(hp.NULL, 0, hp.NULL, hp.NULL, 0, n, ints + 2 * n)
+        value_bytes += hp.lib.el_fill_i64(hp.NULL, 0, hp.NULL, hp.NULL, 0, n, ints + 4 * n)
         parsed.append((h, n, src, cptr, length, ts_delta, ints, iv, flags))
         rows += n
     if not rows:
         return None
-    offsets, stamps = array("q"), array("q")
+    offsets, stamps = array("q", bytes(8 * rows)), array("q", bytes(8 * rows))
     kbuf, vbuf = bytearray(key_bytes), bytearray(value_bytes)
     koffs, voffs = array("q", bytes(8 * (rows + 1))), array("q", bytes(8 * (rows + 1)))
     kvalid, vvalid = bytearray((rows + 7) // 8), bytearray((rows + 7) // 8)
@@ -135,21 +137,16 @@ def _record_batch(p, items, lo, hi):
     kdst, vdst = hp.from_buffer(kbuf), hp.from_buffer(vbuf)
     kop, vop = hp.i64(koffs), hp.i64(voffs)
     kvp, vvp = hp.from_buffer(kvalid), hp.from_buffer(vvalid)
+    op, tp = hp.i64(offsets), hp.i64(stamps)
+    fill, NULL = hp.lib.el_fill_i64, hp.NULL
     for h, n, _src, cptr, length, ts_delta, ints, iv, flags in parsed:
-        base = h.base_offset
-        if flags & 2:
-            offsets.extend(range(base, base + n))
-        else:
-            deltas = iv[0:n]
-            if deltas[n - 1] > h.last_offset_delta:
-                raise CorruptRecordError(f"record offsets outside the batch at offset {base}", position=base)
-            offsets.extend(map(base.__add__, deltas))
+        fill(op + row, h.base_offset, NULL if flags & 2 else ints, NULL, 1, n, NULL)
         if h.log_append_time:
-            stamps.extend(array("q", [h.max_timestamp]) * n)
+            fill(tp + row, h.max_timestamp, NULL, NULL, 0, n, NULL)
         elif flags & 1:
-            stamps.extend(array("q", [h.base_timestamp]) * n)
+            fill(tp + row, h.base_timestamp, NULL, NULL, 0, n, NULL)
         else:
-            stamps.extend(map(h.base_timestamp.__add__, memoryview(hp.ffi.buffer(ts_delta)).cast("q")))
+            fill(tp + row, h.base_timestamp, NULL, ts_delta, 0, n, NULL)
         kpos = hp.lib.el_gather(cptr, ints + n, ints + 2 * n, n, kdst, kpos, kop + row, kvp, row, nulls)
         vpos = hp.lib.el_gather(cptr, ints + 3 * n, ints + 4 * n, n, vdst, vpos, vop + row, vvp, row, nulls + 1)
         if not flags & 16 or headers is not None:
