@@ -2,10 +2,16 @@
 
 ``AIOProducer`` / ``AIOConsumer`` wrap the sync clients. Storage calls run in one bounded
 executor per client; a waiting poll never holds a thread: it tries a non-blocking
-``poll(0)`` in the executor and otherwise sleeps on the event loop with backoff.
+``poll(0)`` in the executor and otherwise awaits an asyncio.Event that one watcher thread
+per log directory sets (via call_soon_threadsafe) when a partition file there changes size
+or mtime, re-polling at least every 5 s so group membership stays alive.
 """
 
 import asyncio
+import os
+import threading
+import typing
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 from embedlog import Consumer, KafkaException, Producer
@@ -13,6 +19,77 @@ from embedlog import Consumer, KafkaException, Producer
 __all__ = ["AIOConsumer", "AIOProducer"]
 
 _MAX_BACKOFF = 0.25
+_RECHECK = 5.0
+_SCAN_EVERY = 0.02
+
+
+class _DirWatcher:
+    """One daemon thread per log directory: stats the partition files every 20 ms and wakes
+    every registered asyncio waiter of that directory when any changed."""
+
+    _all: typing.ClassVar[dict] = {}
+    _lock = threading.Lock()
+
+    @classmethod
+    def of(cls, path):
+        path = os.path.realpath(path)
+        with cls._lock:
+            w = cls._all.get(path)
+            if w is None:
+                w = cls._all[path] = cls(path)
+            return w
+
+    def __init__(self, path):
+        self.path = path
+        self.waiters = weakref.WeakSet()
+        self._wlock = threading.Lock()
+        threading.Thread(target=self._run, name=f"embedlog-aio-watch:{path}", daemon=True).start()
+
+    def _snapshot(self):
+        out = []
+        try:
+            for d in os.scandir(self.path):
+                if d.is_dir():
+                    for f in os.scandir(d.path):
+                        st = f.stat()
+                        out.append((f.path, st.st_size, st.st_mtime_ns))
+        except OSError:
+            pass
+        return out
+
+    def _run(self):
+        ev = threading.Event()
+        last = self._snapshot()
+        while not ev.wait(_SCAN_EVERY):
+            now = self._snapshot()
+            if now != last:
+                last = now
+                with self._wlock:
+                    ws = list(self.waiters)
+                for w in ws:
+                    w.wake()
+
+    def add(self, waiter):
+        with self._wlock:
+            self.waiters.add(waiter)
+
+
+class _Waiter:
+    def __init__(self, loop):
+        self.loop = loop
+        self.event = asyncio.Event()
+
+    def wake(self):
+        try:
+            self.loop.call_soon_threadsafe(self.event.set)
+        except RuntimeError:  # loop closed
+            pass
+
+
+def _log_dir(conf, kwargs):
+    conf = {**(conf or {}), **kwargs}
+    b = str(conf.get("bootstrap.servers", ""))
+    return b[len("file://"):] if b.startswith("file://") else None
 
 
 class _Base:
@@ -77,20 +154,36 @@ class AIOProducer(_Base):
 class AIOConsumer(_Base):
     def __init__(self, conf=None, **kwargs):
         super().__init__(Consumer(conf, **kwargs))
+        d = _log_dir(conf, kwargs)
+        self._watcher = _DirWatcher.of(d) if d else None
+        self._waiter = None
 
     async def _wait(self, try_once, timeout):
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None or timeout < 0 else loop.time() + timeout
         delay = 0.005
         while True:
+            if self._waiter is not None:
+                self._waiter.event.clear()
             got = await self._call(try_once)
             if got:
                 return got
             if deadline is not None and loop.time() >= deadline:
                 return got
-            wait = delay if deadline is None else min(delay, max(0.0, deadline - loop.time()))
-            await asyncio.sleep(wait)
-            delay = min(delay * 2, _MAX_BACKOFF)
+            if self._watcher is None:
+                wait = delay if deadline is None else min(delay, max(0.0, deadline - loop.time()))
+                await asyncio.sleep(wait)
+                delay = min(delay * 2, _MAX_BACKOFF)
+                continue
+            if self._waiter is None or self._waiter.loop is not loop:
+                self._waiter = _Waiter(loop)
+                self._watcher.add(self._waiter)
+            wait = _RECHECK if deadline is None else min(_RECHECK, max(0.0, deadline - loop.time()))
+            try:
+                await asyncio.wait_for(self._waiter.event.wait(), wait)
+            except asyncio.TimeoutError:
+                pass
+            self._waiter.event.clear()
 
     async def poll(self, timeout=-1):
         return await self._wait(lambda: self._sync.poll(0), timeout)

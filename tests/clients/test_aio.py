@@ -41,3 +41,30 @@ def test_async_for_sees_record_produced_while_waiting(conf):
                 await p.produce("t", value=b"late")
             assert await asyncio.wait_for(task, 60) == b"late"
     asyncio.run(main())
+
+
+def test_thousand_idle_consumers_do_not_spin(conf):
+    import resource
+    async def main():
+        admin = AdminClient(conf)
+        admin.create_topics([NewTopic("t", 1)])["t"].result()
+        admin.close()
+        cs = [AIOConsumer({**conf, "group.id": f"g{i}", "auto.offset.reset": "earliest"}) for i in range(1000)]
+        for c in cs:
+            await c.assign([__import__("embedlog").TopicPartition("t", 0, 0)])
+        tasks = [asyncio.create_task(c.poll(None)) for c in cs]
+        await asyncio.sleep(0.5)
+        r0 = resource.getrusage(resource.RUSAGE_SELF)
+        await asyncio.sleep(5)
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
+        cpu = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
+        print(f"1000 idle AIOConsumers: {cpu:.2f} s CPU over 5 s wall")
+        async with AIOProducer(conf) as p:
+            await p.produce("t", value=b"x")
+        got = await asyncio.wait_for(asyncio.gather(*tasks), 120)
+        assert all(m.value() == b"x" for m in got)
+        for c in cs:
+            await c.close()
+        return cpu
+    cpu = asyncio.run(main())
+    assert cpu < 1.0, cpu  # a busy loop would burn ~5 s
