@@ -157,6 +157,24 @@ class AIOConsumer(_Base):
         d = _log_dir(conf, kwargs)
         self._watcher = _DirWatcher.of(d) if d else None
         self._waiter = None
+        self._stash = []  # what a cancelled poll had already taken from the sync consumer
+
+    async def _try(self, try_once):
+        """Runs try_once in the executor; if the awaiting call is cancelled meanwhile, what it
+        fetched is kept for the next poll/consume instead of lost."""
+        if self._stash:
+            got, self._stash = self._stash, []
+            return got
+        fut = asyncio.get_running_loop().run_in_executor(self._pool, try_once)
+        try:
+            return await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            def keep(f):
+                if not f.cancelled() and f.exception() is None and f.result():
+                    r = f.result()
+                    self._stash.extend(r if isinstance(r, list) else [r])
+            fut.add_done_callback(keep)
+            raise
 
     async def _wait(self, try_once, timeout):
         loop = asyncio.get_running_loop()
@@ -165,7 +183,7 @@ class AIOConsumer(_Base):
         while True:
             if self._waiter is not None:
                 self._waiter.event.clear()
-            got = await self._call(try_once)
+            got = await self._try(try_once)
             if got:
                 return got
             if deadline is not None and loop.time() >= deadline:
@@ -186,10 +204,16 @@ class AIOConsumer(_Base):
             self._waiter.event.clear()
 
     async def poll(self, timeout=-1):
-        return await self._wait(lambda: self._sync.poll(0), timeout)
+        got = await self._wait(lambda: self._sync.poll(0), timeout)
+        if isinstance(got, list):  # stashed by a cancelled consume()
+            got, rest = got[0], got[1:]
+            self._stash[:0] = rest
+        return got
 
     async def consume(self, num_messages=1, timeout=-1):
         got = await self._wait(lambda: self._sync.consume(num_messages, 0), timeout)
+        if got is not None and not isinstance(got, list):
+            got = [got]
         return got or []
 
     def __aiter__(self):

@@ -68,3 +68,37 @@ def test_thousand_idle_consumers_do_not_spin(conf):
         return cpu
     cpu = asyncio.run(main())
     assert cpu < 1.0, cpu  # a busy loop would burn ~5 s
+
+
+def test_cancelled_poll_loses_no_record_and_group_commit(conf):
+    from embedlog import TopicPartition
+    async def main():
+        admin = AdminClient(conf)
+        admin.create_topics([NewTopic("t", 1)])["t"].result()
+        admin.close()
+        c = AIOConsumer({**conf, "group.id": "g", "auto.offset.reset": "earliest",
+                         "enable.auto.commit": False})
+        await c.subscribe(["t"])
+        async with AIOProducer(conf) as p:
+            for i in range(3):
+                await p.produce("t", value=b"%d" % i)
+        seen = []
+        for _ in range(20):  # cancel polls at many moments; every record still arrives once
+            t = asyncio.create_task(c.poll(None))
+            await asyncio.sleep(0)
+            t.cancel()
+            try:
+                m = await t
+                seen.append(m.value())
+            except asyncio.CancelledError:
+                pass
+        while len(seen) < 3:
+            seen.append((await asyncio.wait_for(c.poll(None), 60)).value())
+        assert seen == [b"0", b"1", b"2"]
+        batch = await c.consume(10, 0.1)
+        assert batch == []
+        await c.commit()
+        got = await c.committed([TopicPartition("t", 0)])
+        assert got[0].offset == 3
+        await c.close()
+    asyncio.run(main())
