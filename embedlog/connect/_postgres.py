@@ -579,7 +579,7 @@ class PostgresConnector(Connector):
             for k in [k for k in self._tx_end if k < (self._durable[0] if self._durable else 0)]:
                 del self._tx_end[k]
             try:
-                self._cur.send_feedback(write_lsn=lsn, flush_lsn=lsn, apply_lsn=lsn, reply=False)
+                self._cur.send_feedback(write_lsn=lsn, flush_lsn=lsn, apply_lsn=lsn, force=True)
             except self._pg.Error:
                 pass                           # the next poll notices a broken connection
         self._last_feedback = time.monotonic()

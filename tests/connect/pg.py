@@ -167,6 +167,9 @@ class Driver:
         self.connector.start(checked.values, self.offsets.get)
         self.written = 0
 
+    def between(self) -> None:
+        """Runs after the records are durable and before their offsets are stored."""
+
     def step(self, timeout: float = 0.5) -> int:
         records = self.connector.poll(timeout)
         if not records:
@@ -183,6 +186,7 @@ class Driver:
             self.written += 1
         assert self.producer.flush(60) == 0
         assert not errors, errors
+        self.between()
         self.offsets.store(records)
         self.connector.commit(records)
         return len(records)
@@ -214,21 +218,28 @@ def _apply(chain, record):
     return _transforms.apply_all(chain, record)
 
 
-def read_topic(log_dir, topic: str, *, timeout: float = 30.0) -> list[tuple]:
-    """Every record of a topic as (key, value) decoded from JSON, through the normal Consumer."""
-    from embedlog import Consumer
-    c = Consumer({"bootstrap.servers": f"file://{log_dir}", "group.id": f"read-{time.monotonic_ns()}",
-                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
+def read_topic(log_dir, topic: str, *, timeout: float = 60.0) -> list[tuple]:
+    """Every record of a topic as (key, value) decoded from JSON, through the normal Consumer
+    (a group of its own, from the earliest offset), up to the high watermarks it finds."""
+    from embedlog import AdminClient, Consumer, TopicPartition
+    conf = {"bootstrap.servers": f"file://{log_dir}"}
+    meta = AdminClient(conf).list_topics().topics.get(topic)
+    if meta is None:
+        return []
+    c = Consumer({**conf, "group.id": f"read-{time.monotonic_ns()}", "auto.offset.reset": "earliest",
+                  "enable.auto.commit": False})
     try:
+        total = sum(c.get_watermark_offsets(TopicPartition(topic, p))[1] for p in meta.partitions)
         c.subscribe([topic])
-        out, idle = [], time.monotonic()
-        while time.monotonic() - idle < 3.0 and time.monotonic() - idle < timeout:
+        out = []
+        deadline = time.monotonic() + timeout
+        while len(out) < total and time.monotonic() < deadline:
             msg = c.poll(0.5)
             if msg is None or msg.error():
                 continue
-            idle = time.monotonic()
             k, v = msg.key(), msg.value()
             out.append((json.loads(k) if k is not None else None, json.loads(v) if v is not None else None))
+        assert len(out) == total, f"read {len(out)} of {total} records of {topic}"
         return out
     finally:
         c.close()
@@ -238,6 +249,12 @@ if __name__ == "__main__":          # python pg.py CONFIG.json OFFSETS.json LOGD
     cfg = json.loads(pathlib.Path(sys.argv[1]).read_text())
     d = Driver(cfg, sys.argv[3], sys.argv[2])
     print("started", flush=True)
+    pause = float(os.environ.get("PG_DRIVER_PAUSE", "0"))   # seconds between durable and stored
+    if pause:
+        def _between():
+            print("produced", flush=True)
+            time.sleep(pause)
+        d.between = _between
     while True:
         n = d.step(0.5)
         if n:
