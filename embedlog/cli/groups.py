@@ -217,7 +217,7 @@ def delete(names, opt_names):
 @groups.command()
 @dir_option
 @click.argument("group")
-@click.option("--max-lag", type=click.IntRange(min=0), default=None,
+@click.option("--max-lag", type=click.IntRange(min=0, max=2**63 - 1), default=None,
               help="Exit 1 when any partition's lag is above this (for cron and health checks).")
 @click.option("--topic", "-t", "topics", multiple=True, help="Only these topics (repeatable).")
 @output_options()
@@ -320,11 +320,11 @@ def _read_plan_file(f) -> list[tuple[str, int, int]]:
 @click.option("--all-topics", is_flag=True, help="Every topic the group has committed offsets for or is assigned.")
 @click.option("--to-earliest", is_flag=True, help="Reset to the log start offset.")
 @click.option("--to-latest", is_flag=True, help="Reset to the log end offset.")
-@click.option("--to-offset", type=click.IntRange(min=0), default=None, metavar="N",
+@click.option("--to-offset", type=click.IntRange(min=0, max=2**63 - 1), default=None, metavar="N",
               help="Reset to offset N (kept within the log).")
 @click.option("--to-datetime", default=None, metavar="YYYY-MM-DDTHH:mm:SS.sss",
               help="Reset to the first record at or after this time (local time unless a zone is given).")
-@click.option("--shift-by", type=int, default=None, metavar="N",
+@click.option("--shift-by", type=click.IntRange(min=-(2**63 - 1), max=2**63 - 1), default=None, metavar="N",
               help="Move the committed offset by N (negative: back).")
 @click.option("--by-duration", default=None, metavar="PnDTnHnMnS",
               help="Reset to the first record at or after now minus this duration (e.g. PT1H).")

@@ -57,14 +57,21 @@ def parse_size(text: str) -> tuple[Fraction, bool]:
         raise ValueError(f"{text!r} is not a size; use a number and one of {SIZE_HELP}")
     number, unit = Fraction(m.group(1)), m.group(2)
     if unit in ("", "B"):
-        return number, False
+        return _int64(number, text, "bytes"), False
     u = re.fullmatch(r"([kKmMgGtTpP])(i?)B", unit)
     if u is None:
         if re.fullmatch(r"[kKmMgGtTpP]?i?b(it|its|ps)?", unit):
             raise ValueError(f"{text!r}: lowercase b means bits; sizes are bytes (B), e.g. 10MB")
         raise ValueError(f"{text!r}: unknown unit {unit!r}; use one of {SIZE_HELP}")
     prefix = u.group(1).upper()
-    return number * (_BINARY[prefix] if u.group(2) else _DECIMAL[prefix]), bool(u.group(2))
+    return _int64(number * (_BINARY[prefix] if u.group(2) else _DECIMAL[prefix]), text, "bytes"), bool(u.group(2))
+
+
+def _int64(n, text, what):
+    """Kafka's sizes and times are longs: beyond 2^63-1 is no value, whatever the arithmetic."""
+    if n > 2**63 - 1:
+        raise ValueError(f"{text!r} is more than 2^63-1 {what}, the largest Kafka accepts")
+    return n
 
 
 def parse_rate(text: str) -> tuple[Fraction, bool]:
@@ -86,6 +93,8 @@ def parse_duration(text: str) -> int:
         raise ValueError("the duration is empty")
     if re.fullmatch(_NUMBER, s):
         raise ValueError(f"{text!r} has no unit; write e.g. {s}ms, {s}s, {s}h or {s}d (or use a *-ms flag)")
+    if len(s) > 100:
+        raise ValueError(f"{text[:20]!r}... is not a duration (too long)")
     total, pos = Fraction(0), 0
     while pos < len(s):
         m = _DURATION_PART.match(s, pos)
@@ -94,7 +103,7 @@ def parse_duration(text: str) -> int:
                              "1h30m)")
         total += Fraction(m.group(1)) * _DURATION_UNITS[m.group(2)]
         pos = m.end()
-    return round(total)
+    return _int64(round(total), text, "milliseconds")
 
 
 class _Parsed(click.ParamType):
@@ -362,15 +371,15 @@ def _given(ctx, name) -> bool:
               help="Average record size before compression (key + value + headers), with --messages-per-second.")
 @click.option("--retention", type=DURATION, metavar="DURATION",
               help="retention.ms as a duration: 7d, 12h, 30m, 45s, 500ms, 1h30m.")
-@click.option("--retention-ms", type=click.IntRange(min=-1), metavar="MS",
+@click.option("--retention-ms", type=click.IntRange(min=-1, max=2**63 - 1), metavar="MS",
               help="retention.ms in milliseconds; -1 (no time limit) needs --retention-bytes.")
 @click.option("--retention-bytes", type=RETENTION_BYTES, metavar="SIZE",
               help="retention.bytes: the most one partition keeps (default: no size limit).")
 @click.option("--compression-ratio", type=RATIO, default="1", show_default=True, metavar="R",
               help="Compressed size ÷ uncompressed size: 0.5 halves the bytes (what `embedlog du` shows as RATIO).")
-@click.option("--partitions", "-p", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--partitions", "-p", type=click.IntRange(min=1, max=2**31 - 1), default=1, show_default=True,
               help="Partitions the rate is spread over.")
-@click.option("--replication-factor", "-r", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--replication-factor", "-r", type=click.IntRange(min=1, max=2**15 - 1), default=1, show_default=True,
               help="Copies of each partition.")
 @click.option("--segment-bytes", type=SIZE, metavar="SIZE", help="segment.bytes (default 1 GiB, Kafka's).")
 @click.option("--segment-ms", type=DURATION, metavar="DURATION", help="segment.ms as a duration (default 7d).")

@@ -49,7 +49,7 @@ def _client_properties(pairs, what: str) -> dict:
               help="Each line is KEY SEP VALUE (split at the first SEP); without it lines are values.")
 @click.option("--header", "-H", "headers", multiple=True, metavar="KEY=VALUE",
               help="Header added to every record (repeatable).")
-@click.option("--partition", "-p", type=click.IntRange(min=0), default=None,
+@click.option("--partition", "-p", type=click.IntRange(min=0, max=2**31 - 1), default=None,
               help="Write every record to this partition (default: by key, as Kafka's producer does).")
 @click.option("--acks", type=click.Choice(["0", "1", "all"]), default="all", show_default=True,
               help="all: fdatasync'd before it counts as delivered; 1: written to the OS; 0: no wait.")
@@ -237,16 +237,16 @@ class _StopFlag:
               help="Start at the earliest offset (the default; with --group: where nothing is committed).")
 @click.option("--offset", "-o", metavar="earliest|latest|N", default=None,
               help="Where to start: earliest, latest, or an offset (a number needs --partition).")
-@click.option("--partition", "-p", type=click.IntRange(min=0), default=None, help="Read only this partition.")
+@click.option("--partition", "-p", type=click.IntRange(min=0, max=2**31 - 1), default=None, help="Read only this partition.")
 @click.option("--from-time", default=None, metavar="WHEN",
               help="Start at the first record at or after WHEN: a date-time (2024-05-01T12:00:00, local "
                    "unless Z/+HH:MM) or epoch milliseconds.")
 @click.option("--group", "-g", default=None,
               help="Consume as this consumer group: start at its committed offsets and commit what was printed.")
-@click.option("--max-messages", "-n", type=click.IntRange(min=1), default=None,
+@click.option("--max-messages", "-n", type=click.IntRange(min=1, max=2**63 - 1), default=None,
               help="Stop after this many records.")
 @click.option("--follow", "-f", is_flag=True, help="Keep waiting for new records until Ctrl-C.")
-@click.option("--timeout-ms", type=click.IntRange(min=0), default=None,
+@click.option("--timeout-ms", type=click.IntRange(min=0, max=2**63 - 1), default=None,
               help="Stop when no record arrived for this long (also without --follow).")
 @click.option("--print-key", is_flag=True, help="Print the key before the value.")
 @click.option("--print-offset", is_flag=True, help="Print Offset:N.")
@@ -288,6 +288,8 @@ def consume(topic, topic_opt, from_beginning, offset, partition, from_time, grou
         if offset not in (None, "earliest"):
             raise click.UsageError("--from-beginning and --offset name two different starts")
         offset = "earliest"
+    if group is not None and not group.strip():
+        raise click.UsageError("--group must not be empty (Kafka's INVALID_GROUP_ID)")
     if group is not None and (partition is not None or isinstance(offset, int)):
         raise click.UsageError("--group cannot be combined with --partition or a numeric --offset: "
                                "the group's assignment and committed offsets decide where to read")
@@ -299,6 +301,9 @@ def consume(topic, topic_opt, from_beginning, offset, partition, from_time, grou
             raise click.UsageError("--from-time names the start: drop --offset/--from-beginning/--group")
         if from_time.strip().isdigit():
             from_ms = int(from_time)
+            if from_ms > 2**63 - 1:
+                raise click.BadParameter(f"{from_time} is past the largest timestamp (2^63-1 ms)",
+                                         param_hint="--from-time")
         else:
             from .groups import _parse_datetime
             try:
