@@ -300,6 +300,7 @@ class Worker:
                 if name not in configs:
                     task.deleted = True
                     task.stopping.set()
+                    task.join(30)                             # nothing read after the delete returns
                     del self.tasks[name]
                 elif task.raw != configs[name]:
                     task.stopping.set()
@@ -320,8 +321,11 @@ class Worker:
     # -- what the CLI and the REST API do
     def submit(self, config: dict, *, name: str | None = None) -> _configs.Checked:
         """Check a config and store it (a new connector, or a changed one restarts); nothing is
-        stored when it is refused (ConnectError)."""
-        return submit(self.store, config, name=name)
+        stored when it is refused (ConnectError). A worker of some `names` runs it too."""
+        checked = submit(self.store, config, name=name)
+        if self.names is not None:
+            self.names.add(checked.name)
+        return checked
 
     def restart(self, name: str):
         with self._lock:

@@ -292,12 +292,12 @@ class ExtractField(_Part):
             if value is not None and not isinstance(value, dict):
                 self.require(None, value)
             return self.put(record, None, None if value is None else value.get(self.field))
+        if value is not None:
+            self.require(schema, value)
         f = next((f for f in _fields(schema) if f.get("field") == self.field), None)
         if f is None:
             raise ConnectError(f"{self.prefix}field: unknown field {self.field!r} (the schema has "
                                f"{', '.join(x['field'] for x in _fields(schema)) or 'no fields'})")
-        if value is not None:
-            self.require(schema, value)
         fschema = {k: v for k, v in f.items() if k != "field"}
         return self.put(record, fschema, None if value is None else value.get(self.field))
 
