@@ -17,7 +17,7 @@ _EXPORTS = {
     "storage._errors": ["ConfigError", "CorruptRecordError", "EmbedlogError", "FormatVersionError",
                 "InvalidPartitionsError", "InvalidTopicError", "LockTimeoutError", "LogClosedError",
                 "InvalidReplicationFactorError", "NotEnoughReplicasAfterAppendError", "NotEnoughReplicasError",
-                "OffsetOutOfRangeError", "RecordTooLargeError", "StorageError", "TopicExistsError",
+                "OffsetOutOfRangeError", "ReadOnlyLogError", "RecordTooLargeError", "StorageError", "TopicExistsError",
                 "UnknownTopicOrPartitionError"],
     "storage._log": ["Log", "Topic"],
     "storage._partition": ["AppendResult", "Partition"],

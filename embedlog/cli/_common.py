@@ -117,12 +117,19 @@ def check_log_dir(path: str) -> str:
 
 
 def open_log(ctx: click.Context | None = None, *, create: bool = False):
-    """Open the command's log directory; only `create=True` commands may make a new one."""
+    """Open the command's log directory; only `create=True` commands may make a new one.
+    A directory this process may not write (permissions, a read-only mount) opens
+    read-only, so read commands work there and write commands say why they cannot."""
     import embedlog
     path = log_dir(ctx)
     if not create:
         check_log_dir(path)
-    return embedlog.open(path, create=create)
+    try:
+        return embedlog.open(path, create=create)
+    except embedlog.ReadOnlyLogError:
+        if create:
+            raise
+        return embedlog.open(path, read_only=True)
 
 
 def client_conf(log) -> dict:

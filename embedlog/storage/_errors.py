@@ -6,7 +6,9 @@
     ├─ LogClosedError(RuntimeError)       use of a closed Log, Partition or client
     ├─ FormatVersionError                 files written by a newer embedlog
     ├─ StorageError(OSError)              a write, fsync or lock failed; the partition may be FAILED
-    │  └─ LockTimeoutError                another process held a lock for too long
+    │  ├─ LockTimeoutError                another process held a lock for too long
+    │  └─ ReadOnlyLogError                a write through a read-only handle, or a
+    │                                     directory this process cannot write
     ├─ CorruptRecordError                 damaged bytes in the middle of a segment
     ├─ OffsetOutOfRangeError              read below the log start or above the log end
     ├─ UnknownTopicOrPartitionError       no such topic or partition
@@ -71,6 +73,12 @@ class LockTimeoutError(StorageError):
     (a writer that is stopped, e.g. by SIGSTOP, keeps its lock)."""
 
     retriable = True
+
+
+class ReadOnlyLogError(StorageError):
+    """Raised by every write through a Log opened with read_only=True, and when a
+    writable open finds a directory it may not write (permissions, a read-only mount),
+    saying to open it with read_only=True. Nothing was written."""
 
 
 class CorruptRecordError(EmbedlogError):

@@ -39,20 +39,38 @@ def _be_ints(data: bytes, typecode: str) -> array:
 class _IndexFile:
     entry_size = 0
 
-    def __init__(self, path):
+    def __init__(self, path, read_only: bool = False):
         self.path = path
         self.fd = None
         self.count = 0          # entries cached in memory
+        # Read-only handles open the file O_RDONLY and move it to memory the first time it
+        # must change (a rebuild), so the directory is never written.
+        self.read_only = read_only
+        self.in_memory = False
 
     def open(self):
         if self.fd is None:
-            self.fd = _io.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+            if not self.read_only:
+                self.fd = _io.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+            else:
+                try:
+                    self.fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+                except FileNotFoundError:
+                    self.fd, self.in_memory = _io.memory_file(self.path), True
+        return self.fd
+
+    def _writable(self) -> int:
+        fd = self.open()
+        if self.read_only and not self.in_memory:
+            self.fd, self.in_memory = _io.memory_file(self.path, fd), True
+            os.close(fd)
         return self.fd
 
     def close(self):
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+            self.in_memory = False
         self.reset()
 
     def file_entries(self) -> int:
@@ -70,10 +88,10 @@ class _IndexFile:
         return data
 
     def write_entries(self, at: int, data: bytes):
-        _io.pwrite_all(self.open(), data, at * self.entry_size, self.path)
+        _io.pwrite_all(self._writable(), data, at * self.entry_size, self.path)
 
     def truncate(self, entries: int):
-        _io.ftruncate(self.open(), entries * self.entry_size, self.path)
+        _io.ftruncate(self._writable(), entries * self.entry_size, self.path)
         if self.count > entries:
             self.reset()
 
@@ -86,8 +104,8 @@ class OffsetIndex(_IndexFile):
         self.rel = array("i")
         self.pos = array("i")
 
-    def __init__(self, path):
-        super().__init__(path)
+    def __init__(self, path, read_only: bool = False):
+        super().__init__(path, read_only)
         self.reset()
 
     def load(self, count: int, log_size: int):
@@ -126,8 +144,8 @@ class TimeIndex(_IndexFile):
         self.ts = []
         self.rel = []
 
-    def __init__(self, path):
-        super().__init__(path)
+    def __init__(self, path, read_only: bool = False):
+        super().__init__(path, read_only)
         self.reset()
 
     def load(self, count: int, max_relative_offset: int):

@@ -167,3 +167,24 @@ def copyfile(src, dst, chunk: int = 1 << 20):
 
 
 __all__ = ["OPS", "install", "uninstall", "installed", "makedirs", "rmtree", "copyfile", *OPS]
+
+
+def memory_file(name: str, src_fd: int | None = None) -> int:
+    """A descriptor of an anonymous in-memory file (memfd) holding a copy of `src_fd`'s
+    contents: where a read-only handle must keep something it would otherwise write to the
+    log directory (a rebuilt index, its partition state), so nothing there changes."""
+    fd = os.memfd_create(f"embedlog-{os.path.basename(name)}", getattr(os, "MFD_CLOEXEC", 0))
+    try:
+        if src_fd is not None:
+            pos = 0
+            while True:
+                buf = os.pread(src_fd, 1 << 20, pos)
+                if not buf:
+                    break
+                os.pwrite(fd, buf, pos)
+                pos += len(buf)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+

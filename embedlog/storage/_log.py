@@ -15,6 +15,7 @@ its partition folders, so a crash mid-create leaves no half topic.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -22,18 +23,34 @@ import threading
 import warnings
 from urllib.parse import unquote, urlparse
 
-from . import _config
+from . import _config, _io, _replication
 from . import _hotpath as hp
-from . import _io
-from ._errors import (ConfigError, EmbedlogError, FormatVersionError, InvalidPartitionsError, InvalidTopicError,
-                      LockTimeoutError, LogClosedError, StorageError, TopicExistsError,
-                      UnknownTopicOrPartitionError)
-from . import _replication
+from ._errors import (
+    ConfigError,
+    EmbedlogError,
+    FormatVersionError,
+    InvalidPartitionsError,
+    InvalidTopicError,
+    LockTimeoutError,
+    LogClosedError,
+    ReadOnlyLogError,
+    StorageError,
+    TopicExistsError,
+    UnknownTopicOrPartitionError,
+)
 from ._maintenance import DEFAULT_INTERVAL_MS, Maintainer, maintain_log
 from ._partition import DEFAULT_LOCK_TIMEOUT, AppendResult, Partition
 from ._partitioner import StickyPartitioner, partitions_for_keys
 from ._records import build_batch
-from ._state import TEMP_RE, DirNotifier, fsync_dir, remove_temp_files, seal_json, unseal_json, write_atomic
+from ._state import (
+    TEMP_RE,
+    DirNotifier,
+    fsync_dir,
+    remove_temp_files,
+    seal_json,
+    unseal_json,
+    write_atomic,
+)
 
 FORMAT_NAME = "embedlog"
 FORMAT_VERSION = 1
@@ -88,6 +105,8 @@ class _TopicPartition(Partition):
         if owner._metadata_version() != owner._version:
             owner._reload()
         if owner.log._maintainer is None:
+            if self.read_only:                   # (never started in a read-only Log)
+                self._refuse_write("append")
             owner.log._start_maintenance()       # this process writes: it maintains too
         if self.mirrors and owner.log._replicator is None:
             owner.log._start_replicator()        # ... and copies to mirrors
@@ -212,9 +231,9 @@ class Topic:
             if part is None:
                 part = _TopicPartition(os.path.join(self.log.path, f"{self.name}-{p}"), self.name, p,
                                        self._config, lock_timeout=self.log.lock_timeout,
-                                       notifier=self.log.notifier)
+                                       notifier=self.log.notifier, read_only=self.log.read_only)
                 part._owner = self
-                if self.replicas:
+                if self.replicas and not self.log.read_only:
                     roots = self.log._replica_roots()
                     part.mirrors = [_replication.PartitionMirror(part, slot, rid, roots.get(rid))
                                     for slot, rid in enumerate(self.replicas)]
@@ -274,10 +293,17 @@ class Log:
     """An open log directory. `embedlog.open(path)` returns one; use it as a context manager."""
 
     def __init__(self, path, *, create: bool = True, lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
-                 retention_check_interval_ms: int = DEFAULT_INTERVAL_MS):
+                 retention_check_interval_ms: int = DEFAULT_INTERVAL_MS, read_only: bool = False):
         """`retention_check_interval_ms`: how often a process that appends applies
         retention and compaction to every partition (Kafka's
-        log.retention.check.interval.ms); 0 turns the timer off (`maintain()` still works)."""
+        log.retention.check.interval.ms); 0 turns the timer off (`maintain()` still works).
+
+        `read_only=True` opens a directory this process may not (or must not) write: a
+        backup, a read-only mount, another user's log. Nothing in it is created or
+        changed, not even a lock file; every write raises ReadOnlyLogError. Each partition
+        shows the records present when it is first used (its state is taken from the live
+        state file, or from a scan that leaves a torn tail in place unread, with damaged
+        indexes rebuilt in memory); open again to see later ones."""
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"path must be a str or os.PathLike, not {type(path).__name__}")
         path = os.fspath(path)
@@ -300,9 +326,22 @@ class Log:
         self._retired: list[Topic] = []      # deleted by other processes, still held by someone
         self._closed = False
         self._mutex = threading.RLock()
-        self._init_dir(create)
-        self._lock_fd = _io.open(os.path.join(self.path, ".lock"),
-                                os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        self.read_only = bool(read_only)
+        self._init_dir(create and not self.read_only)
+        if self.read_only:
+            self._lock_fd = None
+            self.notifier = DirNotifier(os.path.join(self.path, NOTIFY_FILE), private=True)
+            return
+        try:
+            self._lock_fd = _io.open(os.path.join(self.path, ".lock"),
+                                    os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        except OSError as e:
+            if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise
+            raise ReadOnlyLogError(
+                f"cannot write the log directory {self.path} ({e.strerror}: {e.filename}); to read it, "
+                "open it with read_only=True (the CLI's read commands do that by themselves)",
+                path=self.path, errno=e.errno) from e
         self.notifier = DirNotifier(os.path.join(self.path, NOTIFY_FILE))
 
     def _init_dir(self, create: bool):
@@ -364,6 +403,9 @@ class Log:
 
         class _Held:
             def __enter__(self):
+                if log.read_only:
+                    raise ReadOnlyLogError(f"the log {log.path} was opened read-only: creating, deleting or "
+                                           "changing topics and mirrors needs a writable open", path=log.path)
                 if not hp.lock(log._lock_fd, 0, 1, True, log.lock_timeout):
                     raise LockTimeoutError(f"timed out waiting for the directory lock {log.path}/.lock",
                                            path=os.path.join(log.path, ".lock"))
@@ -588,6 +630,9 @@ class Log:
         `now` (epoch ms) replaces the clock. Returns {topic: {partition: what was done}}
         for the partitions where something happened."""
         self._check_open()
+        if self.read_only:
+            raise ReadOnlyLogError(f"the log {self.path} was opened read-only: retention and compaction "
+                                   "need a writable open", path=self.path)
         return maintain_log(self, now, topics)
 
     def _start_maintenance(self):
@@ -659,7 +704,8 @@ class Log:
                 part._abandon()
         self._topics.clear()
         self._drop_retired()
-        os.close(self._lock_fd)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
         self.notifier.close()
 
     def close(self):
@@ -679,7 +725,8 @@ class Log:
                 errors.append(e)
         self._topics.clear()
         self._drop_retired()
-        os.close(self._lock_fd)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
         self.notifier.close()
         if errors:
             raise errors[0]

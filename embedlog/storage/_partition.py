@@ -24,15 +24,24 @@ States of a handle:  OPEN --append/read--> OPEN --fsync error--> FAILED --close-
 """
 from __future__ import annotations
 
+import errno
 import os
 import threading
 
 from . import _cleaner, _io
 from . import _state as st
-from ._errors import LockTimeoutError, LogClosedError
+from ._errors import LockTimeoutError, LogClosedError, ReadOnlyLogError
 from ._partition_append import AppendPart
-from ._partition_common import (DEFAULT_LOCK_TIMEOUT, DEFAULT_MAX_BYTES, INT32_MAX, MAX_OPEN_SEGMENTS,  # noqa: F401
-                                PRODUCER_BATCHES_RETAINED, AppendResult, _Stale, _storage_error)
+from ._partition_common import (  # noqa: F401
+    DEFAULT_LOCK_TIMEOUT,
+    DEFAULT_MAX_BYTES,
+    INT32_MAX,
+    MAX_OPEN_SEGMENTS,
+    PRODUCER_BATCHES_RETAINED,
+    AppendResult,
+    _Stale,
+    _storage_error,
+)
 from ._partition_maintenance import MaintenancePart
 from ._partition_read import ReadPart
 from ._partition_recovery import RecoveryPart
@@ -54,8 +63,14 @@ class Partition(AppendPart, ReadPart, RecoveryPart, MaintenancePart):
     """One partition of a topic. Obtain it from `Log.partition()` or `Topic.partition()`."""
 
     def __init__(self, path, topic: str, partition: int, config: dict,
-                 lock_timeout: float = DEFAULT_LOCK_TIMEOUT, notifier=None):
+                 lock_timeout: float = DEFAULT_LOCK_TIMEOUT, notifier=None, read_only: bool = False):
+        """`read_only`: read the folder without changing a byte (Log(read_only=True)): the
+        state is this handle's own, in memory, taken from the folder when it opens (the
+        live state file when a handle of this boot keeps it, else a scan), so the handle
+        shows the records present then; writes raise ReadOnlyLogError."""
         self.path = os.fspath(path)
+        self.read_only = read_only
+        self._ro_last_base = None               # read-only: segments after a torn one are not read
         self.topic = topic
         self.partition = partition
         self.config = config          # the topic's live config dict
@@ -79,10 +94,14 @@ class Partition(AppendPart, ReadPart, RecoveryPart, MaintenancePart):
         self._pstate: dict[int, list] = {}
         self._pstate_end: int | None = None
         try:
-            _io.makedirs(self.path, exist_ok=True)
+            if not read_only:
+                _io.makedirs(self.path, exist_ok=True)
+            elif not os.path.isdir(self.path):
+                raise FileNotFoundError(errno.ENOENT, "no partition folder", self.path)
         except OSError as e:
-            raise _storage_error(e, "creating partition folder", self.path) from e
-        self.state = st.SharedState(os.path.join(self.path, st.STATE_FILE))
+            raise _storage_error(e, "creating partition folder" if not read_only else "opening partition folder",
+                                 self.path) from e
+        self.state = st.SharedState(os.path.join(self.path, st.STATE_FILE), private=read_only)
         try:
             self._open_state()
         except BaseException:
@@ -101,6 +120,26 @@ class Partition(AppendPart, ReadPart, RecoveryPart, MaintenancePart):
                 f"partition {self.topic}-{self.partition} was opened before fork(); "
                 "open the log again in the child process")
 
+    def _refuse_write(self, what: str):
+        if self.read_only:
+            raise ReadOnlyLogError(f"{what} of {self.topic}-{self.partition}: the log was opened read-only "
+                                   f"({self.path}); open it without read_only=True to write", path=self.path)
+
+    def maintain(self, *args, **kwargs):
+        if self.read_only:
+            self._refuse_write("retention and compaction")
+        return super().maintain(*args, **kwargs)
+
+    def compact(self, *args, **kwargs):
+        if self.read_only:
+            self._refuse_write("compaction")
+        return super().compact(*args, **kwargs)
+
+    def delete_records(self, before_offset: int) -> int:
+        if self.read_only:
+            self._refuse_write("delete_records")
+        return super().delete_records(before_offset)
+
     def _lock(self, which=st.LOCK_APPEND):
         if not self.state.lock(which, self.lock_timeout):
             raise LockTimeoutError(
@@ -111,6 +150,14 @@ class Partition(AppendPart, ReadPart, RecoveryPart, MaintenancePart):
 
     def _open_state(self):
         """Make the shared state trustworthy, recovering the segments if needed."""
+        if self.read_only:
+            with self._mutex:
+                self._lock()
+                try:
+                    self._recover_read_only()
+                finally:
+                    self.state.unlock(st.LOCK_APPEND)
+            return
         if self.state.valid() and not self.state.in_append() and self.state.load() is not None:
             return
         with self._mutex:
@@ -146,6 +193,8 @@ class Partition(AppendPart, ReadPart, RecoveryPart, MaintenancePart):
         if version == self._segments_version:
             return
         bases = list_segments(self.path)
+        if self._ro_last_base is not None:
+            bases = [b for b in bases if b <= self._ro_last_base]
         self._gaps = os.path.exists(os.path.join(self.path, _cleaner.CLEANER_CHECKPOINT))
         self._tail = None                      # positions may have moved (recovery, rolls)
         for base in list(self._segments):
@@ -159,7 +208,7 @@ class Partition(AppendPart, ReadPart, RecoveryPart, MaintenancePart):
         thousands of segments does not run out of file descriptors."""
         segs = self._segments
         seg = segs.pop(base, None)
-        return self._adopt(seg if seg is not None else Segment(self.path, base))
+        return self._adopt(seg if seg is not None else Segment(self.path, base, read_only=self.read_only))
 
     def _adopt(self, seg: Segment) -> Segment:
         segs = self._segments
@@ -192,7 +241,7 @@ class Partition(AppendPart, ReadPart, RecoveryPart, MaintenancePart):
         if self._closed:
             return
         try:
-            if self._fork_generation == _fork_generation and not self._failed:
+            if self._fork_generation == _fork_generation and not self._failed and not self.read_only:
                 with self._mutex:
                     self._lock()
                     try:

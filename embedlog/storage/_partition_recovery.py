@@ -19,6 +19,8 @@ class RecoveryPart:
     # ============================================================ recovery
     def _recover_locked(self) -> list[int]:
         """Rebuild the state from the files (append lock held). FORMAT.md §8."""
+        if self.read_only:
+            return self._recover_read_only()
         try:
             return self._recover_files_locked()
         except OSError as e:
@@ -64,6 +66,73 @@ class RecoveryPart:
         fields[st.F_SEGMENTS_VERSION] = (old[st.F_SEGMENTS_VERSION] + 1) if old else int(time.time_ns() & 0xFFFFFFFF)
         self.state.initialize(fields, flushed)
         self._refresh_segments(fields[st.F_SEGMENTS_VERSION])
+        return fields
+
+    def _recover_read_only(self) -> list[int]:
+        """A read-only handle's state (Log(read_only=True)), into its private state with
+        nothing written: the folder's live state when a handle of this boot published it,
+        else FORMAT.md §8's recovery without its writes. A torn tail stays on disk but past
+        the end this handle reads; segments after damage are left out; indexes are checked
+        as they are used (a damaged one is rebuilt in memory)."""
+        try:
+            ck = st.read_checkpoint(self.path)
+            live = st.current_fields(os.path.join(self.path, st.STATE_FILE))
+            bases = list_segments(self.path)
+            if live is not None:
+                fields, flushed = live
+                last_base = fields[st.F_ACTIVE_BASE]
+            else:
+                if not bases:
+                    raise _storage_error(FileNotFoundError(2, "no segment file", self.path),
+                                         "read-only open (the folder has no segment)", self.path)
+                if os.path.exists(os.path.join(self.path, _cleaner.SWAP_MANIFEST)):
+                    raise _storage_error(OSError(5, "an interrupted compaction", self.path),
+                                         "read-only open (open the log writable once to finish it)", self.path)
+                fields = ck.get("fields")
+                if ck.get("clean") and fields and len(fields) == st.N_FIELDS and \
+                        fields[st.F_ACTIVE_BASE] == bases[-1] and \
+                        os.stat(Segment(self.path, bases[-1]).log_path).st_size == fields[st.F_ACTIVE_SIZE]:
+                    fields = list(fields)
+                else:
+                    fields = self._scan_read_only(bases, ck.get("recovery_point", 0))
+                fields[st.F_LOG_START] = max(ck.get("log_start_offset", 0), bases[0])
+                flushed = fields[st.F_LOG_END]
+                last_base = fields[st.F_ACTIVE_BASE]
+        except OSError as e:
+            raise _storage_error(e, "read-only open", getattr(e, "filename", None) or self.path) from e
+        self._gaps = os.path.exists(os.path.join(self.path, _cleaner.CLEANER_CHECKPOINT))
+        self._ro_last_base = last_base
+        fields[st.F_SEGMENTS_VERSION] = 1
+        self.state.initialize(fields, flushed)
+        self._refresh_segments(fields[st.F_SEGMENTS_VERSION])
+        return fields
+
+    def _scan_read_only(self, bases, recovery_point) -> list[int]:
+        interval = self.config["index.interval.bytes"]
+        dense = self._dense()
+        start_i = max(0, self._segment_for_in(bases, recovery_point))
+        next_offset = bases[start_i]
+        result = None
+        for i in range(start_i, len(bases)):
+            if i > start_i and (bases[i] < next_offset or (dense and bases[i] != next_offset)):
+                break                       # does not continue the previous segment: not read
+            seg = Segment(self.path, bases[i], read_only=True)
+            try:
+                size = seg.file_size()
+                r = seg.scan(next_offset, interval, end=size, dense=dense)
+            finally:
+                seg.close()
+            next_offset = max(r.next_offset, bases[i]) if r.batches else max(next_offset, bases[i])
+            result = (seg, r)
+            if r.valid_size < size:
+                break                       # damage: what follows is not read
+        seg, r = result
+        fields = [0] * st.N_FIELDS
+        fields[st.F_LOG_END] = fields[st.F_HIGH_WATERMARK] = next_offset
+        fields[st.F_ACTIVE_BASE] = seg.base_offset
+        fields[st.F_ACTIVE_SIZE] = r.valid_size
+        self._set_index_fields(fields, r)
+        fields[st.F_CREATED_MS] = fields[st.F_FIRST_UNFLUSHED_MS] = now_ms()
         return fields
 
     def _check_index_files(self, bases, interval):

@@ -50,14 +50,16 @@ class ScanResult:
 
 
 class Segment:
-    def __init__(self, dir_path, base_offset: int, suffix: str = ""):
-        """`suffix` names the cleaner's output files (`.log.cleaned`, ...)."""
+    def __init__(self, dir_path, base_offset: int, suffix: str = "", read_only: bool = False):
+        """`suffix` names the cleaner's output files (`.log.cleaned`, ...). `read_only`:
+        the .log is opened O_RDONLY and a rebuilt index lives in memory (Log(read_only=True))."""
         self.dir = dir_path
         self.base_offset = base_offset
         stem = os.path.join(dir_path, segment_name(base_offset))
         self.log_path = stem + ".log" + suffix
-        self.index = OffsetIndex(stem + ".index" + suffix)
-        self.timeindex = TimeIndex(stem + ".timeindex" + suffix)
+        self.index = OffsetIndex(stem + ".index" + suffix, read_only)
+        self.timeindex = TimeIndex(stem + ".timeindex" + suffix, read_only)
+        self.read_only = read_only
         self.fd = None
 
     def __repr__(self):
@@ -65,7 +67,10 @@ class Segment:
 
     def open(self):
         if self.fd is None:
-            self.fd = _io.open(self.log_path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
+            if self.read_only:
+                self.fd = os.open(self.log_path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            else:
+                self.fd = _io.open(self.log_path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
         return self.fd
 
     def close(self):

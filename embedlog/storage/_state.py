@@ -90,12 +90,15 @@ _scratch = threading.local()
 class SharedState:
     """The mmap of one partition's state file, with seqlock access to its fields."""
 
-    def __init__(self, path):
+    def __init__(self, path, *, private: bool = False):
+        """`private`: a read-only handle's state, in an anonymous memory file of this
+        process instead of the directory's state file (Log(read_only=True)); its locks
+        are taken on that file, so they exclude nobody but this process's threads."""
         self.path = path
         flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
         self.fd = None
         try:
-            self.fd = _io.open(path, flags, 0o644)
+            self.fd = _io.memory_file(path) if private else _io.open(path, flags, 0o644)
             if os.fstat(self.fd).st_size < STATE_SIZE:
                 _io.ftruncate(self.fd, STATE_SIZE)  # zero-filled: magic absent = not valid
             self.mm = mmap.mmap(self.fd, STATE_SIZE)
@@ -229,9 +232,11 @@ class DirNotifier:
 
     METADATA_VERSION_AT = 64     # u64; partition.state keeps its fields here, .notify has none
 
-    def __init__(self, path):
+    def __init__(self, path, *, private: bool = False):
+        """`private`: in memory only (a read-only Log): wakes the waiters of this process."""
         self.path = path
-        fd = _io.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        fd = (_io.memory_file(path) if private else
+              _io.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644))
         try:
             if os.fstat(fd).st_size < STATE_SIZE:
                 _io.ftruncate(fd, STATE_SIZE)
@@ -356,6 +361,33 @@ def _checkpoint_shape_ok(doc: dict) -> bool:
             and is_int(doc.get("log_start_offset", 0)) and doc.get("log_start_offset", 0) >= 0
             and (fields is None or (isinstance(fields, list) and len(fields) == N_FIELDS
                                     and all(is_int(v) for v in fields))))
+
+
+def current_fields(path) -> tuple[list[int], int] | None:
+    """(fields, flushed offset) of a state file a handle of this boot published and is not
+    changing, read through a read-only mapping without writing a byte; None when the file
+    is missing, short, stale (another boot), or a writer is mid-change (then the caller
+    rebuilds the state from the segments). A newer state version is refused."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        return None
+    try:
+        if os.fstat(fd).st_size < STATE_SIZE:
+            return None
+        mm = mmap.mmap(fd, STATE_SIZE, prot=mmap.PROT_READ)
+    finally:
+        os.close(fd)
+    view = SharedState.__new__(SharedState)
+    view.path, view.fd, view.mm, view.ptr = path, None, mm, hp.from_buffer(mm)
+    try:
+        if not view.valid() or view.in_append():
+            return None
+        fields = view.load()
+        return None if fields is None else (fields, view.flushed_offset())
+    finally:
+        view.ptr = None
+        mm.close()
 
 
 def read_checkpoint(dir_path) -> dict:
