@@ -57,7 +57,9 @@ class SerializationError(SchemaFormatError):
     """A value does not match its schema, or bytes are not a value of it."""
 
 
-_MODULES = {"AVRO": "._avro", "JSON": "._jsonschema", "PROTOBUF": "._protobuf"}
+# PROTOBUF (._protobuf) is not written yet: a Protobuf schema is refused as an unknown
+# schemaType (42201), and /schemas/types does not list it.
+_MODULES = {"AVRO": "._avro", "JSON": "._jsonschema"}
 TYPES = tuple(_MODULES)
 
 
