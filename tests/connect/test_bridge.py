@@ -332,6 +332,7 @@ def test_sigkilled_bridge_to_the_broker_leaves_no_duplicate(tmp_path, tansu_brok
     assert _consume_all(tansu_broker.bootstrap, topic, PARTS) == records(a, topic)
 
 
+@pytest.mark.soak          # the same resume logic as the two kill loops above; kept out of the 15-minute run
 def test_sigkilled_bridge_from_the_broker_leaves_no_duplicate(tmp_path, tansu_broker):
     a, c = str(tmp_path / "a"), str(tmp_path / "c")
     topic = f"back-{uuid.uuid4().hex[:6]}"

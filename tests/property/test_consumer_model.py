@@ -376,7 +376,7 @@ class ConsumerGroupModel(RuleBasedStateMachine):
 
 
 ConsumerGroupModel.TestCase.settings = settings(
-    max_examples=1000 if SOAK else 100,
+    max_examples=1000 if SOAK else 60,
     stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
