@@ -86,7 +86,7 @@ def connect():
     """Run and manage connectors (Kafka Connect-shaped configs)."""
 
 
-@connect.command()
+@connect.command(short_help="Store a connector config and run it (or run a stored one by --name).")
 @click.argument("config_file", required=False, metavar="CONFIG.json")
 @click.option("--name", default=None, help="Run the stored connector of this name (or check CONFIG's name).")
 @dir_option
@@ -194,7 +194,7 @@ delete = _simple("delete", "Delete a connector: its config and status (its sourc
 restart = _simple("restart", "Restart a connector (a FAILED one runs again).")
 
 
-@connect.command()
+@connect.command(short_help="Run every connector of the directory with Kafka Connect's REST API.")
 @click.option("--listen", default="127.0.0.1:8083", show_default=True, metavar="HOST:PORT",
               help="Where Kafka Connect's REST API listens (port 0: any free one).")
 @click.option("--json", "as_json", is_flag=True, help="Print the listening address as JSON.")

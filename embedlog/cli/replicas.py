@@ -22,7 +22,7 @@ def _storage(fn, *args):
         raise CliError(str(e)) from None
 
 
-@replicas.command()
+@replicas.command(short_help="Add a mirror directory, or bring back or rebuild one.")
 @dir_option
 @click.argument("path")
 def add(path):
@@ -106,7 +106,7 @@ def promote(path):
              "add it back as a mirror of the new primary")
 
 
-@replicas.command()
+@replicas.command(short_help="Repair damaged segments from an in-sync mirror; rebuild vanished mirrors.")
 @dir_option
 def repair():
     """Replace damaged segments of the primary by an in-sync mirror's copy, and rebuild
