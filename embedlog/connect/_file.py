@@ -25,6 +25,7 @@ import os
 import time
 from typing import ClassVar
 
+from ..storage import _io
 from ._configs import Key
 from ._converters import _jsonable
 from ._data import STRING_SCHEMA, ConnectError, Connector, SourceRecord
@@ -176,7 +177,7 @@ class FileStreamSink(Connector):
 
     def flush(self):
         self.f.flush()
-        os.fsync(self.f.fileno())
+        _io.fsync(self.f.fileno())      # through the I/O table, so fault tests reach it
 
     def stop(self):
         if self.f is not None:
