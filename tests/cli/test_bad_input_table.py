@@ -14,12 +14,12 @@ name-taking command, every flag position) is behind @pytest.mark.soak.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 
 import pytest
-from clirun import call, run
+from clirun import call
+from treesnap import snapshot
 
 import embedlog
 
@@ -74,20 +74,6 @@ def tree(template, tmp_path):
     (root / "empty").mkdir()
     (root / "garbage.log").write_bytes(os.urandom(300))
     return root
-
-
-def snapshot(root):
-    out = {}
-    for d, dirs, files in os.walk(root):
-        for name in dirs + files:
-            p = os.path.join(d, name)
-            st = os.lstat(p)
-            digest = None
-            if os.path.isfile(p) and not os.path.islink(p):
-                with open(p, "rb") as f:
-                    digest = hashlib.sha256(f.read()).hexdigest()
-            out[os.path.relpath(p, root)] = (st.st_mode, st.st_size if digest else None, digest)
-    return out
 
 
 def check(result, case):

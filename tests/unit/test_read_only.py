@@ -2,32 +2,19 @@
 and nothing in it changes, not even a lock file; every write is refused clearly."""
 from __future__ import annotations
 
-import hashlib
 import os
-import stat
 import subprocess
 import sys
 
 import pytest
+from treesnap import snapshot
 
 import embedlog
 from embedlog.storage import _state as st
 
 
 def _snapshot(root):
-    """Every name under root with its size, mtime and contents' digest."""
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = os.path.join(dirpath, name)
-            s = os.lstat(path)
-            digest = None
-            if stat.S_ISREG(s.st_mode):
-                with open(path, "rb") as f:
-                    digest = hashlib.sha256(f.read()).hexdigest()
-            out[os.path.relpath(path, root)] = (s.st_mode, s.st_size, s.st_mtime_ns, digest)
-    return out
-
+    return snapshot(root, mtimes=True)
 
 def _make(path, partitions=2, batches=5, per=50):
     with embedlog.open(path) as log:
