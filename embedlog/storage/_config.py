@@ -100,6 +100,12 @@ _TOPIC_KEYS = [
     Key("cleanup.policy", "delete", _cleanup_policy, "delete, compact, or compact,delete"),
     Key("compression.type", "producer", _choice(*COMPRESSION_TYPES),
         "codec batches are stored with; producer keeps the producer's codec"),
+    Key("confluent.key.schema.validation", False, _bool,
+        "produce refuses a record whose key lacks Confluent's schema header naming an id "
+        "registered under `<topic>-key` (README, Schema registry)"),
+    Key("confluent.value.schema.validation", False, _bool,
+        "produce refuses a record whose value lacks Confluent's schema header naming an id "
+        "registered under `<topic>-value` (README, Schema registry)"),
     Key("delete.retention.ms", 86400000, _int(0), "how long tombstones survive after cleaning"),
     Key("file.delete.delay.ms", 60000, _int(0),
         "accepted; files are unlinked at once (readers keep open descriptors, POSIX)", noop=True),
