@@ -57,9 +57,8 @@ class SerializationError(SchemaFormatError):
     """A value does not match its schema, or bytes are not a value of it."""
 
 
-# PROTOBUF (._protobuf) is not written yet: a Protobuf schema is refused as an unknown
-# schemaType (42201), and /schemas/types does not list it.
-_MODULES = {"AVRO": "._avro", "JSON": "._jsonschema"}
+# The order is /schemas/types' order. PROTOBUF (._protobuf, a package: parser, printer, diff).
+_MODULES = {"AVRO": "._avro", "JSON": "._jsonschema", "PROTOBUF": "._protobuf"}
 TYPES = tuple(_MODULES)
 
 
