@@ -442,9 +442,7 @@ class PostgresConnector(Connector):
             raise ConnectError(f"lost the replication connection to {self.where} (slot {self.slot!r}) and cannot "
                                f"reconnect: {str(e).strip().splitlines()[0]}") from None
         if row is None:
-            raise ConnectError(f"replication slot {self.slot!r} was dropped from {self.where} while streaming "
-                               f"(publication {self.pub!r}); the changes after LSN "
-                               f"{_lsn_text(self._durable[0] if self._durable else 0)} are lost to it")
+            raise self._dropped()
         if self._emitted is not None:
             self._skip = max(self._skip, self._emitted)
         for attempt in range(20):             # the old walsender may still hold the slot a moment
@@ -453,9 +451,16 @@ class PostgresConnector(Connector):
                 self._start_stream(resume={"lsn": 0})
                 return
             except ConnectError:
-                if attempt == 19 or self._slot_row() is None:
+                if self._slot_row() is None:
+                    raise self._dropped() from None
+                if attempt == 19:
                     raise
                 self._repl = self._cur = None
+
+    def _dropped(self) -> ConnectError:
+        return ConnectError(f"replication slot {self.slot!r} was dropped from {self.where} while streaming "
+                            f"(publication {self.pub!r}); the changes after LSN "
+                            f"{_lsn_text(self._durable[0] if self._durable else 0)} are lost to it")
 
     def _message(self, m, lsn: int, out: list) -> None:
         if isinstance(m, pgo.Begin):

@@ -120,11 +120,48 @@ class PgServer:
         finally:
             conn.close()
 
+    def drop_slot(self, slot: str) -> None:
+        """Drop a replication slot a connector is streaming from: terminate its walsender and
+        drop it before the connector reconnects (retried until it wins the race)."""
+        import psycopg2
+        for _ in range(100):
+            self.execute("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+                         "WHERE slot_name = %s AND active", params=(slot,))
+            try:
+                self.execute("SELECT pg_drop_replication_slot(%s)", params=(slot,))
+                return
+            except psycopg2.errors.ObjectInUse:
+                time.sleep(0.05)                  # still active: the connector reconnected first
+        raise AssertionError(f"replication slot {slot} stayed active")
+
     def config(self, dbname: str, **extra) -> dict:
         return {"name": "pg", "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
                 "database.hostname": "127.0.0.1", "database.port": str(self.port),
                 "database.user": "postgres", "database.password": PASSWORD, "database.dbname": dbname,
                 "topic.prefix": "dbserver1", "plugin.name": "pgoutput", "slot.name": f"dbz_{dbname}", **extra}
+
+
+def fixtures(prefix: str):
+    """The `server` (one PostgreSQL per test module) and `db` (a fresh database per test)
+    fixtures: `server, db = pg.fixtures("shop")` in a test module."""
+    import itertools
+
+    import pytest
+    numbers = itertools.count()
+
+    @pytest.fixture(scope="module")
+    def server():
+        s = PgServer().start()
+        yield s
+        s.stop()
+
+    @pytest.fixture
+    def db(server):
+        name = f"{prefix}{next(numbers)}"
+        server.execute(f"CREATE DATABASE {name}")
+        return name
+
+    return server, db
 
 
 # ---- the runner's loop, small -------------------------------------------------------------

@@ -4,34 +4,19 @@ the unwrap transform, bad input. The runner's loop is pg.Driver until the runner
 from __future__ import annotations
 
 import base64
-import itertools
 import json
 import sys
 
 import pytest
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-import pg  # noqa: E402
+import pg
 
-from embedlog.connect._data import ConnectError  # noqa: E402
+from embedlog.connect._data import ConnectError
 
 pytestmark = pytest.mark.skipif(pg.skip_reason() is not None, reason=pg.skip_reason() or "")
 
-_db = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def server():
-    s = pg.PgServer().start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture
-def db(server):
-    name = f"shop{next(_db)}"
-    server.execute(f"CREATE DATABASE {name}")
-    return name
+server, db = pg.fixtures("shop")
 
 
 def _run(server, db, tmp_path, *, setup=None, changes=None, **config):
@@ -207,14 +192,7 @@ def test_a_slot_dropped_mid_stream_is_an_error_naming_it(server, db, tmp_path):
     d = pg.Driver(server.config(db), tmp_path / "log", tmp_path / "offsets.json")
     try:
         d.drain(quiet=1.0)
-        for _ in range(100):
-            server.execute("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
-                           "WHERE slot_name = %s AND active", params=(f"dbz_{db}",))
-            try:
-                server.execute("SELECT pg_drop_replication_slot(%s)", params=(f"dbz_{db}",))
-                break
-            except Exception:  # noqa: BLE001 - still active: the connector reconnected first
-                pass
+        server.drop_slot(f"dbz_{db}")
         with pytest.raises(ConnectError) as e:
             for _ in range(60):
                 d.step(0.5)
@@ -262,7 +240,7 @@ def test_a_transaction_of_10000_rows_then_a_restart_emits_nothing_again(server, 
     assert len({v["source"]["txId"] for _, v in got}) == 1
     assert all(v["after"]["v"] for _, v in got)
     stored = json.loads((tmp_path / "offsets.json").read_text())
-    assert list(stored.values())[0]["event"] == 10000
+    assert next(iter(stored.values()))["event"] == 10000
     d2 = pg.Driver(cfg, tmp_path / "log", tmp_path / "offsets.json")          # a clean restart
     try:
         server.execute("INSERT INTO t VALUES (10001, 'x')", db)
@@ -314,7 +292,7 @@ def test_killed_mid_stream_and_restarted_loses_nothing_and_replays_only_past_the
     alive_at_kill = w.is_alive()
     p.send_signal(signal.SIGKILL)
     p.wait()
-    at_kill = list(json.loads(offsets.read_text()).values())[0]
+    at_kill = next(iter(json.loads(offsets.read_text()).values()))
     w.join()
     p = spawn()
     writer(1000, 50)

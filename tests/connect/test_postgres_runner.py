@@ -1,0 +1,209 @@
+"""PostgreSQL CDC through the connector runner (embedlog.connect.run / `embedlog connect run`),
+against a real server (tests/connect/pg.py): a Debezium-shaped config with the unwrap
+transform runs, is RUNNING in _connect_status, stores its offsets in _connect_offsets and a
+restart resumes from them; bad input (wrong password, a missing publication, a slot dropped
+while running, an unknown key) is FAILED with the message in the status and the CLI, and
+nothing reaches the data topics."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+
+import pytest
+
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+import pg
+from test_connect_runner import wait_until  # the runner tests' poll loop
+
+import embedlog as el
+from embedlog.connect import ConnectError, run
+from embedlog.connect._store import Store
+
+pytestmark = pytest.mark.skipif(pg.skip_reason() is not None, reason=pg.skip_reason() or "")
+
+JSON = "org.apache.kafka.connect.json.JsonConverter"
+server, db = pg.fixtures("run")
+
+
+def debezium(server, db, **extra) -> dict:
+    """The config a Debezium tutorial posts to Kafka Connect, with the unwrap transform."""
+    return {"name": "inventory", "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
+            "tasks.max": "1", "database.hostname": "127.0.0.1", "database.port": str(server.port),
+            "database.user": "postgres", "database.password": pg.PASSWORD, "database.dbname": db,
+            "topic.prefix": "dbserver1", "table.include.list": "public.orders", "plugin.name": "pgoutput",
+            "slot.name": f"slot_{db}", "publication.name": f"pub_{db}",
+            "transforms": "unwrap", "transforms.unwrap.type": "io.debezium.transforms.ExtractNewRecordState",
+            "transforms.unwrap.drop.tombstones": "true",
+            "key.converter": JSON, "key.converter.schemas.enable": "false",
+            "value.converter": JSON, "value.converter.schemas.enable": "false", **extra}
+
+
+def rows(log_dir, topic="dbserver1.public.orders"):
+    if not _has_topic(log_dir, topic):
+        return []
+    return pg.read_topic(log_dir, topic)
+
+
+def _has_topic(log_dir, topic) -> bool:
+    if not log_dir.exists():
+        return False
+    with el.open(log_dir) as log:
+        return topic in log.topics()
+
+
+def data_topics(log_dir) -> list[str]:
+    if not log_dir.exists():
+        return []
+    with el.open(log_dir) as log:
+        return sorted(t for t in log.topics() if not t.startswith("_"))
+
+
+def stored_offset(log_dir, name="inventory") -> dict | None:
+    with el.open(log_dir) as log:
+        s = Store(log)
+        s.refresh()
+        got = s.source_offsets(name)
+    return next(iter(got.values()))[1] if got else None
+
+
+def cli(log_dir, *args, timeout=120):
+    return subprocess.run([sys.executable, "-m", "embedlog", "--dir", str(log_dir), "connect", *args],
+                          check=False, capture_output=True, text=True, timeout=timeout)
+
+
+def test_debezium_config_runs_through_the_runner_stores_offsets_and_resumes(server, db, tmp_path):
+    d = tmp_path / "log"
+    server.execute("CREATE TABLE orders (id int PRIMARY KEY, item text); CREATE TABLE other (id int PRIMARY KEY);"
+                   "INSERT INTO orders VALUES (1, 'pen'), (2, 'ink'); INSERT INTO other VALUES (1)", db)
+    w = run(d, debezium(server, db))
+    try:
+        st = w.wait_for("inventory", "RUNNING", 60)
+        assert st["connector"]["state"] == "RUNNING" and st["type"] == "source"
+        wait_until(lambda: len(rows(d)) >= 2, what="the snapshot")
+        server.execute("INSERT INTO orders VALUES (3, 'cap'); UPDATE orders SET item = 'pencil' WHERE id = 1;"
+                       "DELETE FROM orders WHERE id = 2; INSERT INTO other VALUES (2)", db)
+        wait_until(lambda: len(rows(d)) >= 4, what="the changes")
+        wait_until(lambda: (stored_offset(d) or {}).get("event") == 3, what="the offset of the last change")
+    finally:
+        w.stop()
+    got = rows(d)
+    # unwrap: the row itself; the delete is dropped (delete.handling.mode's default) and so
+    # is its tombstone (drop.tombstones)
+    assert got == [({"id": 1}, {"id": 1, "item": "pen"}), ({"id": 2}, {"id": 2, "item": "ink"}),
+                   ({"id": 3}, {"id": 3, "item": "cap"}), ({"id": 1}, {"id": 1, "item": "pencil"})]
+    assert data_topics(d) == ["dbserver1.public.orders"]                # table.include.list
+    off = stored_offset(d)
+    assert off["lsn_commit"] > 0 and off["event"] == 3 and "snapshot" not in off
+    with el.open(d) as log:
+        s = Store(log)
+        s.refresh()
+        assert s.status["status-task-inventory-0"]["state"] == "UNASSIGNED"    # stopped cleanly
+        assert [k for k in s.configs] == ["inventory"]
+    assert server.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", db, (f"pub_{db}",))
+
+    # Changes while it is down; `embedlog connect run --name` resumes from the stored offset:
+    # no snapshot again, nothing twice, nothing lost.
+    server.execute("INSERT INTO orders VALUES (4, 'box'); UPDATE orders SET item = 'lid' WHERE id = 3", db)
+    p = subprocess.Popen([sys.executable, "-m", "embedlog", "--dir", str(d), "connect", "run", "--name", "inventory"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: len(rows(d)) >= 6 or p.poll() is not None, what="the changes made while down")
+        assert p.poll() is None, p.stderr.read()
+        r = cli(d, "status", "inventory", "--json")
+        assert json.loads(r.stdout)["tasks"][0]["state"] == "RUNNING"
+        server.execute("INSERT INTO orders VALUES (5, 'jar')", db)
+        wait_until(lambda: len(rows(d)) >= 7, what="a change while running again")
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.wait(60)
+    assert p.returncode == 0, p.stderr.read()
+    assert rows(d)[4:] == [({"id": 4}, {"id": 4, "item": "box"}), ({"id": 3}, {"id": 3, "item": "lid"}),
+                           ({"id": 5}, {"id": 5, "item": "jar"})]
+    assert stored_offset(d)["lsn_commit"] > off["lsn_commit"]
+
+
+def _failed(log_dir, name="inventory"):
+    with el.open(log_dir) as log:
+        s = Store(log)
+        s.refresh()
+        return s.connector_status(name)
+
+
+@pytest.mark.parametrize("case", ["password", "publication"])
+def test_bad_input_fails_the_task_with_the_message_and_writes_nothing(server, db, tmp_path, case):
+    d = tmp_path / "log"
+    server.execute("CREATE TABLE orders (id int PRIMARY KEY); INSERT INTO orders VALUES (1)", db)
+    extra, message = {
+        "password": ({"database.password": "wrong"},
+                     (f"cannot connect to PostgreSQL database '{db}' at 127.0.0.1:{server.port} as 'postgres': "
+                      f"connection to server at \"127.0.0.1\", port {server.port} failed: FATAL:  password "
+                      f"authentication failed for user \"postgres\"")),
+        "publication": ({"publication.autocreate.mode": "disabled"},
+                        (f"publication 'pub_{db}' does not exist in database '{db}' at 127.0.0.1:{server.port} "
+                         f"and publication.autocreate.mode is disabled")),
+    }[case]
+    w = run(d, debezium(server, db, **extra))
+    try:
+        st = w.wait_for("inventory", "FAILED", 60)
+    finally:
+        w.stop()
+    assert message in st["tasks"][0]["trace"]
+    assert data_topics(d) == []                                       # nothing written
+    assert stored_offset(d) is None
+    assert not server.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", params=(f"slot_{db}",))
+    r = cli(d, "status", "inventory")
+    assert r.returncode == 0
+    table_row = r.stdout.splitlines()[1]
+    assert "FAILED" in table_row and message.split(":")[0] in table_row    # the trace's last line, in the table
+    assert message in r.stdout
+
+
+def test_publication_autocreate_filtered_creates_it_for_the_kept_tables(server, db, tmp_path):
+    d = tmp_path / "log"
+    server.execute("CREATE TABLE orders (id int PRIMARY KEY); CREATE TABLE other (id int PRIMARY KEY);"
+                   "INSERT INTO orders VALUES (1)", db)
+    w = run(d, debezium(server, db, **{"publication.autocreate.mode": "filtered"}))
+    try:
+        w.wait_for("inventory", "RUNNING", 60)
+        wait_until(lambda: len(rows(d)) >= 1, what="the snapshot")
+    finally:
+        w.stop()
+    assert server.execute("SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s", db,
+                          (f"pub_{db}",)) == [("public", "orders")]
+
+
+def test_unknown_key_is_refused_before_anything_is_written(server, db, tmp_path):
+    d = tmp_path / "log"
+    with pytest.raises(ConnectError) as e:
+        run(d, debezium(server, db, **{"slot.nmae": "x"}))
+    assert str(e.value) == ("connector inventory: unknown config key 'slot.nmae' for "
+                            "io.debezium.connector.postgresql.PostgresConnector (did you mean slot.name?)")
+    assert not d.exists()
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"name": "inventory", "config": debezium(server, db, **{"slot.nmae": "x"})}))
+    el.open(d).close()
+    r = cli(d, "run", str(cfg))
+    assert r.returncode == 1 and r.stderr.strip() == f"Error: {e.value}"
+    assert data_topics(d) == [] and not server.execute(
+        "SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", params=(f"slot_{db}",))
+
+
+def test_a_slot_dropped_while_running_fails_the_task_with_the_message(server, db, tmp_path):
+    d = tmp_path / "log"
+    server.execute("CREATE TABLE orders (id int PRIMARY KEY); INSERT INTO orders VALUES (1)", db)
+    w = run(d, debezium(server, db))
+    try:
+        w.wait_for("inventory", "RUNNING", 60)
+        wait_until(lambda: len(rows(d)) >= 1, what="the snapshot")
+        server.drop_slot(f"slot_{db}")
+        server.execute("INSERT INTO orders VALUES (2)", db)
+        st = w.wait_for("inventory", "FAILED", 90)
+    finally:
+        w.stop()
+    trace = st["tasks"][0]["trace"]
+    assert f"replication slot 'slot_{db}' was dropped from database '{db}'" in trace
+    assert rows(d) == [({"id": 1}, {"id": 1})]                        # the change after the drop: not written
+    r = cli(d, "status", "inventory", "--json")
+    assert f"slot_{db}' was dropped" in json.loads(r.stdout)["tasks"][0]["trace"]
