@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import threading
@@ -51,23 +52,25 @@ def _load(path: str) -> dict:
     return doc
 
 
-def _store():
+@contextlib.contextmanager
+def _connect_errors():
+    """A ConnectError (a refused config, an unknown connector) is the CLI's one error line."""
+    from embedlog.connect._data import ConnectError
+    try:
+        yield
+    except ConnectError as e:
+        raise CliError(str(e)) from None
+
+
+def _managed(fn):
+    """fn(manager) on the connectors of the directory, with the log open around it."""
     from embedlog.connect._manage import Manager
     from embedlog.connect._store import Store
     from embedlog.storage._log import open_log
 
     from ._common import check_log_dir
-    path = check_log_dir(log_dir())
-    log = open_log(path)
-    return log, Manager(Store(log))
-
-
-def _manager_call(fn):
-    from embedlog.connect._data import ConnectError
-    try:
-        return fn()
-    except ConnectError as e:
-        raise CliError(str(e)) from None
+    with open_log(check_log_dir(log_dir())) as log, _connect_errors():
+        return fn(Manager(Store(log)))
 
 
 def _wait_for_signal():
@@ -95,18 +98,14 @@ def run(config_file, name):
     run the stored connector --name, until Ctrl-C / SIGTERM. Source offsets and the
     sink's group offsets are stored, so a restart resumes where it stopped."""
     from embedlog.connect import _configs
-    from embedlog.connect._data import ConnectError
     from embedlog.connect._runner import Worker
     if not config_file and not name:
         raise click.UsageError("give CONFIG.json or --name NAME")
     config = None
     if config_file:
         config = _load(config_file)
-        try:
-            checked = _configs.check(config, name=name)
-        except ConnectError as e:
-            raise CliError(str(e)) from None
-        name = checked.name
+        with _connect_errors():
+            name = _configs.check(config, name=name).name
     path = log_dir()
     if config is None:
         from ._common import check_log_dir
@@ -139,9 +138,7 @@ def _state_row(name, st):
 @dir_option
 def list_(as_json):
     """The connectors stored in the directory with their states."""
-    log, m = _store()
-    with log:
-        out = {n: {"status": m.status(n), "info": m.info(n)} for n in m.names()}
+    out = _managed(lambda m: {n: {"status": m.status(n), "info": m.info(n)} for n in m.names()})
     if as_json:
         echo_json(out)
     elif out:
@@ -155,11 +152,7 @@ def list_(as_json):
 @dir_option
 def status(name, as_json):
     """A connector's state and its task's, with the failure's trace."""
-    log, m = _store()
-    with log:
-        st = _manager_call(lambda: m.status(name))
-        cfg = m.config(name)
-        offs = m.offsets(name)["offsets"]
+    st, cfg, offs = _managed(lambda m: (m.status(name), m.config(name), m.offsets(name)["offsets"]))
     if as_json:
         echo_json(st)
         return
@@ -178,9 +171,7 @@ def _simple(verb, doc):
     @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
     @dir_option
     def cmd(name, as_json):
-        log, m = _store()
-        with log:
-            _manager_call(lambda: getattr(m, verb)(name))
+        _managed(lambda m: getattr(m, verb)(name))
         if as_json:
             echo_json({"name": name, "action": verb, "ok": True})
         else:
@@ -202,15 +193,12 @@ restart = _simple("restart", "Restart a connector (a FAILED one runs again).")
 def serve(listen, as_json):
     """Run every connector of the directory (and those added later) with Kafka Connect's
     REST API, until Ctrl-C / SIGTERM."""
-    from embedlog.connect._data import ConnectError
     from embedlog.connect._rest import serve as rest_serve
     host, sep, port = listen.rpartition(":")
     if not sep or not port.isdigit() or not host:
         raise click.BadParameter(f"{listen!r}: use HOST:PORT", param_hint="--listen")
-    try:
+    with _connect_errors():
         worker, server = rest_serve(log_dir(), host, int(port))
-    except ConnectError as e:
-        raise CliError(str(e)) from None
     try:
         if as_json:
             click.echo(json.dumps({"url": server.url, "dir": worker.log.path}), nl=True)

@@ -105,26 +105,30 @@ def make_app(worker) -> web.Application:
         info = await off(m.create, config, name=name)
         return web.json_response(info, status=201, headers={"Location": f"/connectors/{name}"})
 
-    @routes.get("/connectors/{name}")
-    async def info(request):
-        return web.json_response(await off(m.info, request.match_info["name"]))
+    # One handler per shape: a Manager call on the connector's name answered as JSON, or as
+    # an empty response with the status Kafka Connect gives.
+    def answer(fn):
+        async def handler(request):
+            return web.json_response(await off(fn, request.match_info["name"]))
+        return handler
 
-    @routes.get("/connectors/{name}/config")
-    async def get_config(request):
-        return web.json_response(await off(m.config, request.match_info["name"]))
+    def action(fn, status):
+        async def handler(request):
+            await off(fn, request.match_info["name"])
+            return web.Response(status=status)
+        return handler
+
+    for tail, fn in (("", m.info), ("/config", m.config), ("/status", m.status), ("/tasks", m.tasks),
+                     ("/offsets", m.offsets)):
+        routes.get(f"/connectors/{{name}}{tail}")(answer(fn))
+    for method, tail, fn, code in (("PUT", "/pause", m.pause, 202), ("PUT", "/resume", m.resume, 202),
+                                   ("POST", "/restart", m.restart, 204), ("DELETE", "", m.delete, 204)):
+        routes.route(method, f"/connectors/{{name}}{tail}")(action(fn, code))
 
     @routes.put("/connectors/{name}/config")
     async def put_config(request):
         created, info = await off(m.put_config, request.match_info["name"], await _body(request))
         return web.json_response(info, status=201 if created else 200)
-
-    @routes.get("/connectors/{name}/status")
-    async def status(request):
-        return web.json_response(await off(m.status, request.match_info["name"]))
-
-    @routes.get("/connectors/{name}/tasks")
-    async def tasks(request):
-        return web.json_response(await off(m.tasks, request.match_info["name"]))
 
     @routes.get("/connectors/{name}/tasks/{task}/status")
     async def task_status(request):
@@ -132,30 +136,6 @@ def make_app(worker) -> web.Application:
         if request.match_info["task"] != "0":
             raise NotFound(f"Task {request.match_info['name']}-{request.match_info['task']} not found")
         return web.json_response(st["tasks"][0])
-
-    @routes.get("/connectors/{name}/offsets")
-    async def offsets(request):
-        return web.json_response(await off(m.offsets, request.match_info["name"]))
-
-    @routes.put("/connectors/{name}/pause")
-    async def pause(request):
-        await off(m.pause, request.match_info["name"])
-        return web.Response(status=202)
-
-    @routes.put("/connectors/{name}/resume")
-    async def resume(request):
-        await off(m.resume, request.match_info["name"])
-        return web.Response(status=202)
-
-    @routes.post("/connectors/{name}/restart")
-    async def restart(request):
-        await off(m.restart, request.match_info["name"])
-        return web.Response(status=204)
-
-    @routes.delete("/connectors/{name}")
-    async def delete(request):
-        await off(m.delete, request.match_info["name"])
-        return web.Response(status=204)
 
     @routes.get("/connector-plugins")
     async def plugins(_request):
