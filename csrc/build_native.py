@@ -1,4 +1,5 @@
-"""cffi build script (out-of-line API mode): compiles csrc/native.c into embedlog.storage._native.
+"""cffi build script (out-of-line API mode): compiles csrc/native.c and csrc/cleaner.c into
+embedlog.storage._native.
 
 Run by `pip install .` through setup.py's cffi_modules; never imported at run time.
 """
@@ -28,7 +29,7 @@ ffibuilder.set_source(
     "embedlog.storage._native",
     '#include <stdint.h>\n#include <stddef.h>\n#include "native.h"\n'
     f'static const char *const EL_NATIVE_VERSION = "{_version()}";\n',
-    sources=[os.path.relpath(os.path.join(HERE, "native.c"), ROOT)],
+    sources=[os.path.relpath(os.path.join(HERE, name), ROOT) for name in ("native.c", "cleaner.c")],
     include_dirs=[os.path.relpath(HERE, ROOT)],
     extra_compile_args=_extra,
     extra_link_args=["-fsanitize=address,undefined"] if os.environ.get("EMBEDLOG_SANITIZE") else [],

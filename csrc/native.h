@@ -154,3 +154,52 @@ uint64_t el_atomic_max_u64(void *addr, uint64_t value);
 /* One atomic read-modify-write of a flags word: (old | set) & ~clear, unless old has any
  * `forbid` bit (then nothing changes). Returns the word as it is afterwards. */
 uint64_t el_atomic_update_u64(void *addr, uint64_t set, uint64_t clear, uint64_t forbid);
+
+/* ---- compaction (csrc/cleaner.c): the key map and the filter pass ---- */
+/* Kafka's SkimpyOffsetMap: `slots` is capacity x 24 zeroed bytes the caller owns (a
+ * 16-byte key digest and the key's latest offset + 1). The caller keeps grow_at below
+ * capacity; entries counts the keys, end_offset is one past the last batch put (-1: none). */
+typedef struct {
+    void *slots;
+    int64_t capacity;
+    int64_t grow_at;
+    int64_t entries;
+    int64_t end_offset;
+} el_keymap;
+
+/* Put the keys of the whole batches in buf from *pos (each checked: header, CRC,
+ * records section), advancing *pos past each. Returns 0 at the end of buf (a batch cut
+ * off at the end is left at *pos unless `final`: then it is an error), 1 at a
+ * compressed batch (the caller's: it decompresses it and calls el_keymap_put_many), 2
+ * before a batch whose records could take entries past grow_at, or an EL_E* code (< 0)
+ * for the batch at *pos. Keyless records are not put. */
+int el_keymap_scan(el_keymap *m, const void *buf, size_t len, int final, int64_t *pos);
+/* Move every key of `from` into the (larger, zeroed) table `to`. */
+void el_keymap_rehash(const el_keymap *from, el_keymap *to);
+/* Put or look up n keys, one after another in `keys` (key_lens -1: no key, skipped;
+ * looked up: -1). A key missing from the map is -1. */
+void el_keymap_put_many(el_keymap *m, const void *keys, const int32_t *key_lens, const int64_t *offsets,
+                        int32_t n);
+void el_keymap_get_many(const el_keymap *m, const void *keys, const int32_t *key_lens, int32_t n,
+                        int64_t *out);
+
+typedef struct {
+    int64_t now;                 /* in: ms */
+    int64_t horizon;             /* in: now + delete.retention.ms */
+    int64_t records_in;
+    int64_t records_out;
+    int64_t tombstones_removed;
+    int64_t next_horizon;        /* earliest horizon of a tombstone kept (INT64_MAX: none) */
+} el_clean_stats;
+
+/* The filter pass over the whole batches in buf from *pos: a record stays unless the
+ * map has a later offset for its key; a tombstone whose batch's delete horizon has
+ * passed goes. Each batch's result is appended to out at *out_len: as is, rewritten
+ * (same offsets, new CRC) or nothing. Returns 0 at the end of buf (as el_keymap_scan), 1
+ * at a compressed batch (the caller's), 3 when out has no room for the next batch
+ * (drain it; with an empty out, give a larger one: the batch's size + 10 per record),
+ * 4 when keep (scratch, a byte a record) is smaller than the batch's records_count, or
+ * an EL_E* code for the batch at *pos. */
+int el_clean_scan(const el_keymap *m, const void *buf, size_t len, int final, int64_t *pos,
+                  void *out, size_t out_cap, int64_t *out_len, uint8_t *keep, size_t keep_cap,
+                  el_clean_stats *s);

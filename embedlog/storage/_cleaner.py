@@ -28,14 +28,29 @@ from __future__ import annotations
 
 import json
 import os
+from array import array
 from bisect import bisect_right
 
+from . import _hotpath as hp
 from . import _io
 from . import _state as st
+from ._errors import CorruptRecordError, FormatVersionError
 from ._failpoints import hit
-from ._errors import FormatVersionError
-from ._records import decode_columns, iter_batches, now_ms, rebuild_batch
-from ._segment import MAX_RELATIVE_OFFSET, IndexCorrupt, Segment, list_segments, segment_name
+from ._records import (
+    BatchHeader,
+    decode_columns,
+    iter_batches,
+    now_ms,
+    parse_header,
+    rebuild_batch,
+)
+from ._segment import (
+    MAX_RELATIVE_OFFSET,
+    IndexCorrupt,
+    Segment,
+    list_segments,
+    segment_name,
+)
 
 CLEANER_CHECKPOINT = "cleaner.checkpoint"
 SWAP_MANIFEST = "cleaner.swap"
@@ -279,8 +294,16 @@ def apply_retention_locked(part, fields, now: int) -> dict:
 # ------------------------------------------------------------------ compaction
 
 class CleanPlan:
-    __slots__ = ("first_dirty", "first_uncleanable", "clean_bytes", "dirty_bytes", "bases", "sizes",
-                 "reason")
+    __slots__ = (
+        "bases",
+        "clean_bytes",
+        "dirty_bytes",
+        "first_dirty",
+        "first_uncleanable",
+        "reason",
+        "sizes",
+        "upper",
+    )
 
 
 def plan_cleaning(part, fields, now: int, force: bool) -> CleanPlan | None:
@@ -326,6 +349,7 @@ def plan_cleaning(part, fields, now: int, force: bool) -> CleanPlan | None:
     p = CleanPlan()
     p.first_dirty, p.first_uncleanable, p.bases = first_dirty, first_uncleanable, bases
     p.sizes = sizes
+    p.upper = first_uncleanable            # where the last segment of the plan ends
     p.clean_bytes = sum(sizes[b] for b in bases if b < first_dirty)
     p.dirty_bytes = sum(sizes[b] for b in bases if b >= first_dirty)
     total = p.clean_bytes + p.dirty_bytes
@@ -346,26 +370,162 @@ def plan_cleaning(part, fields, now: int, force: bool) -> CleanPlan | None:
     return p if p.reason else None
 
 
-def build_offset_map(part, plan: CleanPlan) -> dict:
-    """key -> offset of its latest record in the dirty range."""
-    latest: dict = {}
+DEDUPE_BUFFER_KEY = "log.cleaner.dedupe.buffer.size"
+DEDUPE_BUFFER_DEFAULT = 128 << 20          # Kafka's default, 128 MiB
+SLOT_BYTES = 24                            # csrc/cleaner.c: 16-byte key digest + offset
+LOAD_FACTOR = 0.9                          # Kafka's log.cleaner.io.buffer.load.factor
+FIRST_SLOTS = 1 << 16
+NO_HORIZON = 2**63 - 1
+
+
+class KeyMap:
+    """Kafka's SkimpyOffsetMap (csrc/cleaner.c): key digest -> offset of the key's latest
+    record, in at most `buffer_bytes` (24 bytes a slot, filled to 90% before the map is
+    full). The table starts small and grows 4x while it is half full, up to the bound."""
+
+    def __init__(self, buffer_bytes: int):
+        self.max_slots = buffer_bytes // SLOT_BYTES
+        if self.max_slots < 2:
+            raise ValueError(f"{DEDUPE_BUFFER_KEY} {buffer_bytes} is too small for a key map "
+                             f"({SLOT_BYTES} bytes a key)")
+        self.map = hp.new("el_keymap *")
+        self.map.end_offset = -1
+        self._alloc(min(self.max_slots, FIRST_SLOTS))
+
+    def _alloc(self, slots: int):
+        self._slots = hp.new("char[]", slots * SLOT_BYTES)       # zeroed: every slot empty
+        self.map.slots = self._slots
+        self.map.capacity = slots
+        self.map.grow_at = int(slots * LOAD_FACTOR) if slots == self.max_slots else slots // 2
+
+    def grow(self) -> bool:
+        """A larger table with the same keys; False at the memory bound (the map is full)."""
+        if self.map.capacity >= self.max_slots:
+            return False
+        old, old_slots = self.map, self._slots
+        self.map = hp.new("el_keymap *")
+        self._alloc(min(self.max_slots, old.capacity * 4))
+        hp.lib.el_keymap_rehash(old, self.map)
+        del old_slots
+        return True
+
+    def __len__(self):
+        return self.map.entries
+
+    @property
+    def memory_bytes(self) -> int:
+        return self.map.capacity * SLOT_BYTES
+
+    def put_columns(self, cols) -> None:
+        blob, lens = _key_blob(cols.keys)
+        hp.lib.el_keymap_put_many(self.map, blob, hp.i32(lens), hp.i64(array("q", cols.offsets)), len(lens))
+
+    def newest(self, keys) -> list:
+        """The latest offset of each key (None: not in the map, or no key)."""
+        blob, lens = _key_blob(keys)
+        out = hp.new("int64_t[]", len(lens))
+        hp.lib.el_keymap_get_many(self.map, blob, hp.i32(lens), len(lens), out)
+        return [None if o < 0 else o for o in out]
+
+
+def _key_blob(keys):
+    return b"".join(k for k in keys if k is not None), array("i", [-1 if k is None else len(k) for k in keys])
+
+
+def _chunks(path, size: int):
+    """Generator of (buffer, length, final, file position) over a closed segment, READ_CHUNK
+    bytes at a time; send it how many bytes of whole batches were used. A batch larger
+    than the chunk gets a chunk of its own size."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        buf = bytearray(max(1, min(READ_CHUNK, size)))
+        pos = 0
+        while pos < size:
+            want = min(len(buf), size - pos)
+            got = os.preadv(fd, [memoryview(buf)[:want]], pos)
+            if got < want:
+                raise CorruptRecordError(f"truncated batch in {path} at position {pos + got} (the file "
+                                         "shrank while it was cleaned)", path=path, position=pos + got)
+            used = yield buf, want, pos + want >= size, pos
+            if used == 0:
+                total = int.from_bytes(buf[8:12], "big") + 12
+                if want < 12 or total <= len(buf):
+                    raise CorruptRecordError(f"truncated batch in {path} at position {pos}", path=path,
+                                             position=pos)
+                buf = bytearray(total)
+            pos += used
+    finally:
+        os.close(fd)
+
+
+def _corrupt(rc: int, path, position: int):
+    return CorruptRecordError(f"{hp.REASONS.get(rc, 'malformed batch')} in {path} at position {position}",
+                              path=path, position=position)
+
+
+def build_offset_map(part, plan: CleanPlan) -> KeyMap:
+    """key -> offset of its latest record in the dirty range, built in C from the segments'
+    bytes (compressed batches decompressed here). When the map reaches
+    log.cleaner.dedupe.buffer.size, it ends at a batch boundary and the plan is cut to
+    the segments below that offset (Kafka: the rest is cleaned by the next pass)."""
+    km = KeyMap(part.config.get(DEDUPE_BUFFER_KEY, DEDUPE_BUFFER_DEFAULT))
+    pos = hp.new("int64_t *")
     for b in plan.bases:
         if b < plan.first_dirty:
             continue
         path = _stem(part.path, b) + ".log"
-        for buf, pos, h in iter_segment_batches(path, plan.sizes[b]):
-            if h.records_count == 0:
-                continue
-            cols = decode_columns(buf, pos, h, path=path)
-            latest.update(zip(cols.keys, cols.offsets))   # keys are bytes; offsets increase
-    latest.pop(None, None)                                   # keyless records are not compacted
-    return latest
+        gen = _chunks(path, plan.sizes[b])
+        try:
+            buf, n, final, file_pos = next(gen)
+            while True:
+                pos[0] = 0
+                cbuf = hp.from_buffer(buf)
+                while True:
+                    rc = hp.lib.el_keymap_scan(km.map, cbuf, n, final, pos)
+                    if rc == 0:
+                        break
+                    if rc == 1:                  # compressed: decompress, then the same map
+                        h = parse_header(buf, pos[0], path=path, file_position=file_pos + pos[0])
+                        if len(km) + h.records_count <= km.map.grow_at:
+                            km.put_columns(decode_columns(buf, pos[0], h, path=path,
+                                                          file_position=file_pos + pos[0]))
+                            km.map.end_offset = h.next_offset
+                            pos[0] += h.size
+                            continue
+                        rc = 2
+                    if rc == 2:
+                        if km.grow():
+                            continue
+                        del cbuf
+                        return _map_full(km, plan, path, file_pos + pos[0])
+                    raise _corrupt(rc, path, file_pos + pos[0])
+                del cbuf
+                buf, n, final, file_pos = gen.send(pos[0])
+        except StopIteration:
+            pass
+        finally:
+            gen.close()
+    return km
+
+
+def _map_full(km: KeyMap, plan: CleanPlan, path, position: int) -> KeyMap:
+    end = km.map.end_offset
+    if end < 0:
+        raise ValueError(f"{DEDUPE_BUFFER_KEY} ({km.max_slots * SLOT_BYTES} bytes) holds fewer keys than "
+                         f"the batch in {path} at position {position}: raise it")
+    # This pass cleans the segments below `end` (the one holding it only up to it); the
+    # checkpoint then says `end`, and the next pass starts from its segment (Kafka).
+    bases = plan.bases
+    plan.bases = [b for b in bases if b < end]
+    plan.upper = next((b for b in bases if b > plan.bases[-1]), plan.first_uncleanable)
+    plan.first_uncleanable = end
+    return km
 
 
 def group_segments(plan: CleanPlan, segment_bytes: int) -> list[list[int]]:
     """Adjacent segments merged while their inputs fit one segment (Kafka's groupSegmentsBySize)."""
     groups, cur, size = [], [], 0
-    bounds = plan.bases[1:] + [plan.first_uncleanable]
+    bounds = plan.bases[1:] + [plan.upper]
     for b, upper in zip(plan.bases, bounds):
         s = plan.sizes[b]
         if cur and (size + s > segment_bytes or upper - 1 - cur[0] > MAX_RELATIVE_OFFSET):
@@ -378,64 +538,107 @@ def group_segments(plan: CleanPlan, segment_bytes: int) -> list[list[int]]:
     return groups
 
 
-def clean_group(part, plan: CleanPlan, group: list[int], latest: dict, now: int) -> dict:
-    """Write the cleaned copy of `group` as `<group[0]>.*.cleaned` (fsync'd, indexes built)."""
+def clean_batch(h: BatchHeader, cols, newest, now: int, horizon: int, stats: dict):
+    """The batch `h` (decoded columns `cols`, `newest[i]` the map's offset for record i's
+    key) as the cleaner keeps it: None (nothing stays), cols unchanged (`True`), or the
+    rewritten bytes. The reference of el_clean_scan, and the path of compressed batches."""
+    horizon_set = bool(h.attributes & 0x40)
+    # A record stays unless a later record has its key (keyless ones: no entry).
+    keep = [i for i, off, new in zip(range(h.records_count), cols.offsets, newest) if new is None or off >= new]
+    tombstones = False
+    values = cols.values
+    if None in values:
+        kept = []
+        for i in keep:
+            if values[i] is None and cols.keys[i] is not None:
+                if horizon_set and now >= h.base_timestamp:
+                    stats["tombstones_removed"] += 1
+                    continue          # delete.retention.ms has passed since first cleaned
+                tombstones = True
+            kept.append(i)
+        keep = kept
+    if tombstones:
+        due = h.base_timestamp if horizon_set else horizon
+        if stats["next_horizon"] is None or due < stats["next_horizon"]:
+            stats["next_horizon"] = due
+    stats["records_out"] += len(keep)
+    if len(keep) == h.records_count and (horizon_set or not tombstones):
+        return True
+    return rebuild_batch(h, cols, keep, delete_horizon=horizon if tombstones else None)
+
+
+def clean_group(part, plan: CleanPlan, group: list[int], latest: KeyMap, now: int) -> dict:
+    """Write the cleaned copy of `group` as `<group[0]>.*.cleaned` (fsync'd, indexes built):
+    the filter pass in C (el_clean_scan) over READ_CHUNK reads, compressed batches here."""
     horizon = now + part.config["delete.retention.ms"]
     stem = _stem(part.path, group[0])
     out_path = stem + ".log" + CLEANED
     fd = _io.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o644)
-    stats = {"records_in": 0, "records_out": 0, "bytes_in": 0, "bytes_out": 0, "tombstones_removed": 0,
-             "next_horizon": None}
+    cs = hp.new("el_clean_stats *")
+    cs.now, cs.horizon, cs.next_horizon = now, horizon, NO_HORIZON
+    slow = {"records_in": 0, "records_out": 0, "tombstones_removed": 0, "next_horizon": None}
+    out = bytearray(READ_CHUNK + (1 << 20))
+    out_len = hp.new("int64_t *")
+    keep = hp.new("uint8_t[]", 1 << 16)
+    pos = hp.new("int64_t *")
+    written = 0
+    bytes_in = 0
     try:
-        pos = 0
-        pending = []
-        pending_size = 0
         for b in group:
             path = _stem(part.path, b) + ".log"
-            stats["bytes_in"] += plan.sizes[b]
-            for buf, bpos, h in iter_segment_batches(path, plan.sizes[b]):
-                stats["records_in"] += h.records_count
-                if h.records_count == 0:
-                    continue                      # an empty batch carries nothing we keep
-                cols = decode_columns(buf, bpos, h, path=path)
-                horizon_set = bool(h.attributes & 0x40)
-                # A record stays unless a later record has its key (keyless ones: no entry).
-                keep = [i for i, off, newest in zip(range(h.records_count), cols.offsets,
-                                                    map(latest.get, cols.keys))
-                        if newest is None or off >= newest]
-                tombstones = False
-                values = cols.values
-                if None in values:
-                    kept = []
-                    for i in keep:
-                        if values[i] is None and cols.keys[i] is not None:
-                            if horizon_set and now >= h.base_timestamp:
-                                stats["tombstones_removed"] += 1
-                                continue          # delete.retention.ms has passed since first cleaned
-                            tombstones = True
-                        kept.append(i)
-                    keep = kept
-                if tombstones:
-                    due = h.base_timestamp if horizon_set else horizon
-                    if stats["next_horizon"] is None or due < stats["next_horizon"]:
-                        stats["next_horizon"] = due
-                if len(keep) == h.records_count and (horizon_set or not tombstones):
-                    data = memoryview(buf)[bpos:bpos + h.size]      # unchanged: copy as is
-                else:
-                    data = rebuild_batch(h, cols, keep, delete_horizon=horizon if tombstones else None)
-                    if data is None:
-                        continue
-                stats["records_out"] += len(keep)
-                pending.append(data)
-                pending_size += len(data)
-                if pending_size >= READ_CHUNK:
-                    pos = _write_all(fd, pending, pos, out_path)
-                    pending, pending_size = [], 0
-        pos = _write_all(fd, pending, pos, out_path)
+            bytes_in += plan.sizes[b]
+            gen = _chunks(path, plan.sizes[b])
+            try:
+                buf, n, final, file_pos = next(gen)
+                while True:
+                    pos[0] = 0
+                    cbuf, cout = hp.from_buffer(buf), hp.from_buffer(out)
+                    while True:
+                        rc = hp.lib.el_clean_scan(latest.map, cbuf, n, final, pos, cout, len(out), out_len,
+                                                  keep, len(keep), cs)
+                        if rc == 0:
+                            break
+                        if rc == 3:               # out is full: drain it (or grow it for one batch)
+                            if out_len[0]:
+                                written = _drain(fd, out, out_len, written, out_path)
+                            else:
+                                h = parse_header(buf, pos[0], path=path, file_position=file_pos + pos[0])
+                                del cout
+                                out = bytearray(h.size + 10 * h.records_count)
+                                cout = hp.from_buffer(out)
+                        elif rc == 4:
+                            h = parse_header(buf, pos[0], path=path, file_position=file_pos + pos[0])
+                            keep = hp.new("uint8_t[]", h.records_count)
+                        elif rc == 1:             # compressed: the Python path
+                            written = _drain(fd, out, out_len, written, out_path)
+                            h = parse_header(buf, pos[0], path=path, file_position=file_pos + pos[0])
+                            cols = decode_columns(buf, pos[0], h, path=path, file_position=file_pos + pos[0])
+                            slow["records_in"] += h.records_count
+                            data = clean_batch(h, cols, latest.newest(cols.keys), now, horizon, slow)
+                            if data is True:
+                                data = memoryview(buf)[pos[0]:pos[0] + h.size]
+                            if data is not None:
+                                _io.pwrite_all(fd, data, written, out_path)
+                                written += len(data)
+                            pos[0] += h.size
+                        else:
+                            raise _corrupt(rc, path, file_pos + pos[0])
+                    del cbuf, cout
+                    written = _drain(fd, out, out_len, written, out_path)
+                    buf, n, final, file_pos = gen.send(pos[0])
+            except StopIteration:
+                pass
+            finally:
+                gen.close()
         _io.fdatasync(fd, out_path)
     finally:
         os.close(fd)
-    stats["bytes_out"] = pos
+    next_horizon = None if cs.next_horizon == NO_HORIZON else cs.next_horizon
+    if slow["next_horizon"] is not None and (next_horizon is None or slow["next_horizon"] < next_horizon):
+        next_horizon = slow["next_horizon"]
+    stats = {"records_in": cs.records_in + slow["records_in"], "records_out": cs.records_out + slow["records_out"],
+             "bytes_in": bytes_in, "bytes_out": written,
+             "tombstones_removed": cs.tombstones_removed + slow["tombstones_removed"], "next_horizon": next_horizon}
     seg = Segment(part.path, group[0], suffix=CLEANED)
     try:
         seg.rebuild_indexes(part.config["index.interval.bytes"], closed=True, dense=False)
@@ -446,12 +649,12 @@ def clean_group(part, plan: CleanPlan, group: list[int], latest: dict, now: int)
     return stats
 
 
-def _write_all(fd, parts, pos, path) -> int:
-    if parts:
-        data = b"".join(parts)
-        _io.pwrite_all(fd, data, pos, path)
-        pos += len(data)
-    return pos
+def _drain(fd, out, out_len, pos, path) -> int:
+    n = out_len[0]
+    if n:
+        _io.pwrite_all(fd, memoryview(out)[:n], pos, path)
+        out_len[0] = 0
+    return pos + n
 
 
 def swap_locked(part, fields, group: list[int], expected_sizes: dict) -> bool:
@@ -491,6 +694,17 @@ def now_or(now) -> int:
     return now_ms() if now is None else now
 
 
-__all__ = ["CLEANER_CHECKPOINT", "SWAP_MANIFEST", "apply_retention_locked", "plan_cleaning", "build_offset_map",
-           "group_segments", "clean_group", "swap_locked", "finish_swap", "remove_cleaned_files",
-           "read_cleaner_checkpoint", "write_cleaner_checkpoint"]
+__all__ = [
+    "CLEANER_CHECKPOINT",
+    "SWAP_MANIFEST",
+    "apply_retention_locked",
+    "build_offset_map",
+    "clean_group",
+    "finish_swap",
+    "group_segments",
+    "plan_cleaning",
+    "read_cleaner_checkpoint",
+    "remove_cleaned_files",
+    "swap_locked",
+    "write_cleaner_checkpoint",
+]
