@@ -112,6 +112,9 @@ _TOPIC_KEYS = [
     Key("flush.messages", LONG_MAX, _int(1), "fdatasync after this many appended records"),
     Key("flush.ms", LONG_MAX, _int(0), "fdatasync when the oldest unsynced append is this old"),
     Key("index.interval.bytes", 4096, _int(0, INT_MAX), "bytes of log between offset-index entries"),
+    Key("log.cleaner.dedupe.buffer.size", 134217728, _int(48),
+        "memory of compaction's key map: 24 bytes a distinct key, filled to 90% (about 5.0M keys at "
+        "the default); a dirty range with more keys is cleaned over several passes (a broker setting in Kafka)"),
     Key("max.compaction.lag.ms", LONG_MAX, _int(1), "longest a record may stay uncompacted"),
     Key("max.message.bytes", 1048588, _int(0, INT_MAX), "largest batch, with its 12-byte log overhead"),
     Key("message.timestamp.type", "CreateTime", _choice("CreateTime", "LogAppendTime"),
