@@ -371,8 +371,14 @@ class AppendPart:
             new = Segment.create(self.path, base)
             try:
                 st.fsync_dir(self.path)
-            except BaseException:
+            except BaseException as e:
                 new.close()
+                if isinstance(e, OSError):
+                    # The kernel may have dropped the new names (and may not report it
+                    # again): as after a failed fdatasync, this handle writes no more, and
+                    # the next lock holder re-derives the state from the files.
+                    self._failed = f"fsync of the folder {self.path}: {e.strerror}"
+                    self.state.invalidate(fsync_failed=True)
                 raise
         except OSError as e:
             raise _storage_error(e, "segment roll", old.log_path) from e
