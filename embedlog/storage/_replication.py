@@ -967,9 +967,9 @@ def promote(mirror_path, *, fence: bool = True) -> dict:
                 except FileNotFoundError:
                     pass
     write_replicas(mirror_path, new_registry)
-    st.write_atomic(marker, json.dumps({"format": "embedlog", "version": 1}).encode() + b"\n")
     fenced = []
-    for r in (new_registry if fence else ()):    # fence the old primary first, then the others
+
+    def fence_one(r):
         try:
             if os.path.exists(os.path.join(r["path"], "embedlog.json")):
                 st.write_atomic(os.path.join(r["path"], "embedlog.json"),
@@ -977,6 +977,13 @@ def promote(mirror_path, *, fence: bool = True) -> dict:
                 fenced.append(r["path"])
         except OSError:
             pass                                  # unreachable now: fenced when it is copied to
+    # The old primary is fenced before this directory calls itself a primary: a crash in
+    # between leaves two mirrors (running promote again finishes the job), never two primaries.
+    if fence:
+        fence_one(new_registry[0])
+    st.write_atomic(marker, json.dumps({"format": "embedlog", "version": 1}).encode() + b"\n")
+    for r in (new_registry[1:] if fence else ()):
+        fence_one(r)
     return {"primary": mirror_path, "old_primary": old, "replicas": new_registry, "fenced": fenced}
 
 
