@@ -5,6 +5,8 @@
         (BYTES schemas, Decimal's unscaled bytes) travel as base64, as Kafka's does.
     org.apache.kafka.connect.storage.StringConverter     the value as UTF-8 text
     org.apache.kafka.connect.converters.ByteArrayConverter  bytes as they are
+    io.confluent.connect.avro.AvroConverter, io.confluent.connect.json.JsonSchemaConverter
+        Confluent's wire format with a schema registry (`_registryconv`)
 
 Each is named by its Java class or its short name (`JsonConverter`); `key.converter.*` and
 `value.converter.*` keys configure them. A null value stays a null record value (a
@@ -15,6 +17,7 @@ from __future__ import annotations
 import base64
 import json
 
+from . import _registryconv
 from ._data import ConnectError
 
 CLASSES = {
@@ -27,6 +30,7 @@ _SHORT = {name.rsplit(".", 1)[1]: kind for name, kind in CLASSES.items()}
 # accepted and do nothing here (Kafka's cache of schema conversions; a null-handling knob).
 SETTINGS = {"schemas.enable", "schemas.cache.size", "replace.null.with.default", "encoding"}
 DEFAULT = "org.apache.kafka.connect.json.JsonConverter"
+_REGISTRY_SHORT = {name.rsplit(".", 1)[1]: name for name in _registryconv.CLASSES}
 
 
 def _jsonable(value):
@@ -56,7 +60,7 @@ class Converter:
         kind = CLASSES.get(class_name) or _SHORT.get(class_name)
         if kind is None:
             raise ConnectError(f"{role}.converter: unknown converter class {class_name!r} (known: "
-                               f"{', '.join(sorted(CLASSES))})")
+                               f"{', '.join(sorted([*CLASSES, *_registryconv.CLASSES]))})")
         for k in settings:
             if k not in SETTINGS:
                 raise ConnectError(f"unknown setting {role}.converter.{k} for {class_name}")
@@ -66,7 +70,7 @@ class Converter:
             raise ConnectError(f"{role}.converter.schemas.enable must be true or false, not {enable!r}")
         self.schemas = enable == "true"
 
-    def from_connect(self, schema: dict | None, value) -> bytes | None:
+    def from_connect(self, schema: dict | None, value, *, topic: str | None = None) -> bytes | None:
         if value is None and schema is None:
             return None                               # a tombstone stays one, as with Kafka's converters
         if self.kind == "bytes":
@@ -124,7 +128,11 @@ def _from_json(schema: dict | None, value, role: str):
     return value
 
 
-def converter(config: dict[str, str], role: str) -> Converter:
+def converter(config: dict[str, str], role: str) -> Converter | _registryconv.RegistryConverter:
     prefix = f"{role}.converter."
     settings = {k[len(prefix):]: v for k, v in config.items() if k.startswith(prefix)}
-    return Converter(config.get(f"{role}.converter", DEFAULT), settings, role=role)
+    name = config.get(f"{role}.converter", DEFAULT)
+    full = _REGISTRY_SHORT.get(name, name)
+    if full in _registryconv.CLASSES:
+        return _registryconv.RegistryConverter(full, settings, role=role)
+    return Converter(name, settings, role=role)
