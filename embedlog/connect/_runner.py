@@ -163,8 +163,8 @@ class _Task(threading.Thread):
                         if t.topic not in log_.topics():
                             raise
                 created.add(t.topic)
-            producer.produce(t.topic, value=self.values.from_connect(t.value_schema, t.value),
-                             key=self.keys.from_connect(t.key_schema, t.key),
+            producer.produce(t.topic, value=self.values.from_connect(t.value_schema, t.value, topic=t.topic),
+                             key=self.keys.from_connect(t.key_schema, t.key, topic=t.topic),
                              headers=list(t.headers) or None, timestamp=t.timestamp or 0, on_delivery=on_delivery)
             producer.poll(0)
         left = producer.flush(60)
