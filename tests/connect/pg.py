@@ -216,8 +216,8 @@ class Driver:
             t = _apply(self.chain, r)
             if t is None or t.topic is None:
                 continue
-            self.producer.produce(t.topic, key=self.keys.from_connect(t.key_schema, t.key),
-                                  value=self.vals.from_connect(t.value_schema, t.value),
+            self.producer.produce(t.topic, key=self.keys.from_connect(t.key_schema, t.key, topic=t.topic),
+                                  value=self.vals.from_connect(t.value_schema, t.value, topic=t.topic),
                                   headers=list(t.headers) or None,
                                   on_delivery=lambda err, msg: err and errors.append(err))
             self.written += 1

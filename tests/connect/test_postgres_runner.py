@@ -207,3 +207,108 @@ def test_a_slot_dropped_while_running_fails_the_task_with_the_message(server, db
     assert rows(d) == [({"id": 1}, {"id": 1})]                        # the change after the drop: not written
     r = cli(d, "status", "inventory", "--json")
     assert f"slot_{db}' was dropped" in json.loads(r.stdout)["tasks"][0]["trace"]
+
+
+# ---- registry converters ----------------------------------------------------------------------
+
+AVRO, JSONSCHEMA = "io.confluent.connect.avro.AvroConverter", "io.confluent.connect.json.JsonSchemaConverter"
+
+
+def raw_records(log_dir, topic) -> list[tuple]:
+    with el.open(log_dir) as log:
+        part = log.partition(topic, 0)
+        out, offset = [], 0
+        while offset < part.log_end_offset:
+            batch = part.read(offset)
+            out += [(r.key, r.value) for r in batch]
+            offset = batch[-1].offset + 1
+        return out
+
+
+def test_avro_converter_with_the_http_registry_and_a_new_version_on_add_column(server, db, tmp_path,
+                                                                                 schema_registry):
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+    from confluent_kafka.schema_registry.avro import AvroDeserializer
+    from confluent_kafka.serialization import MessageField, SerializationContext
+
+    d, topic = tmp_path / "log", "dbserver1.public.orders"
+    server.execute("CREATE TABLE orders (id int PRIMARY KEY, item text NOT NULL, qty smallint, price numeric(10,2),"
+                   " at timestamp, raw bytea); INSERT INTO orders VALUES (1, 'pen', 2, 1.50, '2024-01-02 03:04:05',"
+                   " '\\x0102')", db)
+    url = schema_registry.url
+    cfg = debezium(server, db, **{"key.converter": AVRO, "key.converter.schema.registry.url": url,
+                                  "value.converter": AVRO, "value.converter.schema.registry.url": url})
+    for k in ("transforms", "transforms.unwrap.type", "transforms.unwrap.drop.tombstones",
+              "key.converter.schemas.enable", "value.converter.schemas.enable"):
+        del cfg[k]                                               # Debezium's envelope, as it is
+    w = run(d, cfg)
+    try:
+        w.wait_for("inventory", "RUNNING", 60)
+        wait_until(lambda: _has_topic(d, topic) and len(raw_records(d, topic)) >= 1, what="the snapshot")
+        server.execute("DELETE FROM orders WHERE id = 1; ALTER TABLE orders ADD COLUMN note text;"
+                       "INSERT INTO orders (id, item, note) VALUES (2, 'ink', 'blue')", db)
+        wait_until(lambda: len(raw_records(d, topic)) >= 4, what="the delete, its tombstone and the insert")
+        assert w.store.connector_status("inventory")["tasks"][0]["state"] == "RUNNING"
+    finally:
+        w.stop()
+    client = SchemaRegistryClient({"url": url})
+    assert client.get_versions(f"{topic}-value") == [1, 2]       # the ADD COLUMN: a new, compatible version
+    assert client.get_versions(f"{topic}-key") == [1]
+    v1 = json.loads(client.get_version(f"{topic}-value", 1).schema.schema_str)
+    assert (v1["type"], v1["name"], v1["namespace"]) == ("record", "Envelope", topic)
+    assert [f["name"] for f in v1["fields"]] == ["before", "after", "source", "op", "ts_ms", "transaction"]
+    records = raw_records(d, topic)
+    assert all(v is None or v[0] == 0 for _, v in records)       # Confluent's magic byte
+    values = AvroDeserializer(client)
+    keys = AvroDeserializer(client)
+    got = [(keys(k, SerializationContext(topic, MessageField.KEY)),
+            values(v, SerializationContext(topic, MessageField.VALUE)) if v is not None else None)
+           for k, v in records]
+    assert [k for k, _ in got] == [{"id": 1}, {"id": 1}, {"id": 1}, {"id": 2}]
+    snap, delete, tomb, insert = (v for _, v in got)
+    assert snap["op"] == "r" and snap["source"]["snapshot"] == "last"
+    import decimal
+    assert snap["after"] == {"id": 1, "item": "pen", "qty": 2, "price": decimal.Decimal("1.50"),
+                             "at": 1704164645000000, "raw": b"\1\2"}
+    assert delete["op"] == "d" and delete["before"]["id"] == 1 and delete["after"] is None and tomb is None
+    assert insert["op"] == "c" and insert["after"] == {"id": 2, "item": "ink", "qty": None, "price": None,
+                                                       "at": None, "raw": None, "note": "blue"}
+    assert int.from_bytes(records[3][1][1:5], "big") == client.get_version(f"{topic}-value", 2).schema_id
+
+
+def test_json_schema_converter_with_the_in_process_registry_on_the_same_log(server, db, tmp_path):
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+    from confluent_kafka.schema_registry.json_schema import JSONDeserializer
+    from confluent_kafka.serialization import MessageField, SerializationContext
+
+    from embedlog.registry import serve
+
+    d, topic = tmp_path / "log", "dbserver1.public.orders"
+    server.execute("CREATE TABLE orders (id int PRIMARY KEY, item text NOT NULL, price numeric(10,2), raw bytea);"
+                   "INSERT INTO orders VALUES (1, 'pen', 1.50, '\\x0102')", db)
+    url = f"file://{d}"
+    cfg = debezium(server, db, **{"value.converter": JSONSCHEMA, "value.converter.schema.registry.url": url})
+    del cfg["value.converter.schemas.enable"]
+    w = run(d, cfg)
+    try:
+        w.wait_for("inventory", "RUNNING", 60)
+        wait_until(lambda: _has_topic(d, topic) and len(raw_records(d, topic)) >= 1, what="the snapshot")
+        server.execute("ALTER TABLE orders ADD COLUMN note text; INSERT INTO orders VALUES (2, 'ink', NULL, NULL, 'x')",
+                       db)
+        wait_until(lambda: len(raw_records(d, topic)) >= 2, what="the insert after ADD COLUMN")
+    finally:
+        w.stop()
+    srv = serve(d)
+    try:
+        client = SchemaRegistryClient({"url": srv.url})
+        assert client.get_versions(f"{topic}-value") == [1, 2]
+        latest = client.get_latest_version(f"{topic}-value").schema
+        assert latest.schema_type == "JSON"
+        assert list(json.loads(latest.schema_str)["properties"]) == ["id", "item", "price", "raw", "note"]
+        de = JSONDeserializer(None, schema_registry_client=client)
+        ctx = SerializationContext(topic, MessageField.VALUE)
+        got = [de(v, ctx) for _, v in raw_records(d, topic)]
+    finally:
+        srv.close()
+    assert got == [{"id": 1, "item": "pen", "price": 1.5, "raw": "AQI="},
+                   {"id": 2, "item": "ink", "price": None, "raw": None, "note": "x"}]
