@@ -1,6 +1,7 @@
 """What every command shares: where the log directory is, opening it, output as an
-aligned table, one JSON document (--json) or one JSON object per line (--nl), progress
-bars on a terminal only, and the one-line errors (`Error: ...`, exit 1)."""
+aligned table, one JSON document (--json) or one JSON object per line (--nl), cells cut
+to a width for a terminal, progress bars and lines on a terminal only, and the one-line
+errors (`Error: ...`, exit 1)."""
 from __future__ import annotations
 
 import base64
@@ -8,10 +9,12 @@ import json
 import os
 import stat
 import sys
+import time
+import unicodedata
 
 import click
 
-from embedlog.storage._log import MARKER      # embedlog.json: what makes a directory a log
+from embedlog.storage._log import MARKER  # embedlog.json: what makes a directory a log
 
 DIR_KEY = "embedlog.dir"
 
@@ -230,6 +233,55 @@ def text(data) -> str:
     return bytes(data).decode("utf-8", errors="backslashreplace")
 
 
+def escaped(data) -> str:
+    """Bytes (or text) for one table cell: UTF-8, with every byte that is not valid UTF-8 as
+    \\xNN and every non-printable character escaped (\\n, \\t, \\r, \\xNN, \\uNNNN), so a
+    record can never move the cursor, ring the bell or break the row."""
+    if data is None:
+        return "null"
+    if not isinstance(data, str):
+        data = bytes(data).decode("utf-8", errors="backslashreplace")
+    if data.isprintable():
+        return data
+    out = []
+    for ch in data:
+        if ch.isprintable():
+            out.append(ch)
+        elif ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        else:
+            n = ord(ch)
+            out.append(f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}")
+    return "".join(out)
+
+
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def display_width(text: str) -> int:
+    """Terminal columns `text` takes: East Asian wide and full-width characters two,
+    combining marks none (as wcwidth counts them for printable text)."""
+    if text.isascii():
+        return len(text)
+    return sum(0 if unicodedata.combining(ch) else 2 if unicodedata.east_asian_width(ch) in "WF" else 1
+               for ch in text)
+
+
+def fit(text: str, width: int) -> str:
+    """`text` padded to `width` columns, or cut to width - 1 columns and an ellipsis."""
+    w = display_width(text)
+    if w <= width:
+        return text + " " * (width - w)
+    out, used = [], 0
+    for ch in text:
+        cw = display_width(ch)
+        if used + cw > width - 1:
+            break
+        out.append(ch)
+        used += cw
+    return "".join(out) + "\u2026" + " " * (width - 1 - used)
+
+
 def parse_key_value(pairs, what: str) -> list[tuple[str, str]]:
     out = []
     for item in pairs:
@@ -261,7 +313,7 @@ def _is_pipe(stream) -> bool:
     return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 
 
-def _is_tty(stream) -> bool:
+def is_tty(stream) -> bool:
     try:
         return stream.isatty()
     except (AttributeError, ValueError):
@@ -273,9 +325,58 @@ def progress(length: int, label: str, *, also_when_stdout_is_tty: bool = True):
     piped (a bar would garble `| less`); nothing at all otherwise. dump passes
     also_when_stdout_is_tty=False: records streaming to the terminal show progress
     themselves."""
-    if length <= 0 or not _is_tty(sys.stderr) or _is_pipe(sys.stdout):
+    if length <= 0 or not is_tty(sys.stderr) or _is_pipe(sys.stdout):
         return _NoProgress()
-    if not also_when_stdout_is_tty and _is_tty(sys.stdout):
+    if not also_when_stdout_is_tty and is_tty(sys.stdout):
         return _NoProgress()
     return click.progressbar(length=length, label=label, file=sys.stderr, show_pos=False,
                              show_percent=True, show_eta=True)
+
+
+class _NoLine:
+    def due(self) -> bool:
+        return False
+
+    def show(self, text: str) -> None:
+        pass
+
+    def clear(self) -> None:
+        pass
+
+
+class _Line:
+    """One status line on stderr, rewritten in place (carriage return, no newline) at most
+    every `interval` seconds, cut to the terminal width so it never wraps (a wrapped line
+    cannot be overwritten), and blanked by clear()."""
+
+    def __init__(self, stream, interval: float):
+        self.stream = stream
+        self.interval = interval
+        self.started = time.monotonic()
+        self._next = self.started + interval
+        self._shown = 0
+
+    def due(self) -> bool:
+        return time.monotonic() >= self._next
+
+    def show(self, text: str) -> None:
+        import shutil
+        self._next = time.monotonic() + self.interval
+        text = text[:max(1, shutil.get_terminal_size().columns - 1)]
+        self.stream.write("\r" + text + " " * max(0, self._shown - len(text)))
+        self.stream.flush()
+        self._shown = len(text)
+
+    def clear(self) -> None:
+        if self._shown:
+            self.stream.write("\r" + " " * self._shown + "\r")
+            self.stream.flush()
+            self._shown = 0
+
+
+def progress_line(interval: float = 0.5, *, enabled: bool = True):
+    """A status line for work of unknown length (produce from a file), shown only when
+    `enabled` and stderr is a terminal; an object whose methods do nothing otherwise."""
+    if not enabled or not is_tty(sys.stderr):
+        return _NoLine()
+    return _Line(sys.stderr, interval)

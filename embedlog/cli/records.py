@@ -3,13 +3,14 @@ kafka-console-consumer.sh), through the same Producer and Consumer a program use
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 
 import click
 
-from ._common import (CliError, bytes_json, client_conf, dir_option, note, open_log, parse_key_value, pick_topic,
-                      properties)
+from ._common import (CliError, bytes_json, client_conf, dir_option, escaped, fit, human_bytes, is_tty, note,
+                      open_log, parse_key_value, pick_topic, progress_line, properties)
 
 CODECS = ("none", "gzip", "snappy", "lz4", "zstd")
 
@@ -66,7 +67,8 @@ def produce(topic, topic_opt, file_, key_separator, headers, partition, acks, co
     """Write lines of stdin (or --file) as records.
 
     Each line becomes one record of TOPIC; with --key-separator (or --property
-    parse.key=true), KEY SEP VALUE."""
+    parse.key=true), KEY SEP VALUE. Reading a file or a pipe with stderr on a terminal,
+    a progress line shows the records written, their rate and bytes."""
     from embedlog import Producer
     topic = pick_topic(topic, topic_opt)
     props = properties(props, _PRODUCER_PROPERTIES, "--property")
@@ -96,23 +98,29 @@ def produce(topic, topic_opt, file_, key_separator, headers, partition, acks, co
                  f"to refuse unknown topics)")
         if partition is not None:
             t.partition(partition)           # an unknown partition is an error before any write
-    stats = {"delivered": 0, "failed": []}
+    stats = {"delivered": 0, "bytes": 0, "failed": []}
 
     def on_delivery(err, msg):
         if err is not None:
             stats["failed"].append(f"{msg.topic()} [{msg.partition()}]: {err.str()}")
             return
         stats["delivered"] += 1
+        stats["bytes"] += len(msg.value() or b"") + len(msg.key() or b"")
         if verbose:
             key = "" if msg.key() is None else f" key={msg.key().decode('utf-8', 'backslashreplace')}"
             click.echo(f"delivered to {msg.topic()} [{msg.partition()}] @ {msg.offset()}{key}")
 
     producer = Producer(conf)
     stream = file_ if file_ is not None else sys.stdin.buffer
+    # Not while someone types the records (stdin a terminal), nor between -v's lines on it.
+    typed = is_tty(stream) or (verbose and is_tty(sys.stdout))
+    status = progress_line(enabled=not typed)
     bad_line = None
     produced = 0
     try:
         for lineno, line in enumerate(_lines(stream), 1):
+            if status.due():
+                status.show(_progress_text(stats, status))
             key = None
             if sep is not None:
                 key, found, value = line.partition(sep)
@@ -133,13 +141,23 @@ def produce(topic, topic_opt, file_, key_separator, headers, partition, acks, co
             produced += 1
             producer.poll(0)
     finally:
-        left = producer.close()
+        try:
+            left = producer.close()
+        finally:
+            status.clear()
     if bad_line is not None:
         raise CliError(f"line {bad_line} has no key separator {key_separator!r} "
                        f"(the {produced} line(s) before it were produced)")
     if stats["failed"] or left:
         first = stats["failed"][0] if stats["failed"] else "not delivered before the producer closed"
         raise CliError(f"{len(stats['failed']) + left} of {produced} record(s) were not delivered: {first}")
+
+
+def _progress_text(stats, status) -> str:
+    import time
+    elapsed = max(time.monotonic() - status.started, 1e-3)
+    n = stats["delivered"]
+    return f"{n:,} records written, {n / elapsed:,.0f} records/s, {human_bytes(stats['bytes'])}"
 
 
 # ------------------------------------------------------------------ consume
@@ -201,6 +219,75 @@ class _Printer:
         self.out.flush()
 
 
+class _Table:
+    """--format table: PARTITION, OFFSET, TIMESTAMP (ISO 8601, UTC, ms), KEY, VALUE and
+    HEADERS in aligned columns under one heading line, for a human at a terminal.
+
+    Keys, values and headers are escaped (no byte reaches the terminal as a control
+    character). The output streams, so the widths of KEY, VALUE and HEADERS are those of
+    the longest in the first records read, cut so that a line fits the terminal width
+    (COLUMNS, or 80 when stdout is not a terminal): VALUE gives way first, then HEADERS,
+    then KEY. A later, longer cell is cut to its column with an ellipsis."""
+
+    HEADINGS = ("PARTITION", "OFFSET", "TIMESTAMP", "KEY", "VALUE", "HEADERS")
+    TIMESTAMP_WIDTH = len("2024-05-01T12:00:00.000Z")
+    KEY_MAX, HEADERS_MAX = 32, 40       # columns at most; VALUE has the rest
+    GAP = 2
+
+    def __init__(self, max_partition: int, max_offset: int, columns: int):
+        self.widths = None
+        self.fixed = [max(len("PARTITION"), len(str(max_partition))), max(len("OFFSET"), len(str(max_offset))),
+                      self.TIMESTAMP_WIDTH]
+        self.columns = columns
+        self.out = sys.stdout.buffer
+
+    @staticmethod
+    def _timestamp(ms: int) -> str:
+        import datetime as dt
+        if ms < 0:
+            return "-"
+        try:
+            when = dt.datetime.fromtimestamp(ms // 1000, tz=dt.timezone.utc)
+        except (OverflowError, OSError, ValueError):
+            return str(ms)                  # beyond year 9999: the number itself
+        return when.strftime("%Y-%m-%dT%H:%M:%S") + f".{ms % 1000:03d}Z"
+
+    def cells(self, msg) -> list[str]:
+        hs = msg.headers()
+        headers = ",".join(f"{escaped(k)}:{escaped(v)}" for k, v in hs) if hs else "-"
+        return [str(msg.partition()), str(msg.offset()), self._timestamp(msg.timestamp()[1]),
+                escaped(msg.key()), escaped(msg.value()), headers]
+
+    def _plan(self, rows) -> list[int]:
+        from ._common import display_width
+        k, v, h = (max([len(self.HEADINGS[i])] + [display_width(r[i]) for r in rows]) for i in (3, 4, 5))
+        k, h = min(k, self.KEY_MAX), min(h, self.HEADERS_MAX)
+        room = self.columns - sum(self.fixed) - self.GAP * 5
+        # Give way in this order, each down to its heading's width (KEY to "null"'s):
+        # VALUE, HEADERS, KEY. Narrower than that, the lines are longer than the terminal.
+        v = max(len("VALUE"), min(v, room - k - h))
+        h = max(len("HEADERS"), min(h, room - k - v))
+        k = max(len("null"), min(k, room - v - h))
+        return self.fixed + [k, v, h]
+
+    def _line(self, cells) -> bytes:
+        # Numbers and times are never cut (an offset past the first ones' width widens its row).
+        padded = [c.ljust(w) for c, w in zip(cells[:3], self.widths)]
+        padded += [fit(c, w) for c, w in zip(cells[3:], self.widths[3:])]
+        text = (" " * self.GAP).join(padded).rstrip()
+        return text.encode("utf-8") + b"\n"
+
+    def write(self, msgs):
+        rows = [self.cells(m) for m in msgs]
+        lines = []
+        if self.widths is None:
+            self.widths = self._plan(rows)
+            lines.append(self._line(self.HEADINGS))
+        lines.extend(self._line(r) for r in rows)
+        self.out.write(b"".join(lines))
+        self.out.flush()
+
+
 class _StopFlag:
     """Ctrl-C and SIGTERM end a --follow by setting a flag the loop checks between polls
     (a poll waits at most 0.5 s), so the interrupt never lands inside the consumer's own
@@ -254,8 +341,10 @@ class _StopFlag:
 @click.option("--print-partition", is_flag=True, help="Print Partition:N.")
 @click.option("--print-headers", is_flag=True, help="Print headers as k:v,k2:v2 (NO_HEADERS if none).")
 @click.option("--separator", default="\t", show_default="tab", help="Between the printed fields.")
-@click.option("--format", "fmt", type=click.Choice(["raw", "json", "hex"]), default="raw", show_default=True,
-              help="raw: bytes as stored; json: one JSON object per record; hex: key and value in hex.")
+@click.option("--format", "fmt", type=click.Choice(["raw", "json", "hex", "table"]), default="raw",
+              show_default=True,
+              help="raw: bytes as stored; json: one JSON object per record; hex: key and value in hex; "
+                   "table: aligned columns for a terminal (partition, offset, time, key, value, headers).")
 @click.option("--json", "--nl", "as_json", is_flag=True, help="Same as --format json.")
 @click.option("--property", "props", multiple=True, metavar="KEY=VALUE",
               help="kafka-console-consumer's: print.key, print.timestamp, print.offset, print.partition, "
@@ -328,6 +417,9 @@ def consume(topic, topic_opt, from_beginning, offset, partition, from_time, grou
             if isinstance(offset, int) and not start <= offset <= end:
                 raise CliError(f"offset {offset} is out of range for {topic} [{p}] "
                                f"(log start {start}, log end {end})")
+        if fmt == "table":
+            import shutil
+            printer = _Table(max(parts), max(ends.values()), shutil.get_terminal_size().columns)
         conf = {**client_conf(log), "enable.auto.commit": False, "client.id": "embedlog-console-consumer",
                 "allow.auto.create.topics": False,
                 "auto.offset.reset": offset if offset in ("earliest", "latest") else "earliest",
@@ -335,7 +427,15 @@ def consume(topic, topic_opt, from_beginning, offset, partition, from_time, grou
     if group is not None:
         conf["group.id"] = group
 
-    consumer = Consumer(conf)
+    from embedlog import ReadOnlyLogError
+    try:
+        consumer = Consumer(conf)
+    except ReadOnlyLogError as e:
+        if group is None:
+            raise
+        raise CliError(f"cannot consume as group {group!r}: {log.path} may not be written "
+                       f"({os.strerror(e.errno) if e.errno else 'read-only'}) and a group's membership and "
+                       "committed offsets are written there; without --group, consume reads it read-only") from None
     count = 0
     committed = 0
     stop = _StopFlag() if follow else None

@@ -182,7 +182,12 @@ class Consumer:
     def __init__(self, conf=None, **kwargs):
         conf = dict(conf or {}, **kwargs)
         self._conf = values = consumer_config(conf)
-        self._log = acquire_log(values)
+        # Without group.id nothing is written (no membership, no commits): a directory
+        # this process may not write opens read-only (issue #20). With one, the group's
+        # membership files and committed offsets need a writable directory.
+        self._log = acquire_log(values, reader=values["group.id"] is None, writes=(
+            f"a Consumer with group.id {values['group.id']!r} writes its membership and committed offsets "
+            "there; without group.id (assign() only) a Consumer reads it read-only"))
         self._group = values["group.id"]
         self._reset = values["auto.offset.reset"]
         self._auto_commit = values["enable.auto.commit"] and self._group is not None
