@@ -205,3 +205,26 @@ def test_rest_lifecycle_with_data_flowing(served, tmp_path):
     assert errors["topcs"] and errors["file"] and errors["name"]
     assert rest.error("PUT", "/connector-plugins/NoSuch/config/validate", {}, status=404)
     assert os.path.exists(dst_file)
+
+
+def test_config_md_lists_every_key_validate_reports():
+    """CONFIG.md's "Connector configs" section (written by hand below the generated part)
+    names every key of every connector with the default that
+    PUT /connector-plugins/CLASS/config/validate reports, and the ignored keys."""
+    import pathlib
+
+    from embedlog.connect import _configs
+    from embedlog.connect._manage import Manager
+    parts = (pathlib.Path(__file__).resolve().parents[2] / "CONFIG.md").read_text().split("\n## Connector configs", 1)
+    assert len(parts) == 2, "CONFIG.md has no '## Connector configs' section"
+    section, missing = parts[1], []
+    for plugin in Manager.plugins():
+        for c in Manager.validate(plugin["class"], {})["configs"]:
+            d = c["definition"]
+            default = ("*required*" if d["required"] else "—" if d["default_value"] is None
+                       else f"`{d['default_value']}`" if d["default_value"] else "(empty)")
+            if f"| `{d['name']}` | {default} |" not in section:
+                missing.append(f"{plugin['class']}: {d['name']} (default {default})")
+        assert f"`{plugin['class']}`" in section, plugin
+    missing += [k for k in _configs.NOOP_KEYS if f"`{k}`" not in section]
+    assert not missing, missing
