@@ -125,7 +125,7 @@ class _Acc:
 
     __slots__ = (
         "bytes",
-        "callbacks",
+        "callbacks", "check",
         "first",
         "headers",
         "keys",
@@ -137,8 +137,8 @@ class _Acc:
         "values",
     )
 
-    def __init__(self, topic, nparts):
-        self.topic = topic
+    def __init__(self, topic, nparts, check=None):
+        self.topic, self.check = topic, check          # check: record_check()'s, None when off
         self.lock = threading.Lock()
         self.nparts = nparts     # partitions as last seen (never fewer): partition= checks against it
         self.reset()
@@ -231,6 +231,13 @@ def _encode_batch_with_headers(values, keys, timestamps, headers, compression, t
     return encode_batch(values, keys, timestamps, compression=compression, timestamp=timestamp,
                         producer_id=producer_id, producer_epoch=producer_epoch, base_sequence=base_sequence,
                         encoded_headers=_encode_headers_all(headers))
+
+
+def record_check(log, t):
+    """Topic t's schema validation (#15), None when its configs are off (registry/_enforce.py)."""
+    c = t.config
+    if c["confluent.value.schema.validation"] or c["confluent.key.schema.validation"]:
+        return __import__("embedlog.registry._enforce", fromlist=["_"]).topic_check(log, t)
 
 
 def _as_bytes(x, what):
@@ -448,6 +455,8 @@ class Producer:
         if size > self._max_message:
             raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE,
                                             f"record of {size} bytes exceeds message.max.bytes={self._max_message}"))
+        if acc.check is not None:        # schema validation on: InvalidRecordError, nothing queued
+            acc.check.one(value, key)
         if partition != -1 or timestamp or headers is not None:
             extras = True
             # The usual valid values pass these; anything else takes the checks that say why.
@@ -570,6 +579,8 @@ class Producer:
             raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE,
                                             f"record {sizes.index(biggest)} of {biggest} bytes exceeds "
                                             f"message.max.bytes={self._max_message}"))
+        if (check := record_check(self._log, t)) is not None:
+            check(values, keys, "of the produce_batch call")
         ts_now = now_ms()
         if timestamps is not None:
             timestamps = _timestamps_column(timestamps, ts_now)
@@ -692,7 +703,7 @@ class Producer:
             raise KafkaException(KafkaError(KafkaError._UNKNOWN_TOPIC, str(e))) from e
         with self._lock:
             self._topics[topic] = t
-            return self._accs.setdefault(topic, _Acc(topic, t._num_partitions))
+            return self._accs.setdefault(topic, _Acc(topic, t._num_partitions, record_check(self._log, t)))
 
     def __len__(self):
         """Records queued, being appended, or waiting for their delivery report."""
@@ -722,6 +733,7 @@ class Producer:
             finally:
                 self._in_flight -= n
                 self._refresh_limit()
+                acc.check = record_check(self._log, self._topics[acc.topic])   # config changes
 
     def _refresh_limit(self):
         if not self._closed:
