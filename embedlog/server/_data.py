@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 import uuid
 
+from ..client._producer import record_check
 from ..storage._errors import (EmbedlogError, InvalidTopicError, OffsetOutOfRangeError,
                                UnknownTopicOrPartitionError)
 from ..storage._log import validate_topic_name
@@ -168,6 +169,8 @@ class DataPlane:
                     return _pr(index, P.CORRUPT_MESSAGE, f"batch length {size} at byte {pos} does not fit")
                 batches.append(view[pos:pos + size])
                 pos += size
+            if (check := record_check(self.log, t)) is not None:
+                check.batches(batches, index)      # schema validation (#15): INVALID_RECORD, nothing written
             part = t.partition(index)
             results = part.append_batches(batches, sync=acks == -1)
         except EmbedlogError as e:
