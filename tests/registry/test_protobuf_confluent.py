@@ -189,3 +189,21 @@ def test_409_as_the_table_says(client, row):
             client.register_schema("t-value", Schema(new, "PROTOBUF"))
         assert e.value.http_status_code == 409 and e.value.error_code == 409
         assert client.get_versions("t-value") == [1]
+
+
+def test_confluent_decimal_import_is_built_in(client, schema_registry):
+    from confluent_kafka.schema_registry.confluent.type import decimal_pb2
+    fdp = descriptor_pb2.FileDescriptorProto(name="price.proto", package="shop", syntax="proto3",
+                                             dependency=["confluent/type/decimal.proto"])
+    _field(fdp.message_type.add(name="Price"), "amount", 1, F.TYPE_MESSAGE, ".confluent.type.Decimal")
+    pool = descriptor_pool.DescriptorPool()
+    pool.AddSerializedFile(decimal_pb2.DESCRIPTOR.serialized_pb)
+    pool.Add(fdp)
+    price_cls = message_factory.GetMessageClass(pool.FindMessageTypeByName("shop.Price"))
+    value = price_cls()
+    value.amount.value, value.amount.precision, value.amount.scale = b"\x04\xd2", 4, 2
+    data = ProtobufSerializer(price_cls, client, CONF)(value, CTX)      # registers no reference for it
+    assert client.get_subjects() == ["users-value"]
+    assert Deserializer(registry_for(schema_registry.log))(data) == {
+        "amount": {"value": "BNI=", "precision": 4, "scale": 2}}
+    assert ProtobufDeserializer(price_cls, CONF)(data, CTX) == value

@@ -9,7 +9,8 @@ scoping: innermost scope first), map<K, V> fields turned into their `XEntry` mes
 proto3 `optional` into synthetic oneofs, as protoc writes them. It is then added to a
 fresh `google.protobuf` DescriptorPool holding the google/protobuf well-known types and
 the references; an import is a reference by name (its text is either form, and its own
-imports are loaded first). Custom options `(x.y)` and aggregate option values are
+imports are loaded first); confluent/meta.proto and confluent/type/decimal.proto are built
+in too, as Confluent's serializers skip them like the well-known types. Custom options `(x.y)` and aggregate option values are
 ignored; known options are kept; `extend` blocks are skipped. Errors say line:col.
 
 Identity: canonical() prints the descriptor back as normalized .proto text (declaration
@@ -102,7 +103,7 @@ class ParsedProtobuf:
         return differences(writer, self)
 
     def incompatibilities(self, writer: ParsedProtobuf) -> list[str]:
-        return [f"{kind} at {path}: {_DESCRIBE.get(kind, kind)} (Confluent's Protobuf rules)"
+        return [f"{path}: {kind} ({_DESCRIBE.get(kind, kind)})"
                 for kind, path in differences(writer, self) if kind not in COMPATIBLE]
 
     def names(self) -> list[str]:

@@ -32,6 +32,18 @@ _BUILTIN = {m.DESCRIPTOR.name: m.DESCRIPTOR.serialized_pb for m in (
     any_pb2, source_context_pb2, type_pb2, api_pb2, descriptor_pb2, duration_pb2, empty_pb2,
     field_mask_pb2, struct_pb2, timestamp_pb2, wrappers_pb2)}
 
+# Confluent's own files, which its serializers also skip as known types (the messages only:
+# the `extend` blocks declaring the (confluent.*_meta) options are skipped like any other).
+_BUILTIN_TEXT = {
+    "confluent/meta.proto": 'syntax = "proto3";\npackage confluent;\nimport "google/protobuf/descriptor.proto";\n'
+                            'option go_package = "../confluent";\n'
+                            "message Meta { string doc = 1; map<string, string> params = 2; "
+                            "repeated string tags = 3; repeated Rule rules = 4; }\n"
+                            "message Rule { string name = 1; string doc = 2; string expr = 3; string sql = 4; }\n",
+    "confluent/type/decimal.proto": 'syntax = "proto3";\npackage confluent.type;\n'
+                                    "message Decimal { bytes value = 1; uint32 precision = 2; int32 scale = 3; }\n",
+}
+
 _SCALARS = {"double": F.TYPE_DOUBLE, "float": F.TYPE_FLOAT, "int64": F.TYPE_INT64, "uint64": F.TYPE_UINT64,
             "int32": F.TYPE_INT32, "fixed64": F.TYPE_FIXED64, "fixed32": F.TYPE_FIXED32, "bool": F.TYPE_BOOL,
             "string": F.TYPE_STRING, "bytes": F.TYPE_BYTES, "uint32": F.TYPE_UINT32,
@@ -663,10 +675,13 @@ class _Loader:
             if dep not in self.files:
                 if dep in self.loading:
                     raise InvalidSchema(f"{what}: import cycle: {' -> '.join([*self.loading, dep])}")
-                if dep not in self.references:
+                if dep in self.references:
+                    self.load(dep, self.references[dep], f"reference {dep!r}")
+                elif dep in _BUILTIN_TEXT:
+                    self.load(dep, _BUILTIN_TEXT[dep], f"built-in {dep!r}")
+                else:
                     raise InvalidSchema(f"{what}: import {dep!r} is neither a reference nor a well-known type "
                                         "(an import names a reference)")
-                self.load(dep, self.references[dep], f"reference {dep!r}")
             self._visible(dep, symbols, set())
         self.loading.pop()
         if parser is not None:
