@@ -91,13 +91,15 @@ class _Table:
     """One captured table: its topic, schemas and the text -> value function of each column."""
 
     def __init__(self, prefix: str, namespace: str, name: str, columns, notnull: set, pk: list,
-                 decimal_mode: str, full_identity: bool):
+                 decimal_mode: str, full_identity: bool, defaults: dict | None = None):
         self.namespace, self.name = namespace, name
         self.topic = f"{prefix}.{namespace}.{name}"
         self.full_identity = full_identity
         self.names = [c[0] for c in columns]
         types = [column_type(oid, typmod, optional=cname not in notnull and cname not in pk,
                              decimal_mode=decimal_mode) for cname, oid, typmod in columns]
+        for t, cname in zip(types, self.names):
+            t.schema = _with_default(t.schema, t.convert, (defaults or {}).get(cname))
         self.converts = [t.convert for t in types]
         self.placeholders = [t.placeholder for t in types]
         self.zeros = [None if t.schema["optional"] else zero(t.schema) for t in types]
@@ -317,7 +319,7 @@ class PostgresConnector(Connector):
         cols = cur.fetchall()
         pk, full = self._key_of(f"{_ident(schema)}.{_ident(name)}", cur)
         table = _Table(self.prefix, schema, name, [(c[0], c[1], c[2]) for c in cols], {c[0] for c in cols if c[3]},
-                       pk, self.v["decimal.handling.mode"], full)
+                       pk, self.v["decimal.handling.mode"], full, _defaults(f"{_ident(schema)}.{_ident(name)}", cur))
         select_list = ", ".join(f"{_ident(c[0])}::text" for c in cols) or "NULL"
         rows = conn.cursor(name=f"embedlog_snapshot_{len(self._snapshot['tables'])}")
         rows.itersize = self.v["max.batch.size"]
@@ -501,12 +503,13 @@ class PostgresConnector(Connector):
                 cur.execute("SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 "
                             "AND attnotnull AND NOT attisdropped", (reg,))
                 notnull = {r[0] for r in cur.fetchall()}
+                defaults = _defaults(reg, cur)
             except self._pg.Error:            # dropped since: what the message says is all there is
                 pk = [c.name for c in m.columns if c.flags & 1]
-                notnull = set()
+                notnull, defaults = set(), {}
         self._tables[m.relid] = _Table(self.prefix, m.namespace, m.name,
                                        [(c.name, c.type_oid, c.typmod) for c in m.columns], notnull, pk,
-                                       self.v["decimal.handling.mode"], m.replica_identity == "f")
+                                       self.v["decimal.handling.mode"], m.replica_identity == "f", defaults)
 
     def _offset(self, pos, lsn: int) -> dict:
         return {"lsn_commit": pos[0], "lsn": lsn, "txId": self._tx.xid, "ts_usec": self._tx.commit_ts_us,
@@ -620,6 +623,41 @@ class PostgresConnector(Connector):
 
 
 PostgresSource = PostgresConnector
+
+
+_LITERAL = re.compile(r"'((?:[^']|'')*)'(?:::[\w .\[\]\"()]+)?")
+_NUMBER = re.compile(r"\(?(-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)\)?(?:::[\w .()]+)?")
+
+
+def _defaults(regclass: str, cur) -> dict[str, str]:
+    """The columns whose DEFAULT is a constant, with its text (what PostgreSQL would store):
+    Debezium puts those defaults in the schema, so ADD COLUMN ... NOT NULL DEFAULT 'x' is a
+    compatible change for the registry. Other defaults (now(), nextval(...)) are left out."""
+    cur.execute("SELECT a.attname, pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d JOIN pg_attribute a "
+                "ON a.attrelid = d.adrelid AND a.attnum = d.adnum WHERE d.adrelid = %s::regclass "
+                "AND NOT a.attisdropped AND a.attgenerated = ''", (regclass,))
+    out = {}
+    for name, expr in cur.fetchall():
+        m = _LITERAL.fullmatch(expr)
+        if m:
+            out[name] = m.group(1).replace("''", "'")
+        elif _NUMBER.fullmatch(expr):
+            out[name] = _NUMBER.fullmatch(expr).group(1)
+        elif expr in ("true", "false"):
+            out[name] = expr
+    return out
+
+
+def _with_default(schema: dict, convert, text: str | None) -> dict:
+    if text is None:
+        return schema
+    try:
+        value = convert(text)
+    except (ValueError, ArithmeticError):
+        return schema
+    if isinstance(value, (bytes, dict)):
+        return schema                      # bytes/decimal defaults: not in the schema here
+    return {**schema, "default": value}
 
 
 def _lsn(text: str) -> int:

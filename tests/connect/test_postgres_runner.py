@@ -245,18 +245,28 @@ def test_avro_converter_with_the_http_registry_and_a_new_version_on_add_column(s
     try:
         w.wait_for("inventory", "RUNNING", 60)
         wait_until(lambda: _has_topic(d, topic) and len(raw_records(d, topic)) >= 1, what="the snapshot")
-        server.execute("DELETE FROM orders WHERE id = 1; ALTER TABLE orders ADD COLUMN note text;"
-                       "INSERT INTO orders (id, item, note) VALUES (2, 'ink', 'blue')", db)
+        server.execute("DELETE FROM orders WHERE id = 1; ALTER TABLE orders ADD COLUMN note text NOT NULL DEFAULT "
+                       "'none'; INSERT INTO orders (id, item, note) VALUES (2, 'ink', 'blue')", db)
         wait_until(lambda: len(raw_records(d, topic)) >= 4, what="the delete, its tombstone and the insert")
         assert w.store.connector_status("inventory")["tasks"][0]["state"] == "RUNNING"
+        # An int column turned text: an Avro reader of text cannot read the old ints (BACKWARD).
+        server.execute("ALTER TABLE orders ALTER COLUMN qty TYPE text; UPDATE orders SET qty = 'many'", db)
+        st = w.wait_for("inventory", "FAILED", 90)
     finally:
         w.stop()
+    trace = st["tasks"][0]["trace"]
+    assert (f"the schema registry at {url} answered 409: Schema being registered is incompatible with an earlier "
+            f"schema for subject \"{topic}-value\", details: TYPE_MISMATCH") in trace
+    assert len(raw_records(d, topic)) == 4                          # nothing written for the refused schema
     client = SchemaRegistryClient({"url": url})
     assert client.get_versions(f"{topic}-value") == [1, 2]       # the ADD COLUMN: a new, compatible version
     assert client.get_versions(f"{topic}-key") == [1]
     v1 = json.loads(client.get_version(f"{topic}-value", 1).schema.schema_str)
     assert (v1["type"], v1["name"], v1["namespace"]) == ("record", "Envelope", topic)
     assert [f["name"] for f in v1["fields"]] == ["before", "after", "source", "op", "ts_ms", "transaction"]
+    v2 = json.loads(client.get_version(f"{topic}-value", 2).schema.schema_str)
+    note = v2["fields"][0]["type"][1]["fields"][-1]
+    assert note == {"name": "note", "type": "string", "default": "none"}   # NOT NULL DEFAULT: compatible
     records = raw_records(d, topic)
     assert all(v is None or v[0] == 0 for _, v in records)       # Confluent's magic byte
     values = AvroDeserializer(client)
