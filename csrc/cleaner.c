@@ -79,11 +79,16 @@ static inline void digest(const uint8_t *p, size_t n, uint64_t *out1, uint64_t *
 
 /* ------------------------------------------------------------------ table */
 
+static inline uint64_t home(const el_keymap *m, uint64_t h1)
+{
+    return (uint64_t)(((unsigned __int128)h1 * (uint64_t)m->capacity) >> 64);
+}
+
 static inline slot_t *find_slot(const el_keymap *m, uint64_t h1, uint64_t h2)
 {
     slot_t *slots = m->slots;
     uint64_t cap = (uint64_t)m->capacity;
-    uint64_t i = (uint64_t)(((unsigned __int128)h1 * cap) >> 64);
+    uint64_t i = home(m, h1);
     for (;;) {   /* ends: the caller keeps entries below capacity */
         slot_t *s = &slots[i];
         if (s->offset1 == 0 || (s->h1 == h1 && s->h2 == h2))
@@ -92,10 +97,8 @@ static inline slot_t *find_slot(const el_keymap *m, uint64_t h1, uint64_t h2)
     }
 }
 
-static inline void map_put(el_keymap *m, const uint8_t *key, size_t n, int64_t offset)
+static inline void map_put_digest(el_keymap *m, uint64_t h1, uint64_t h2, int64_t offset)
 {
-    uint64_t h1, h2;
-    digest(key, n, &h1, &h2);
     slot_t *s = find_slot(m, h1, h2);
     if (s->offset1 == 0) {
         s->h1 = h1;
@@ -105,11 +108,36 @@ static inline void map_put(el_keymap *m, const uint8_t *key, size_t n, int64_t o
     if (offset + 1 > s->offset1) s->offset1 = offset + 1;
 }
 
+static inline void map_put(el_keymap *m, const uint8_t *key, size_t n, int64_t offset)
+{
+    uint64_t h1, h2;
+    digest(key, n, &h1, &h2);
+    map_put_digest(m, h1, h2, offset);
+}
+
 static inline int64_t map_get(const el_keymap *m, const uint8_t *key, size_t n)
 {
     uint64_t h1, h2;
     digest(key, n, &h1, &h2);
     return find_slot(m, h1, h2)->offset1 - 1;
+}
+
+/* The probes of a batch's keys are cache misses (the table is larger than the caches):
+ * its digests are computed first, then each slot is fetched PREFETCH records ahead. */
+#define PREFETCH 12
+
+typedef struct {
+    uint64_t h1, h2;
+    int64_t offset;          /* the record's offset; -1: no key */
+    int64_t ts_delta;
+    int32_t value_null;
+} probe_t;
+
+size_t el_clean_scratch_bytes(int32_t n) { return (size_t)n * (sizeof(probe_t) + 1); }
+
+static inline void prefetch_slot(const el_keymap *m, const probe_t *p)
+{
+    if (p->offset >= 0) __builtin_prefetch((const slot_t *)m->slots + home(m, p->h1), 1, 0);
 }
 
 void el_keymap_rehash(const el_keymap *from, el_keymap *to)
@@ -200,28 +228,49 @@ static int next_batch(const uint8_t *buf, size_t len, int64_t pos, int final, el
     return 0;
 }
 
-int el_keymap_scan(el_keymap *m, const void *buf_, size_t len, int final, int64_t *pos)
+/* Parse and check the n records of a batch into probes (digests, offsets, timestamps). */
+static int parse_batch(const el_batch_header *h, const uint8_t *p, const uint8_t *end, probe_t *probes)
+{
+    int64_t prev = -1;
+    record_t r;
+    for (int32_t i = 0; i < h->records_count; i++) {
+        if (!(p = parse_record(p, end, &r)) || r.offset_delta <= prev) return EL_EMALFORMED;
+        prev = r.offset_delta;
+        probe_t *q = &probes[i];
+        q->ts_delta = r.ts_delta;
+        q->value_null = r.value_len < 0;
+        if (r.key_len >= 0) {
+            digest(r.key, (size_t)r.key_len, &q->h1, &q->h2);
+            q->offset = h->base_offset + r.offset_delta;
+        } else {
+            q->offset = -1;
+        }
+    }
+    return p != end || prev > h->last_offset_delta ? EL_EMALFORMED : 0;
+}
+
+int el_keymap_scan(el_keymap *m, const void *buf_, size_t len, int final, int64_t *pos,
+                   void *scratch, size_t scratch_len)
 {
     const uint8_t *buf = buf_;
+    probe_t *probes = scratch;
     el_batch_header h;
     size_t total;
     while ((size_t)*pos < len) {
         int rc = next_batch(buf, len, *pos, final, &h, &total);
         if (rc == 1) return 0;
         if (rc) return rc;
-        if (h.records_count > 0) {
+        int32_t n = h.records_count;
+        if (n > 0) {
             if (h.attributes & ATTR_COMPRESSION) return 1;
-            if (m->entries + h.records_count > m->grow_at) return 2;
-            const uint8_t *p = buf + *pos + BATCH_OVERHEAD, *end = buf + *pos + total;
-            int64_t prev = -1;
-            record_t r;
-            for (int32_t i = 0; i < h.records_count; i++) {
-                if (!(p = parse_record(p, end, &r)) || r.offset_delta <= prev) return EL_EMALFORMED;
-                prev = r.offset_delta;
-                if (r.key_len >= 0)
-                    map_put(m, r.key, (size_t)r.key_len, h.base_offset + r.offset_delta);
+            if (m->entries + n > m->grow_at) return 2;
+            if (scratch_len < el_clean_scratch_bytes(n)) return 4;
+            if ((rc = parse_batch(&h, buf + *pos + BATCH_OVERHEAD, buf + *pos + total, probes))) return rc;
+            for (int32_t i = 0; i < n && i < PREFETCH; i++) prefetch_slot(m, &probes[i]);
+            for (int32_t i = 0; i < n; i++) {
+                if (i + PREFETCH < n) prefetch_slot(m, &probes[i + PREFETCH]);
+                if (probes[i].offset >= 0) map_put_digest(m, probes[i].h1, probes[i].h2, probes[i].offset);
             }
-            if (p != end || prev > h.last_offset_delta) return EL_EMALFORMED;
             m->end_offset = h.base_offset + h.last_offset_delta + 1;
         }
         *pos += (int64_t)total;
@@ -267,7 +316,7 @@ static void rewrite(const el_batch_header *h, const uint8_t *records, const uint
 }
 
 int el_clean_scan(const el_keymap *m, const void *buf_, size_t len, int final, int64_t *pos,
-                  void *out_, size_t out_cap, int64_t *out_len, uint8_t *keep, size_t keep_cap,
+                  void *out_, size_t out_cap, int64_t *out_len, void *scratch, size_t scratch_len,
                   el_clean_stats *s)
 {
     const uint8_t *buf = buf_;
@@ -286,21 +335,24 @@ int el_clean_scan(const el_keymap *m, const void *buf_, size_t len, int final, i
         if (h.attributes & ATTR_COMPRESSION) return 1;
         /* A rewrite can only grow by the timestamp deltas' varints (at most 9 bytes more each). */
         if (out_cap - (size_t)*out_len < total + 10 * (size_t)n) return 3;
-        if (keep_cap < (size_t)n) return 4;
-        const uint8_t *records = buf + *pos + BATCH_OVERHEAD, *end = buf + *pos + total, *p = records;
+        if (scratch_len < el_clean_scratch_bytes(n)) return 4;
+        const uint8_t *records = buf + *pos + BATCH_OVERHEAD, *end = buf + *pos + total;
+        probe_t *probes = scratch;
+        uint8_t *keep = (uint8_t *)(probes + n);
+        if ((rc = parse_batch(&h, records, end, probes))) return rc;
         int horizon_set = h.attributes & ATTR_DELETE_HORIZON, lat = h.attributes & ATTR_LOG_APPEND_TIME;
         int tombstones = 0;
         int32_t kept = 0, removed = 0;
-        int64_t prev = -1, first_ts = 0, max_ts = INT64_MIN;
-        record_t r;
+        int64_t first_ts = 0, max_ts = INT64_MIN;
+        for (int32_t i = 0; i < n && i < PREFETCH; i++) prefetch_slot(m, &probes[i]);
         for (int32_t i = 0; i < n; i++) {
-            if (!(p = parse_record(p, end, &r)) || r.offset_delta <= prev) return EL_EMALFORMED;
-            prev = r.offset_delta;
+            const probe_t *q = &probes[i];
+            if (i + PREFETCH < n) prefetch_slot(m, &probes[i + PREFETCH]);
             int k = 1;
-            if (r.key_len >= 0) {
-                int64_t newest = map_get(m, r.key, (size_t)r.key_len);
-                k = newest < 0 || h.base_offset + r.offset_delta >= newest;
-                if (k && r.value_len < 0) {
+            if (q->offset >= 0) {
+                int64_t newest = find_slot(m, q->h1, q->h2)->offset1 - 1;
+                k = newest < 0 || q->offset >= newest;
+                if (k && q->value_null) {
                     if (horizon_set && s->now >= h.base_timestamp) {
                         k = 0;                   /* delete.retention.ms has passed since first cleaned */
                         removed++;
@@ -311,12 +363,11 @@ int el_clean_scan(const el_keymap *m, const void *buf_, size_t len, int final, i
             }
             keep[i] = (uint8_t)k;
             if (k) {
-                int64_t ts = lat ? h.max_timestamp : h.base_timestamp + r.ts_delta;
+                int64_t ts = lat ? h.max_timestamp : h.base_timestamp + q->ts_delta;
                 if (kept++ == 0) first_ts = ts;
                 if (ts > max_ts) max_ts = ts;
             }
         }
-        if (p != end || prev > h.last_offset_delta) return EL_EMALFORMED;
         s->records_in += n;
         s->tombstones_removed += removed;
         if (tombstones) {

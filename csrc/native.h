@@ -172,8 +172,10 @@ typedef struct {
  * off at the end is left at *pos unless `final`: then it is an error), 1 at a
  * compressed batch (the caller's: it decompresses it and calls el_keymap_put_many), 2
  * before a batch whose records could take entries past grow_at, or an EL_E* code (< 0)
- * for the batch at *pos. Keyless records are not put. */
-int el_keymap_scan(el_keymap *m, const void *buf, size_t len, int final, int64_t *pos);
+ * for the batch at *pos, or 4 (as el_clean_scan) if scratch is too small. Keyless records
+ * are not put. */
+int el_keymap_scan(el_keymap *m, const void *buf, size_t len, int final, int64_t *pos,
+                   void *scratch, size_t scratch_len);
 /* Move every key of `from` into the (larger, zeroed) table `to`. */
 void el_keymap_rehash(const el_keymap *from, el_keymap *to);
 /* Put or look up n keys, one after another in `keys` (key_lens -1: no key, skipped;
@@ -198,8 +200,10 @@ typedef struct {
  * (same offsets, new CRC) or nothing. Returns 0 at the end of buf (as el_keymap_scan), 1
  * at a compressed batch (the caller's), 3 when out has no room for the next batch
  * (drain it; with an empty out, give a larger one: the batch's size + 10 per record),
- * 4 when keep (scratch, a byte a record) is smaller than the batch's records_count, or
+ * 4 when scratch is smaller than el_clean_scratch_bytes(the batch's records_count), or
  * an EL_E* code for the batch at *pos. */
 int el_clean_scan(const el_keymap *m, const void *buf, size_t len, int final, int64_t *pos,
-                  void *out, size_t out_cap, int64_t *out_len, uint8_t *keep, size_t keep_cap,
+                  void *out, size_t out_cap, int64_t *out_len, void *scratch, size_t scratch_len,
                   el_clean_stats *s);
+/* Bytes of scratch the two scans need for a batch of n records. */
+size_t el_clean_scratch_bytes(int32_t n);

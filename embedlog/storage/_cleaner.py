@@ -376,6 +376,7 @@ SLOT_BYTES = 24                            # csrc/cleaner.c: 16-byte key digest 
 LOAD_FACTOR = 0.9                          # Kafka's log.cleaner.io.buffer.load.factor
 FIRST_SLOTS = 1 << 16
 NO_HORIZON = 2**63 - 1
+SCRATCH_RECORDS = 4096                     # records a batch may have before the scratch grows
 
 
 class KeyMap:
@@ -428,6 +429,10 @@ class KeyMap:
         return [None if o < 0 else o for o in out]
 
 
+def _scratch(records: int):
+    return hp.new("char[]", hp.lib.el_clean_scratch_bytes(records))
+
+
 def _key_blob(keys):
     return b"".join(k for k in keys if k is not None), array("i", [-1 if k is None else len(k) for k in keys])
 
@@ -470,6 +475,7 @@ def build_offset_map(part, plan: CleanPlan) -> KeyMap:
     the segments below that offset (Kafka: the rest is cleaned by the next pass)."""
     km = KeyMap(part.config.get(DEDUPE_BUFFER_KEY, DEDUPE_BUFFER_DEFAULT))
     pos = hp.new("int64_t *")
+    scratch = _scratch(SCRATCH_RECORDS)
     for b in plan.bases:
         if b < plan.first_dirty:
             continue
@@ -481,9 +487,12 @@ def build_offset_map(part, plan: CleanPlan) -> KeyMap:
                 pos[0] = 0
                 cbuf = hp.from_buffer(buf)
                 while True:
-                    rc = hp.lib.el_keymap_scan(km.map, cbuf, n, final, pos)
+                    rc = hp.lib.el_keymap_scan(km.map, cbuf, n, final, pos, scratch, len(scratch))
                     if rc == 0:
                         break
+                    if rc == 4:
+                        scratch = _scratch(parse_header(buf, pos[0], path=path).records_count)
+                        continue
                     if rc == 1:                  # compressed: decompress, then the same map
                         h = parse_header(buf, pos[0], path=path, file_position=file_pos + pos[0])
                         if len(km) + h.records_count <= km.map.grow_at:
@@ -579,7 +588,7 @@ def clean_group(part, plan: CleanPlan, group: list[int], latest: KeyMap, now: in
     slow = {"records_in": 0, "records_out": 0, "tombstones_removed": 0, "next_horizon": None}
     out = bytearray(READ_CHUNK + (1 << 20))
     out_len = hp.new("int64_t *")
-    keep = hp.new("uint8_t[]", 1 << 16)
+    scratch = _scratch(SCRATCH_RECORDS)
     pos = hp.new("int64_t *")
     written = 0
     bytes_in = 0
@@ -595,7 +604,7 @@ def clean_group(part, plan: CleanPlan, group: list[int], latest: KeyMap, now: in
                     cbuf, cout = hp.from_buffer(buf), hp.from_buffer(out)
                     while True:
                         rc = hp.lib.el_clean_scan(latest.map, cbuf, n, final, pos, cout, len(out), out_len,
-                                                  keep, len(keep), cs)
+                                                  scratch, len(scratch), cs)
                         if rc == 0:
                             break
                         if rc == 3:               # out is full: drain it (or grow it for one batch)
@@ -607,8 +616,7 @@ def clean_group(part, plan: CleanPlan, group: list[int], latest: KeyMap, now: in
                                 out = bytearray(h.size + 10 * h.records_count)
                                 cout = hp.from_buffer(out)
                         elif rc == 4:
-                            h = parse_header(buf, pos[0], path=path, file_position=file_pos + pos[0])
-                            keep = hp.new("uint8_t[]", h.records_count)
+                            scratch = _scratch(parse_header(buf, pos[0], path=path).records_count)
                         elif rc == 1:             # compressed: the Python path
                             written = _drain(fd, out, out_len, written, out_path)
                             h = parse_header(buf, pos[0], path=path, file_position=file_pos + pos[0])
