@@ -18,6 +18,7 @@ import urllib.request
 import pytest
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
+import pg
 from test_connect_runner import STRING, wait_until  # the runner tests' poll loop
 
 import embedlog as el
@@ -25,6 +26,8 @@ from embedlog.connect._store import CONFIGS
 
 SOURCE_CLASS = "org.apache.kafka.connect.file.FileStreamSourceConnector"
 SINK_CLASS = "org.apache.kafka.connect.file.FileStreamSinkConnector"
+README = os.path.join(os.path.dirname(__file__), "..", "..", "README.md")
+server, db = pg.fixtures("inventory")
 
 
 class Rest:
@@ -228,3 +231,45 @@ def test_config_md_lists_every_key_validate_reports():
         assert f"`{plugin['class']}`" in section, plugin
     missing += [k for k in _configs.NOOP_KEYS if f"`{k}`" not in section]
     assert not missing, missing
+
+
+@pytest.mark.skipif(pg.skip_reason() is not None, reason=pg.skip_reason() or "")
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed (.ci/run installs it)")
+def test_readme_debezium_example_with_curl(served, server, db, tmp_path):
+    """README's config.json (Debezium's example: table.include.list, the unwrap transform
+    keeping tombstones) POSTed by the README's curl line, pointed at the test's PostgreSQL:
+    the unwrapped rows of public.orders arrive, the other table's do not."""
+    import pathlib
+    import re
+    import shlex
+    rest, d = served
+    text = pathlib.Path(README).read_text()
+    doc = json.loads(re.search(r"cat > config.json <<'JSON'\n(.*?)\nJSON\n", text, re.DOTALL).group(1))
+    line = re.search(r"^curl -X POST .*http://127.0.0.1:8083/connectors$", text, re.MULTILINE).group(0)
+    curl = shlex.split(line.replace("http://127.0.0.1:8083", rest.url)) + ["-sS", "-w", "\n%{http_code}"]
+    ours = pg.PgServer.config(server, db)
+    doc["config"].update({k: ours[k] for k in ("database.hostname", "database.port", "database.password",
+                                               "database.dbname", "slot.name")})
+    (tmp_path / "config.json").write_text(json.dumps(doc))
+    server.execute("CREATE TABLE public.orders (id int PRIMARY KEY, item text, qty int);"
+                   "CREATE TABLE public.audit (id int PRIMARY KEY); INSERT INTO public.orders VALUES (1, 'pen', 2)", db)
+    r = subprocess.run(curl, check=False, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.endswith("\n201"), (r.stdout, r.stderr)
+    name = doc["name"]
+    wait_until(lambda: rest("GET", f"/connectors/{name}/status")[1]["tasks"][0]["state"] == "RUNNING", 60,
+               what=f"{name} RUNNING: {rest('GET', f'/connectors/{name}/status')[1]}")
+    server.execute("INSERT INTO public.audit VALUES (7); UPDATE public.orders SET qty = 3 WHERE id = 1;"
+                   "INSERT INTO public.orders VALUES (2, 'ink', 1); DELETE FROM public.orders WHERE id = 1", db)
+
+    def rows():
+        with el.open(d, read_only=True) as log:
+            if "dbserver1.public.orders" not in log.topics():
+                return None
+            cols, _ = log.partition("dbserver1.public.orders", 0).fetch(0)
+            return [(json.loads(k)["payload"]["id"], v and json.loads(v)["payload"])
+                    for k, v in zip(cols.keys, cols.values)]
+    want = [(1, {"id": 1, "item": "pen", "qty": 2}), (1, {"id": 1, "item": "pen", "qty": 3}),
+            (2, {"id": 2, "item": "ink", "qty": 1}), (1, None)]     # the delete event dropped, its tombstone kept
+    wait_until(lambda: (rows() or []) == want, 60, what=f"the unwrapped rows, got {rows()}")
+    with el.open(d, read_only=True) as log:
+        assert not [t for t in log.topics() if "audit" in t]
