@@ -136,6 +136,42 @@ def test_text_and_descriptor_forms_share_one_canonical_text():
     assert parse(USER.replace("string name = 1", "string nom = 1")).canonical() != text.canonical()
 
 
+SERVICE = '''syntax = "proto3";
+package a.b;
+import public "google/protobuf/empty.proto";
+option optimize_for = SPEED;
+option java_outer_classname = "Foo" "Bar";
+message Outer {
+  enum E { option allow_alias = true; Z = 0; NEG = -1; HEX = 0x10; reserved 5 to 7, 100 to max; reserved 9; }
+  message Inner { Outer.E e = 1; repeated int32 ints = 2 [packed = false]; double d = 3 [(x.y) = -1.5e3]; }
+  Inner inner = 1;
+  reserved 10 to max;
+  extend google.protobuf.Empty { optional int32 ignored = 1000; }
+  oneof choice { option (my) = 1; Inner a = 2; .a.b.Outer.E b = 3; }
+}
+service S {
+  rpc Get (Outer) returns (stream Outer.Inner);
+  rpc Put (stream .a.b.Outer) returns (google.protobuf.Empty) { option deprecated = true; }
+}
+'''
+
+
+def test_services_enum_ranges_and_options_survive_both_forms():
+    p = parse(SERVICE)
+    fdp = p.fdp
+    enum = fdp.message_type[0].enum_type[0]
+    assert [(r.start, r.end) for r in enum.reserved_range] == [(5, 7), (100, 2 ** 31 - 1), (9, 9)]  # inclusive
+    assert [(r.start, r.end) for r in fdp.message_type[0].reserved_range] == [(10, 536870912)]
+    assert [v.number for v in enum.value] == [0, -1, 16]
+    get, put = fdp.service[0].method
+    assert (get.input_type, get.output_type, get.server_streaming) == (".a.b.Outer", ".a.b.Outer.Inner", True)
+    assert (put.client_streaming, put.output_type, put.options.deprecated) == (True, ".google.protobuf.Empty", True)
+    assert fdp.options.java_outer_classname == "FooBar" and list(fdp.public_dependency) == [0]
+    # the canonical text is itself a schema with the same canonical text, and so is the descriptor
+    assert parse(p.canonical()).canonical() == p.canonical() == parse(p.formatted("serialized")).canonical()
+    assert "rpc Put (stream .a.b.Outer) returns (.google.protobuf.Empty) { option deprecated = true; }" in p.canonical()
+
+
 def test_references_by_import_name_transitively():
     refs = {"a.proto": 'syntax = "proto3";\npackage a;\nimport "b.proto";\nmessage A { b.B b = 1; }',
             "b.proto": 'syntax = "proto3";\npackage b;\nmessage B { int32 x = 1; }'}
@@ -166,6 +202,8 @@ def test_references_by_import_name_transitively():
     ('syntax = "proto3";\nmessage M { reserved 2; int32 a = 2; }', "field 'a' uses reserved number 2"),
     ('syntax = "proto3";\nmessage M { int32 a = 19001; }', "line 2:23: field number 19001 is reserved"),
     ('syntax = "proto3";\nmessage M {}\nmessage M {}', "M"),
+    ('syntax = "proto3";\nenum E { Z = 0; B = 99999999999; }', "line 2:21: an enum value number 99999999999 is out"),
+    ('syntax = "proto3";\nmessage M { reserved 5 to 2; }', "line 2:22: empty range 5 to 2"),
     ("   ", "empty"),
 ])
 def test_invalid_schema_says_what_and_where(text, where):

@@ -1,7 +1,7 @@
 """Protobuf as a registry format (`schemaType` PROTOBUF), as Confluent's registry has it.
 
 Parsing: a schema is either .proto text (proto2 or proto3; `edition` files are refused)
-read by the small recursive-descent parser below, or the base64 FileDescriptorProto that
+read by the small recursive-descent parser in _parse.py, or the base64 FileDescriptorProto that
 confluent-kafka's ProtobufSerializer registers (its `_schema_to_str`): text with no `;`
 and no `{` that decodes as base64 is taken as the latter. Either way the result is a
 FileDescriptorProto with every type name resolved to its full `.pkg.Name` form (protoc's
@@ -10,8 +10,9 @@ proto3 `optional` into synthetic oneofs, as protoc writes them. It is then added
 fresh `google.protobuf` DescriptorPool holding the google/protobuf well-known types and
 the references; an import is a reference by name (its text is either form, and its own
 imports are loaded first); confluent/meta.proto and confluent/type/decimal.proto are built
-in too, as Confluent's serializers skip them like the well-known types. Custom options `(x.y)` and aggregate option values are
-ignored; known options are kept; `extend` blocks are skipped. Errors say line:col.
+in too, as Confluent's serializers skip them like the well-known types. Custom options
+`(x.y)` and aggregate option values are ignored; known options are kept; `extend` blocks
+are skipped. Errors say line:col.
 
 Identity: canonical() prints the descriptor back as normalized .proto text (declaration
 order kept, since message indexes depend on it; full type names; options sorted), so the

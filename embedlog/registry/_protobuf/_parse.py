@@ -195,7 +195,10 @@ class _Parser:
         text = t.text
         v = int(text, 16) if text[:2] in ("0x", "0X") else int(text, 8) if len(text) > 1 and text[0] == "0" \
             else int(text)
-        return -v if neg else v
+        v = -v if neg else v
+        if not -2 ** 31 <= v < 2 ** 31:
+            raise self.error(f"{what} {v} is out of the int32 range", t)
+        return v
 
     # -- file
     def parse(self) -> FDP:
@@ -384,9 +387,9 @@ class _Parser:
                 self.option(msg.options, "message option")
                 self.expect(";")
             elif self.accept("reserved"):
-                self.reserved(msg.reserved_range, msg.reserved_name, _FIELD_MAX + 1)
+                self.reserved(msg.reserved_range, msg.reserved_name, _FIELD_MAX)
             elif self.accept("extensions"):
-                self.ranges(msg.extension_range, _FIELD_MAX + 1)
+                self.ranges(msg.extension_range, _FIELD_MAX)
                 if self.at("["):
                     self.field_options(F(), syntax3)
                 self.expect(";")
@@ -490,27 +493,32 @@ class _Parser:
         f.type = F.TYPE_MESSAGE
         self.unresolved.append((f, entry.name, scope, t))
 
-    def ranges(self, target, end: int):
+    def ranges(self, target, top: int, inclusive: bool = False):
+        """`N`, `N to M`, `N to max`, ...: message ranges store an exclusive end, enum ranges an
+        inclusive one (as descriptor.proto has them)."""
         while True:
-            r = target.add()
-            r.start = self.integer("a range start")
+            t = self.tok
+            start = self.integer("a range start")
+            last = start
             if self.accept("to"):
-                r.end = end if self.accept("max") else self.integer("a range end") + 1
-            else:
-                r.end = r.start + 1
-            if r.end <= r.start:
-                raise self.error(f"empty range {r.start} to {r.end - 1}")
+                last = top if self.accept("max") else self.integer("a range end")
+            if last < start:
+                raise self.error(f"empty range {start} to {last}", t)
+            if not (-2 ** 31 <= start and last <= top):
+                raise self.error(f"range {start} to {last} is beyond {top}", t)
+            r = target.add()
+            r.start, r.end = start, last if inclusive else last + 1
             if not self.accept(","):
                 return
 
-    def reserved(self, ranges, names, end: int):
+    def reserved(self, ranges, names, top: int, inclusive: bool = False):
         if self.tok.kind == "string":
             while True:
                 names.append(self.string())
                 if not self.accept(","):
                     break
         else:
-            self.ranges(ranges, end)
+            self.ranges(ranges, top, inclusive)
         self.expect(";")
 
     def check_message(self, msg):
@@ -540,9 +548,7 @@ class _Parser:
                 self.option(enum.options, "enum option")
                 self.expect(";")
             elif self.accept("reserved"):
-                self.reserved(enum.reserved_range, enum.reserved_name, 2 ** 31)
-                for r in enum.reserved_range:       # enum reserved ranges are inclusive
-                    r.end -= 1
+                self.reserved(enum.reserved_range, enum.reserved_name, 2 ** 31 - 1, inclusive=True)
             else:
                 v = enum.value.add()
                 v.name = self.ident("an enum value name")

@@ -43,7 +43,8 @@ def _ranges(ranges, inclusive: bool) -> str:
     parts = []
     for r in ranges:
         last = r.end if inclusive else r.end - 1
-        parts.append(str(r.start) if last == r.start else f"{r.start} to {'max' if last == _FIELD_MAX else last}")
+        top = 2 ** 31 - 1 if inclusive else _FIELD_MAX
+        parts.append(str(r.start) if last == r.start else f"{r.start} to {'max' if last == top else last}")
     return ", ".join(parts)
 
 
@@ -76,7 +77,7 @@ class _Printer:
                 cs = "stream " if m.client_streaming else ""
                 ss = "stream " if m.server_streaming else ""
                 opts = _option_items(m.options)
-                tail = " {" + " ".join(f"option {o};" for o in opts) + " }" if opts else ";"
+                tail = " { " + " ".join(f"option {o};" for o in opts) + " }" if opts else ";"
                 self.emit(1, f"rpc {m.name} ({cs}{m.input_type}) returns ({ss}{m.output_type}){tail}")
             self.emit(0, "}")
         return "\n".join(self.lines) + "\n"
