@@ -155,6 +155,8 @@ class _Task(threading.Thread):
             t = _transforms.apply_all(self.chain, r)
             if t is None:
                 continue
+            value = self.values.from_connect(t.value_schema, t.value, topic=t.topic)   # before the topic:
+            key = self.keys.from_connect(t.key_schema, t.key, topic=t.topic)           # a refusal creates none
             if t.topic not in created:
                 if t.topic not in log_.topics():
                     try:
@@ -163,8 +165,7 @@ class _Task(threading.Thread):
                         if t.topic not in log_.topics():
                             raise
                 created.add(t.topic)
-            producer.produce(t.topic, value=self.values.from_connect(t.value_schema, t.value, topic=t.topic),
-                             key=self.keys.from_connect(t.key_schema, t.key, topic=t.topic),
+            producer.produce(t.topic, value=value, key=key,
                              headers=list(t.headers) or None, timestamp=t.timestamp or 0, on_delivery=on_delivery)
             producer.poll(0)
         left = producer.flush(60)
