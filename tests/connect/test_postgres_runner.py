@@ -131,7 +131,7 @@ def _failed(log_dir, name="inventory"):
         return s.connector_status(name)
 
 
-@pytest.mark.parametrize("case", ["password", "publication"])
+@pytest.mark.parametrize("case", ["password", "publication", "registry"])
 def test_bad_input_fails_the_task_with_the_message_and_writes_nothing(server, db, tmp_path, case):
     d = tmp_path / "log"
     server.execute("CREATE TABLE orders (id int PRIMARY KEY); INSERT INTO orders VALUES (1)", db)
@@ -143,8 +143,15 @@ def test_bad_input_fails_the_task_with_the_message_and_writes_nothing(server, db
         "publication": ({"publication.autocreate.mode": "disabled"},
                         (f"publication 'pub_{db}' does not exist in database '{db}' at 127.0.0.1:{server.port} "
                          f"and publication.autocreate.mode is disabled")),
+        "registry": ({"value.converter": "io.confluent.connect.avro.AvroConverter",
+                      "value.converter.schema.registry.url": "http://127.0.0.1:9"},
+                     ("value.converter: cannot reach the schema registry at http://127.0.0.1:9: [Errno 111] "
+                      "Connection refused")),
     }[case]
-    w = run(d, debezium(server, db, **extra))
+    cfg = debezium(server, db, **extra)
+    if case == "registry":
+        del cfg["value.converter.schemas.enable"]                     # JsonConverter's, unknown to Avro's
+    w = run(d, cfg)
     try:
         st = w.wait_for("inventory", "FAILED", 60)
     finally:
@@ -152,7 +159,8 @@ def test_bad_input_fails_the_task_with_the_message_and_writes_nothing(server, db
     assert message in st["tasks"][0]["trace"]
     assert data_topics(d) == []                                       # nothing written
     assert stored_offset(d) is None
-    assert not server.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", params=(f"slot_{db}",))
+    slots = server.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", params=(f"slot_{db}",))
+    assert bool(slots) == (case == "registry")                  # it started; its first record failed
     r = cli(d, "status", "inventory")
     assert r.returncode == 0
     table_row = r.stdout.splitlines()[1]
