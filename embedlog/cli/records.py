@@ -28,7 +28,7 @@ def _lines(stream):
         yield line
 
 
-_TOPIC_OPTION = dict(metavar="TOPIC", default=None, help="The topic, as Kafka's console tools spell it.")
+_TOPIC_OPTION = {"metavar": "TOPIC", "default": None, "help": "The topic, as Kafka's console tools spell it."}
 _PRODUCER_PROPERTIES = {"parse.key": "bool", "key.separator": "str"}
 _CONSUMER_PROPERTIES = {"print.key": "bool", "print.value": "bool", "print.timestamp": "bool",
                         "print.offset": "bool", "print.partition": "bool", "print.headers": "bool",
@@ -226,12 +226,13 @@ class _Table:
     Keys, values and headers are escaped (no byte reaches the terminal as a control
     character). The output streams, so the widths of KEY, VALUE and HEADERS are those of
     the longest in the first records read, cut so that a line fits the terminal width
-    (COLUMNS, or 80 when stdout is not a terminal): VALUE gives way first, then HEADERS,
-    then KEY. A later, longer cell is cut to its column with an ellipsis."""
+    (COLUMNS, or 80 when stdout is not a terminal): while VALUE needs the room, KEY and
+    HEADERS get a quarter of it each and VALUE the rest; room VALUE does not need goes
+    back to KEY, then HEADERS. A later, longer cell is cut to its column with an ellipsis;
+    below about 65 columns the lines are longer than the terminal."""
 
     HEADINGS = ("PARTITION", "OFFSET", "TIMESTAMP", "KEY", "VALUE", "HEADERS")
     TIMESTAMP_WIDTH = len("2024-05-01T12:00:00.000Z")
-    KEY_MAX, HEADERS_MAX = 32, 40       # columns at most; VALUE has the rest
     GAP = 2
 
     def __init__(self, max_partition: int, max_offset: int, columns: int):
@@ -260,15 +261,16 @@ class _Table:
 
     def _plan(self, rows) -> list[int]:
         from ._common import display_width
-        k, v, h = (max([len(self.HEADINGS[i])] + [display_width(r[i]) for r in rows]) for i in (3, 4, 5))
-        k, h = min(k, self.KEY_MAX), min(h, self.HEADERS_MAX)
+        want_k, want_v, want_h = (max([len(self.HEADINGS[i])] + [display_width(r[i]) for r in rows])
+                                  for i in (3, 4, 5))
         room = self.columns - sum(self.fixed) - self.GAP * 5
-        # Give way in this order, each down to its heading's width (KEY to "null"'s):
-        # VALUE, HEADERS, KEY. Narrower than that, the lines are longer than the terminal.
-        v = max(len("VALUE"), min(v, room - k - h))
-        h = max(len("HEADERS"), min(h, room - k - v))
-        k = max(len("null"), min(k, room - v - h))
-        return self.fixed + [k, v, h]
+        k = min(want_k, max(len("null"), room // 4))
+        h = min(want_h, max(len("HEADERS"), room // 4))
+        v = max(len("VALUE"), min(want_v, room - k - h))
+        spare = max(0, room - k - h - v)
+        grown = min(want_k, k + spare)
+        spare -= grown - k
+        return self.fixed + [grown, v, min(want_h, h + spare)]
 
     def _line(self, cells) -> bytes:
         # Numbers and times are never cut (an offset past the first ones' width widens its row).
