@@ -64,7 +64,8 @@ class TopicCheck:
         self.topic = topic
         self.fields: tuple = ()          # ("key",), ("value",) or both: what the topic's config asks for
         # (`_schemas`' notify word, registry position Registry._next, {field: frozenset of the
-        # ids its subject holds}), replaced whole so that a reader never sees a mix of two.
+        # 5-byte headers, magic byte and id, of the ids its subject holds}), replaced whole so
+        # that a reader never sees a mix of two. A record passes when data[:5] is in the set.
         self._snap: tuple = (-1, -1, {})
         self._word = registry._part().state.notify_value    # bumped by every append to _schemas
         self._lock = threading.Lock()
@@ -89,8 +90,9 @@ class TopicCheck:
             word = self._word()          # before the catch-up: a later append moves it again
             reg._catch_up()
             subjects = reg._state.subjects
-            allowed = {f: frozenset(r.id for r in subjects.get(f"{self.topic}-{f}", {}).values()
-                                    if not r.deleted) for f in self.fields}
+            allowed = {f: frozenset(b"\x00" + r.id.to_bytes(4, "big")
+                                    for r in subjects.get(f"{self.topic}-{f}", {}).values()
+                                    if not r.deleted and 0 <= r.id < 2**32) for f in self.fields}
             self._snap = (word, reg._next, allowed)
         return allowed
 
@@ -98,20 +100,22 @@ class TopicCheck:
         """Raise InvalidRecordError for the first refused record of `values` / `keys` (parallel
         sequences of bytes-like or None; `keys` may be None), described as "record i <where>".
         An id not found is looked up once more before its record is refused."""
-        for field, ids in self._current().items():
+        for field, heads in self._current().items():
             items = values if field == "value" else keys
             if items is None:
                 continue
             for i, data in enumerate(items):
-                if data is not None and (len(data) < 5 or data[0] != 0
-                                         or int.from_bytes(data[1:5], "big") not in ids):
-                    ids = self._refuse(data, field, i, where)[field]
+                if data is not None and bytes(data[:5]) not in heads:
+                    heads = self._refuse(data, field, i, where)[field]
 
     def one(self, value, key):
-        """produce()'s check of one record (value, key), as __call__'s."""
-        for field, ids in self._current().items():
+        """produce()'s check of one record (bytes or None each), as __call__'s."""
+        word, at, allowed = self._snap
+        if word != self._word() or at != self.registry._next:
+            allowed = self._fresh()
+        for field, heads in allowed.items():
             data = value if field == "value" else key
-            if data is not None and (len(data) < 5 or data[0] != 0 or int.from_bytes(data[1:5], "big") not in ids):
+            if data is not None and data[:5] not in heads:
                 self._refuse(data, field, None, None)
 
     def batches(self, batches, partition: int):
@@ -140,7 +144,7 @@ class TopicCheck:
                                      topic=self.topic, record=index, field=field)
         schema_id = int.from_bytes(data[1:5], "big")
         allowed = self._fresh()
-        if schema_id in allowed[field]:
+        if bytes(data[:5]) in allowed[field]:
             return allowed
         reg = self.registry
         with reg._mutex:
