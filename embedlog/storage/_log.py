@@ -340,7 +340,8 @@ class Log:
                 raise
             raise ReadOnlyLogError(
                 f"cannot write the log directory {self.path} ({e.strerror}: {e.filename}); to read it, "
-                "open it with read_only=True (the CLI's read commands do that by themselves)",
+                "open it with read_only=True (as a Consumer without group.id does by itself, and the CLI's "
+                "topics list/describe, consume without --group, groups list/describe/lag, dump, verify and du)",
                 path=self.path, errno=e.errno) from e
         self.notifier = DirNotifier(os.path.join(self.path, NOTIFY_FILE))
 
