@@ -271,3 +271,16 @@ def test_round_trip(s, n, flags, m, raw):
     out = ROUND.decode(ROUND.encode(value))
     expect = {k: v for k, v in value.items() if v not in ("", "0", [], {})}   # proto3 defaults are not sent
     assert out == expect
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cut=st.integers(0, len(USER)), length=st.integers(0, 12),
+       insert=st.text(alphabet='{}[]()<>;=,."\'-+/*\n x0aZ_9', max_size=3))
+def test_any_damaged_text_is_parsed_or_invalid_schema(cut, length, insert):
+    text = USER[:cut] + insert + USER[cut + length:]
+    try:
+        p = parse(text)
+    except InvalidSchema as e:
+        assert str(e).startswith("schema")
+    else:
+        assert parse(p.canonical()).canonical() == p.canonical()

@@ -189,7 +189,7 @@ class _Parser:
     def integer(self, what: str) -> int:
         neg = self.accept("-")
         t = self.tok
-        if t.kind != "number" or not re.fullmatch(r"0[xX][0-9a-fA-F]+|\d+", t.text):
+        if t.kind != "number" or not re.fullmatch(r"0[xX][0-9a-fA-F]+|0[0-7]*|[1-9]\d*", t.text):
             raise self.error(f"expected {what} (an integer), got {t.text or 'end of text'!r}")
         self.i += 1
         text = t.text
