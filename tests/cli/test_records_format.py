@@ -12,6 +12,8 @@ import time
 
 import pytest
 from clirun import call, run
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import embedlog
 
@@ -79,6 +81,24 @@ def test_a_wider_terminal_shows_more_and_other_formats_are_unchanged(known, monk
     r = call("consume", "t", "--partition", "1", "--format", "json", dir=known)
     assert [(d["offset"], d["key"], d["value"], d["headers"]) for d in r.nl] == \
         [(0, "k", "", []), (1, "k", None, [{"key": "h", "value": "\x07"}])]
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.binary(max_size=40) | st.text(max_size=20).map(str.encode), width=st.integers(1, 30))
+def test_cells_are_printable_and_exactly_as_wide_as_their_column(data, width):
+    from embedlog.cli._common import display_width, escaped, fit
+    cell = escaped(data)
+    assert cell.isprintable()                                   # no control character survives
+    text = data.decode("utf-8", "backslashreplace")
+    if text.isprintable():
+        assert cell == text                                     # printable text is shown as it is
+    out = fit(cell, width)
+    if display_width(cell) <= width:
+        assert out.rstrip(" ") == cell.rstrip(" ") and display_width(out) == width
+    else:
+        assert out.rstrip(" ").endswith("\u2026")
+        assert display_width(out) == width                     # a wide character never overflows
+        assert cell.startswith(out.rstrip(" ")[:-1])
 
 
 # ------------------------------------------------------------------ produce's progress line
