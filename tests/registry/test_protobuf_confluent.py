@@ -124,6 +124,12 @@ def test_confluent_serializer_to_both_deserializers(client, schema_registry):
     assert latest.schema_id == schema_id and latest.schema.schema_type == "PROTOBUF"
     assert [(r.name, r.subject, r.version) for r in latest.schema.references] == [
         ("acme/address.proto", "acme/address.proto", 1)]
+    # the registrations are records of _schemas in Confluent's value shape
+    values = [json.loads(r.value) for r in schema_registry.log.partition("_schemas", 0).read(0)]
+    assert [(v["subject"], v["schemaType"]) for v in values] == [
+        ("acme/address.proto", "PROTOBUF"), ("users-value", "PROTOBUF")]
+    assert values[1]["references"] == [{"name": "acme/address.proto", "subject": "acme/address.proto", "version": 1}]
+    assert values[1]["schema"] == base64.b64encode(User.DESCRIPTOR.file.serialized_pb).decode()
 
 
 def test_nested_message_indexes_cross_both_ways(client, schema_registry):
