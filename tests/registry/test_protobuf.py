@@ -284,3 +284,31 @@ def test_any_damaged_text_is_parsed_or_invalid_schema(cut, length, insert):
         assert str(e).startswith("schema")
     else:
         assert parse(p.canonical()).canonical() == p.canonical()
+
+
+META_PROTO = '''syntax = "proto3";
+package confluent;
+import "google/protobuf/descriptor.proto";
+option go_package = "../confluent";
+message Meta {
+  string doc = 1;
+  map<string, string> params = 2;
+  repeated string tags = 3;
+  repeated Rule rules = 4;
+}
+message Rule { string name = 1; string doc = 2; string expr = 3; string sql = 4; }
+extend google.protobuf.FieldOptions { Meta field_meta = 1088; }
+'''
+
+
+def test_protoc_generated_descriptor_and_its_text_are_one_schema():
+    # confluent-kafka ships protoc's output for its meta.proto: the descriptor it registers
+    # and the .proto text have one canonical text (so one id), and the same message indexes.
+    from confluent_kafka.schema_registry.confluent import meta_pb2
+    serialized = base64.b64encode(meta_pb2.DESCRIPTOR.serialized_pb).decode()
+    generated, text = parse(serialized), parse(META_PROTO)
+    assert generated.canonical() == text.canonical()
+    assert generated.names() == text.names() == ["confluent.Meta", "confluent.Rule"]
+    value = meta_pb2.Meta(doc="d", params={"k": "v"}, tags=["t"])
+    assert text.encode(value) == generated.encode(value) == b"\x00" + value.SerializeToString()
+    assert text.decode(generated.encode(value)) == {"doc": "d", "params": {"k": "v"}, "tags": ["t"]}
