@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 
 import click
 
@@ -37,8 +38,33 @@ def _committed(log, group: str) -> dict:
 
 
 def _state(log, group: str) -> dict | None:
+    """group.json with only its live members. A member that died (kill -9, a crash, a
+    backup taken while it ran) stays listed until a live member rebalances, which never
+    happens in a directory nobody may write; its member file's lock tells, read-only."""
     from embedlog.client._groups import describe_group
-    return describe_group(log, group)
+    state = describe_group(log, group)
+    if state and state.get("members"):
+        state = {**state, "members": {mid: m for mid, m in state["members"].items() if _alive(log, group, mid)}}
+    return state
+
+
+def _alive(log, group: str, member_id: str) -> bool:
+    """Whether a process holds the lock of this member's file (FORMAT.md §13): probed with
+    a shared lock, which needs no write permission and conflicts with the owner's
+    exclusive one; the kernel drops the owner's lock when it dies."""
+    from embedlog.client._groups import GROUPS_DIR, group_dir_name
+    from embedlog.storage import _hotpath as hp
+    path = os.path.join(log.path, GROUPS_DIR, group_dir_name(group), "members", member_id)
+    if os.path.basename(path) != member_id:
+        return False                      # not a member file name: group.json is not ours
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False                      # it left, or died and was cleaned up
+    try:
+        return not hp.lock(fd, 0, 1, False, 0)
+    finally:
+        os.close(fd)                      # also drops the probe's lock if it got one
 
 
 def _all_groups(log) -> list[str]:
