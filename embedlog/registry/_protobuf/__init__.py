@@ -89,6 +89,7 @@ class ParsedProtobuf:
             _symbols(f, self.symbols)
         self._file = self.pool.FindFileByName(fdp.name)
         self._canonical = None
+        self._classes: dict[tuple, type] = {}
 
     def canonical(self) -> str:
         if self._canonical is None:
@@ -144,6 +145,13 @@ class ParsedProtobuf:
             msgs = msgs[i].nested_type
         return desc
 
+    def _class(self, indexes: list[int]):
+        key = tuple(indexes)
+        cls = self._classes.get(key)
+        if cls is None:
+            cls = self._classes[key] = message_factory.GetMessageClass(self._descriptor(indexes))
+        return cls
+
     def encode(self, obj) -> bytes:
         if isinstance(obj, Message):
             full = obj.DESCRIPTOR.full_name
@@ -151,13 +159,13 @@ class ParsedProtobuf:
             if indexes is None:
                 raise SerializationError(f"message type {full} is not defined by this schema "
                                          f"(it defines {', '.join(self.names())})")
-            cls = message_factory.GetMessageClass(self._descriptor(indexes))
+            cls = self._class(indexes)
             msg = cls.FromString(obj.SerializeToString())
         elif isinstance(obj, dict):
             if not self.fdp.message_type:
                 raise SerializationError("the schema defines no message")
             indexes = [0]
-            msg = message_factory.GetMessageClass(self._descriptor(indexes))()
+            msg = self._class(indexes)()
             try:
                 json_format.ParseDict(obj, msg)
             except json_format.ParseError as e:
@@ -184,9 +192,10 @@ class ParsedProtobuf:
         for _ in range(count):
             i, pos = _read_zigzag(payload, pos)
             indexes.append(i)
-        desc = self._descriptor(indexes or [0])
+        cls = self._class(indexes or [0])
+        desc = cls.DESCRIPTOR
         try:
-            msg = message_factory.GetMessageClass(desc).FromString(payload[pos:])
+            msg = cls.FromString(payload[pos:])
         except DecodeError as e:
             raise SerializationError(f"{desc.full_name}: not a message of this type: {e}") from None
         return json_format.MessageToDict(msg, preserving_proto_field_name=True)
