@@ -460,9 +460,10 @@ class PostgresConnector(Connector):
                 self._repl = self._cur = None
 
     def _dropped(self) -> ConnectError:
+        lsn = self._durable[0] if self._durable else 0
+        since = f"after LSN {_lsn_text(lsn)}" if lsn else "since the snapshot"
         return ConnectError(f"replication slot {self.slot!r} was dropped from {self.where} while streaming "
-                            f"(publication {self.pub!r}); the changes after LSN "
-                            f"{_lsn_text(self._durable[0] if self._durable else 0)} are lost to it")
+                            f"(publication {self.pub!r}); the changes {since} are lost to it")
 
     def _message(self, m, lsn: int, out: list) -> None:
         if isinstance(m, pgo.Begin):

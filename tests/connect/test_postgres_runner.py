@@ -215,6 +215,18 @@ def test_a_slot_dropped_while_running_fails_the_task_with_the_message(server, db
     assert rows(d) == [({"id": 1}, {"id": 1})]                        # the change after the drop: not written
     r = cli(d, "status", "inventory", "--json")
     assert f"slot_{db}' was dropped" in json.loads(r.stdout)["tasks"][0]["trace"]
+    w = run(d, names=["inventory"])                                   # restarted: the slot is still gone
+    try:
+        wait_until(lambda: "does not exist" in _failed(d)["tasks"][0].get("trace", ""), what="the restart's failure")
+        st = _failed(d)
+    finally:
+        w.stop()
+    assert st["tasks"][0]["state"] == "FAILED"
+    assert (f"replication slot 'slot_{db}' does not exist in database '{db}' at 127.0.0.1:{server.port}, but the "
+            f"stored offset (LSN ") in st["tasks"][0]["trace"]
+    assert "delete the connector's offsets to snapshot again" in st["tasks"][0]["trace"]
+    assert rows(d) == [({"id": 1}, {"id": 1})]
+    assert not server.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", params=(f"slot_{db}",))
 
 
 # ---- registry converters ----------------------------------------------------------------------
