@@ -129,6 +129,17 @@ def test_the_converter_registers_once_per_schema_and_reads_back(tmp_path, cls):
         other.from_connect(ROW, {"id": 1, "price": None, "label": "a"}, topic="u")   # not registered there
 
 
+def test_json_fail_invalid_schema_validates_each_payload(tmp_path):
+    base = {"value.converter": JSONSCHEMA, "value.converter.schema.registry.url": f"file://{tmp_path}"}
+    bad = {"id": "one", "price": None, "label": "a"}              # a string where the schema says int32
+    assert converter(base, "value").from_connect(ROW, bad, topic="t")[5:] == b'{"id":"one","price":null,"label":"a"}'
+    strict = converter({**base, "value.converter.json.fail.invalid.schema": "true"}, "value")
+    with pytest.raises(ConnectError, match=r"a value of t does not match its schema: .*\$\.id"):
+        strict.from_connect(ROW, bad, topic="t")
+    with pytest.raises(ConnectError, match="a value of t does not match its schema"):
+        converter(base, "value").from_connect(ROW, {"id": 1, "price": None, "label": float("nan")}, topic="t")
+
+
 @pytest.mark.parametrize("settings_,message", [
     ({}, "value.converter.schema.registry.url is required for io.confluent.connect.avro.AvroConverter"),
     ({"schema.registry.url": "ftp://x"}, "value.converter.schema.registry.url 'ftp://x': use http(s)://HOST:PORT"),
