@@ -15,6 +15,7 @@ its partition folders, so a crash mid-create leaves no half topic.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -337,13 +338,21 @@ class Log:
                                     os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
         except OSError as e:
             if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
-                raise
+                raise StorageError(f"cannot open the log directory's lock file {e.filename}: {e.strerror}",
+                                   path=e.filename, errno=e.errno) from e
             raise ReadOnlyLogError(
                 f"cannot write the log directory {self.path} ({e.strerror}: {e.filename}); to read it, "
                 "open it with read_only=True (as a Consumer without group.id does by itself, and the CLI's "
                 "topics list/describe, consume without --group, groups list/describe/lag, dump, verify and du)",
                 path=self.path, errno=e.errno) from e
-        self.notifier = DirNotifier(os.path.join(self.path, NOTIFY_FILE))
+        try:
+            self.notifier = DirNotifier(os.path.join(self.path, NOTIFY_FILE))
+        except OSError as e:
+            os.close(self._lock_fd)
+            if isinstance(e, StorageError):
+                raise
+            raise StorageError(f"cannot open {e.filename or NOTIFY_FILE}: {e.strerror}",
+                               path=e.filename or os.path.join(self.path, NOTIFY_FILE), errno=e.errno) from e
 
     def _init_dir(self, create: bool):
         marker = os.path.join(self.path, MARKER)
@@ -542,14 +551,15 @@ class Log:
                           "map to different partitions from now on (murmur2(key) % partitions)",
                           stacklevel=2)
             values = _config.topic_config(meta.get("config"))
-            for p in range(current, total):
-                pdir = os.path.join(self.path, f"{name}-{p}")
-                if os.path.exists(pdir):
-                    _io.rmtree(pdir)
-                Partition(pdir, name, p, values, lock_timeout=self.lock_timeout).close()
-            fsync_dir(self.path)
-            meta["partitions"] = total
-            write_atomic(self._meta_path(name), seal_json(json.dumps(meta, indent=1).encode()))
+            with _typed_errors(f"adding partitions to topic {name!r}"):
+                for p in range(current, total):
+                    pdir = os.path.join(self.path, f"{name}-{p}")
+                    if os.path.exists(pdir):
+                        _io.rmtree(pdir)
+                    Partition(pdir, name, p, values, lock_timeout=self.lock_timeout).close()
+                fsync_dir(self.path)
+                meta["partitions"] = total
+                write_atomic(self._meta_path(name), seal_json(json.dumps(meta, indent=1).encode()))
             self._published(name, meta, values)
         return self.topic(name)
 
@@ -580,7 +590,8 @@ class Log:
                               f"than its replication factor {factor}: acks=all will always fail "
                               f"with NOT_ENOUGH_REPLICAS (acks=0/1 still write)", stacklevel=2)
             meta["config"] = _config.set_configs(values, overrides)
-            write_atomic(self._meta_path(name), seal_json(json.dumps(meta, indent=1).encode()))
+            with _typed_errors(f"changing the config of topic {name!r}"):
+                write_atomic(self._meta_path(name), seal_json(json.dumps(meta, indent=1).encode()))
             self._published(name, meta, values)
         return values
 
@@ -610,9 +621,13 @@ class Log:
             t = self._topics.pop(name, None)
             if t is not None:
                 t.close()
-            _io.unlink(self._meta_path(name))          # the commit point
-            fsync_dir(os.path.join(self.path, TOPICS_DIR))
-            self.notifier.bump_metadata()             # group members drop its partitions
+            with _typed_errors(f"deleting topic {name!r}"):
+                try:
+                    _io.unlink(self._meta_path(name))      # the commit point
+                finally:
+                    if not os.path.exists(self._meta_path(name)):
+                        self.notifier.bump_metadata()     # group members drop its partitions
+                fsync_dir(os.path.join(self.path, TOPICS_DIR))
             for p in range(meta["partitions"]):
                 _io.rmtree(os.path.join(self.path, f"{name}-{p}"), ignore_errors=True)
 
@@ -731,6 +746,18 @@ class Log:
         self.notifier.close()
         if errors:
             raise errors[0]
+
+
+@contextlib.contextmanager
+def _typed_errors(what: str):
+    """An OSError of a topic operation as a StorageError naming the file and the errno."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except OSError as e:
+        raise StorageError(f"{what} failed: {e.strerror or e}", path=getattr(e, "path", None) or e.filename,
+                           errno=e.errno) from e
 
 
 def open_log(path, **kwargs) -> Log:

@@ -36,8 +36,8 @@ OPS = {
     "mirror-copy": ow.MirrorCopyScenario,
     "promote": ow.PromoteScenario,
 }
-# power-loss states tried at each point of the trace
-PER_POINT = 8
+# power-loss states tried at each point of the trace (default run, soak)
+PER_POINT = (3, 10)
 
 
 def _seeds(soak):
@@ -57,7 +57,7 @@ def _crash_points(kind, tmp_path, soak):
 def _power_loss(kind, tmp_path, soak):
     states = 0
     for seed in _seeds(soak):
-        st = pl.run_power_loss(OPS[kind](seed), seed=seed, per_point=PER_POINT, keep_failures=str(tmp_path))
+        st = pl.run_power_loss(OPS[kind](seed), seed=seed, per_point=PER_POINT[soak], keep_failures=str(tmp_path))
         assert not st.anomalies, st.report()
         states += st.states
     print(f"{kind}: {states} power-loss states, 0 anomalies")
@@ -69,8 +69,8 @@ def _faults(kind, soak):
     total = 0
     for seed in _seeds(soak):
         for fault, (err, short) in FAULTS.items():
-            for persistent in ((False, True) if soak else (seed % 2 == 1,)):
-                if not soak and fault not in ("EIO", "short+ENOSPC"):
+            for persistent in ((False, True) if soak else (False,)):
+                if not soak and fault != "EIO":      # the default run: EIO, transient
                     continue
                 root = tempfile.mkdtemp(prefix="el-opsfault-", dir=cp.work_root())
                 try:
@@ -93,7 +93,11 @@ def test_ops_power_loss(kind, tmp_path):
     _power_loss(kind, tmp_path, False)
 
 
-FAULT_OPS = [k for k in OPS if k in ()]     # joined by the fixes that type their errors
+# Group membership's own files (groups/, .lock, generation, members/, group.json) are written
+# by embedlog/client/_groups.py, which lets a failed call escape as a bare OSError (no
+# StorageError naming the file): known, reported on issue #18, not fixed here.
+GROUP_UNTYPED = pytest.mark.xfail(strict=True, reason="client/_groups.py: an I/O error escapes as a bare OSError")
+FAULT_OPS = [pytest.param(k, marks=GROUP_UNTYPED) if k == "group" else k for k in OPS]
 
 
 @pytest.mark.parametrize("kind", FAULT_OPS)
