@@ -70,8 +70,11 @@ class MaintenancePart:
             target = check(fields)
             if target > fields[st.F_LOG_START]:
                 ck = st.read_checkpoint(self.path)
-                st.write_checkpoint(self.path, clean=False, recovery_point=ck.get("recovery_point", 0),
-                                    log_start_offset=target)
+                try:
+                    st.write_checkpoint(self.path, clean=False, recovery_point=ck.get("recovery_point", 0),
+                                        log_start_offset=target)
+                except OSError as e:
+                    raise _storage_error(e, "delete_records", getattr(e, "filename", None) or self.path) from e
                 fields[st.F_LOG_START] = target
                 self.state.publish(fields)
             return fields[st.F_LOG_START]
