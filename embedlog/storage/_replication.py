@@ -679,14 +679,16 @@ def _copy_fds(sfd: int, dfd: int, start: int, end: int, where):
 def _copy_range(src, dst, start: int, end: int, *, truncate: bool):
     """dst[start:end] = src[start:end]; with truncate, dst ends at `end`."""
     sfd = os.open(src, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    dfd = _io.open(dst, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
     try:
-        _copy_fds(sfd, dfd, start, end, dst)
-        if truncate and os.fstat(dfd).st_size != end:
-            _io.ftruncate(dfd, end, dst)
+        dfd = _io.open(dst, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))   # failing, it leaked sfd
+        try:
+            _copy_fds(sfd, dfd, start, end, dst)
+            if truncate and os.fstat(dfd).st_size != end:
+                _io.ftruncate(dfd, end, dst)
+        finally:
+            os.close(dfd)
     finally:
         os.close(sfd)
-        os.close(dfd)
 
 
 def _copy_file_prefix(src, dst, size: int):
@@ -694,22 +696,37 @@ def _copy_file_prefix(src, dst, size: int):
     tmp = dst + ".mirror"
     fd = _io.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o644)
     try:
-        sfd = os.open(src, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         try:
-            _copy_fds(sfd, fd, 0, size, tmp)
+            sfd = os.open(src, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            try:
+                _copy_fds(sfd, fd, 0, size, tmp)
+            finally:
+                os.close(sfd)
+            _io.fdatasync(fd, tmp)
         finally:
-            os.close(sfd)
-        _io.fdatasync(fd, tmp)
-    finally:
-        os.close(fd)
-    _io.replace(tmp, dst)
+            os.close(fd)
+        _io.replace(tmp, dst)
+    except OSError:
+        _unlink_quietly(tmp)
+        raise
 
 
 def _copy_file(src, dst):
     tmp = dst + ".mirror"
-    _io.copyfile(src, tmp)
-    _fdatasync_path(tmp)
-    _io.replace(tmp, dst)
+    try:
+        _io.copyfile(src, tmp)
+        _fdatasync_path(tmp)
+        _io.replace(tmp, dst)
+    except OSError:
+        _unlink_quietly(tmp)          # a failed copy leaves no temp file (the next copy would)
+        raise
+
+
+def _unlink_quietly(path):
+    try:
+        _io.unlink(path)
+    except OSError:
+        pass
 
 
 def common_prefix(src, dst, src_size: int) -> int:
@@ -958,6 +975,16 @@ def promote(mirror_path, *, fence: bool = True) -> dict:
     for r in registry:
         if r["path"] != mirror_path and not r.get("removed"):
             new_registry.append({"id": r["id"], "path": r["path"]})
+    try:
+        return _promote(mirror_path, marker, old, new_registry, fence)
+    except StorageError:
+        raise
+    except OSError as e:
+        raise StorageError(f"promoting {mirror_path} failed: {e.strerror or e}; run it again to finish",
+                           path=e.filename or mirror_path, errno=e.errno) from e
+
+
+def _promote(mirror_path, marker, old, new_registry, fence) -> dict:
     for name in os.listdir(mirror_path):          # partition folders: no primary state yet
         pdir = os.path.join(mirror_path, name)
         if os.path.isdir(pdir) and name not in ("topics", "groups"):
