@@ -34,7 +34,9 @@ How it runs (one task):
    last durable offset. With nothing outstanding, the position of the last message read
    (or a keepalive's) is confirmed, so a slot whose tables are quiet does not hold WAL.
 
-Column types are mapped as Debezium maps them (`_pgtypes`); the key is the primary key
+Column types are mapped as Debezium maps them (`_pgtypes`), a constant DEFAULT becoming the
+field's default in the schema (so ADD COLUMN ... DEFAULT is a compatible Avro change with the
+registry converters, `_registryconv`); the key is the primary key
 (null for a table without one); `before` is the whole old row only with REPLICA IDENTITY
 FULL, else the key columns (deletes) or null (updates). TRUNCATE is skipped unless
 skipped.operations leaves "t" out (then op "t" events, no key). A new Relation message

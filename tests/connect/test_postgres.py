@@ -1,6 +1,7 @@
 """PostgreSQL CDC (embedlog/connect/_postgres.py) against a real server started by the tests
 (tests/connect/pg.py): snapshot then stream, Debezium's envelopes, filters, schema changes,
-the unwrap transform, bad input. The runner's loop is pg.Driver until the runner lands."""
+the unwrap transform, bad input, driven by pg.Driver (the runner's contract in a few lines, so
+a failure points at the connector); test_postgres_runner.py runs it through the runner."""
 from __future__ import annotations
 
 import base64
