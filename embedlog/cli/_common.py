@@ -269,6 +269,8 @@ def display_width(text: str) -> int:
 
 def fit(text: str, width: int) -> str:
     """`text` padded to `width` columns, or cut to width - 1 columns and an ellipsis."""
+    if text.isascii():                    # one column a character: no walk needed
+        return text.ljust(width) if len(text) <= width else text[:width - 1] + "\u2026"
     w = display_width(text)
     if w <= width:
         return text + " " * (width - w)

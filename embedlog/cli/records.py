@@ -241,17 +241,20 @@ class _Table:
                       self.TIMESTAMP_WIDTH]
         self.columns = columns
         self.out = sys.stdout.buffer
+        self._second, self._second_text = None, ""
 
-    @staticmethod
-    def _timestamp(ms: int) -> str:
+    def _timestamp(self, ms: int) -> str:
         import datetime as dt
         if ms < 0:
             return "-"
-        try:
-            when = dt.datetime.fromtimestamp(ms // 1000, tz=dt.timezone.utc)
-        except (OverflowError, OSError, ValueError):
-            return str(ms)                  # beyond year 9999: the number itself
-        return when.strftime("%Y-%m-%dT%H:%M:%S") + f".{ms % 1000:03d}Z"
+        sec = ms // 1000
+        if sec != self._second:           # records come in time order mostly: one strftime a second
+            try:
+                when = dt.datetime.fromtimestamp(sec, tz=dt.timezone.utc)
+            except (OverflowError, OSError, ValueError):
+                return str(ms)            # beyond year 9999: the number itself
+            self._second, self._second_text = sec, when.strftime("%Y-%m-%dT%H:%M:%S.")
+        return f"{self._second_text}{ms % 1000:03d}Z"
 
     def cells(self, msg) -> list[str]:
         hs = msg.headers()
