@@ -14,7 +14,7 @@ import typing
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 
-from embedlog import Consumer, KafkaException, Producer
+from embedlog import Consumer, KafkaError, KafkaException, Producer
 
 __all__ = ["AIOConsumer", "AIOProducer"]
 
@@ -92,14 +92,58 @@ def _log_dir(conf, kwargs):
     return b[len("file://"):] if b.startswith("file://") else None
 
 
+def _delegate(name):
+    """An async method running the sync client's `name` in the client's executor."""
+    async def call(self, *args, **kwargs):
+        return await self._call(getattr(self._sync, name), *args, **kwargs)
+    call.__name__ = call.__qualname__ = name
+    call.__doc__ = f"await the sync client's {name}() in the client's executor."
+    return call
+
+
 class _Base:
-    def __init__(self, sync):
+    """`executor`: confluent-kafka's argument: run the storage calls in this executor (shared
+    by many clients) instead of a one-thread executor of the client's own. A client's calls
+    never run at once (the sync clients are not thread-safe), whatever the executor."""
+
+    def __init__(self, sync, executor=None):
         self._sync = sync
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedlog-aio")
+        self._own_pool = executor is None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedlog-aio") \
+            if executor is None else executor
+        self._serial = threading.Lock() if executor is not None else None
+        self._closed = False
 
     async def _call(self, fn, *args, **kwargs):
+        if self._closed:            # the sync client's own error (RuntimeError), at once
+            return fn(*args, **kwargs)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
+        return await loop.run_in_executor(self._pool, self._run, fn, args, kwargs)
+
+    def _run(self, fn, args, kwargs):
+        if self._serial is None:
+            return fn(*args, **kwargs)
+        with self._serial:
+            return fn(*args, **kwargs)
+
+    def _shutdown(self):
+        self._closed = True
+        if self._own_pool:
+            self._pool.shutdown(wait=False)
+
+    async def cluster_id(self, timeout=-1):
+        """The cluster id (for a log directory: its name, as AdminClient reports it)."""
+        md = await self._call(self._sync.list_topics, timeout=timeout)
+        return md.cluster_id
+
+    async def set_sasl_credentials(self, username, password):
+        fn = getattr(self._sync, "set_sasl_credentials", None)
+        if fn is None:
+            raise KafkaException(KafkaError(KafkaError._NOT_IMPLEMENTED,
+                                            "set_sasl_credentials: a log directory has no SASL"))
+        return await self._call(fn, username, password)
+
+    list_topics = _delegate("list_topics")
 
     async def __aenter__(self):
         return self
@@ -109,8 +153,25 @@ class _Base:
 
 
 class AIOProducer(_Base):
-    def __init__(self, conf=None, **kwargs):
-        super().__init__(Producer(conf, **kwargs))
+    """confluent_kafka.aio.AIOProducer's shape: `await produce(...)` returns a future of the
+    delivered Message. max_workers/batch_size/buffer_timeout are accepted for confluent's
+    signature; batching is the sync producer's own (linger.ms, batch.size)."""
+
+    def __init__(self, conf=None, max_workers=1, executor=None, batch_size=1000, buffer_timeout=1.0, **kwargs):
+        super().__init__(Producer(conf, **kwargs), executor)
+        self._unsettled = 0              # futures handed out and not resolved yet
+        self._reporter = None            # the task serving delivery reports while any are
+        self._report_pool = None         # its one thread (the sync Producer is thread-safe)
+
+    async def _serve_reports(self):
+        """Serve the sync producer's delivery callbacks while futures wait for them, so an
+        awaited future resolves without the caller's poll() or flush(), as confluent's do.
+        Its poll(0.2) returns as soon as a report is queued."""
+        loop = asyncio.get_running_loop()
+        if self._report_pool is None:
+            self._report_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedlog-aio-reports")
+        while self._unsettled and not self._closed:
+            await loop.run_in_executor(self._report_pool, self._sync.poll, 0.2)
 
     async def produce(self, topic, value=None, key=None, on_delivery=None, **kwargs):
         """Returns a future resolving to the delivered message (raises KafkaException on error)."""
@@ -119,6 +180,7 @@ class AIOProducer(_Base):
 
         def done(err, msg):
             def settle():
+                self._unsettled -= 1
                 if on_delivery is not None:
                     on_delivery(err, msg)
                 if fut.done():
@@ -130,30 +192,38 @@ class AIOProducer(_Base):
             loop.call_soon_threadsafe(settle)
 
         await self._call(self._sync.produce, topic, value=value, key=key, on_delivery=done, **kwargs)
-        await self._call(self._sync.poll, 0)
+        self._unsettled += 1
+        if self._reporter is None or self._reporter.done():
+            self._reporter = asyncio.create_task(self._serve_reports())
         return fut
 
     async def poll(self, timeout=0):
         return await self._call(self._sync.poll, timeout)
 
-    async def flush(self, timeout=None):
-        return await self._call(self._sync.flush, timeout)
-
-    async def purge(self, *a, **k):
-        return await self._call(self._sync.purge, *a, **k)
-
-    async def list_topics(self, *a, **k):
-        return await self._call(self._sync.list_topics, *a, **k)
+    flush = _delegate("flush")
+    purge = _delegate("purge")
+    init_transactions = _delegate("init_transactions")
+    begin_transaction = _delegate("begin_transaction")
+    send_offsets_to_transaction = _delegate("send_offsets_to_transaction")
+    commit_transaction = _delegate("commit_transaction")
+    abort_transaction = _delegate("abort_transaction")
 
     async def close(self):
         await self._call(self._sync.flush)
         await self._call(self._sync.close)
-        self._pool.shutdown(wait=False)
+        self._shutdown()
+        if self._reporter is not None:
+            await self._reporter
+        if self._report_pool is not None:
+            self._report_pool.shutdown(wait=False)
 
 
 class AIOConsumer(_Base):
-    def __init__(self, conf=None, **kwargs):
-        super().__init__(Consumer(conf, **kwargs))
+    """confluent_kafka.aio.AIOConsumer's shape, plus `async for msg in consumer`. A waiting
+    poll/consume holds no thread (see the module's docstring)."""
+
+    def __init__(self, conf=None, max_workers=1, executor=None, **kwargs):
+        super().__init__(Consumer(conf, **kwargs), executor)
         d = _log_dir(conf, kwargs)
         self._watcher = _DirWatcher.of(d) if d else None
         self._waiter = None
@@ -165,6 +235,8 @@ class AIOConsumer(_Base):
         if self._stash:
             got, self._stash = self._stash, []
             return got
+        if self._closed:
+            return try_once()
         fut = asyncio.get_running_loop().run_in_executor(self._pool, try_once)
         try:
             return await asyncio.shield(fut)
@@ -222,37 +294,28 @@ class AIOConsumer(_Base):
     async def __anext__(self):
         return await self.poll(None)
 
-    async def subscribe(self, *a, **k):
-        return await self._call(self._sync.subscribe, *a, **k)
-
-    async def unsubscribe(self):
-        return await self._call(self._sync.unsubscribe)
-
-    async def assign(self, *a, **k):
-        return await self._call(self._sync.assign, *a, **k)
-
-    async def unassign(self):
-        return await self._call(self._sync.unassign)
-
-    async def assignment(self):
-        return await self._call(self._sync.assignment)
+    subscribe = _delegate("subscribe")
+    unsubscribe = _delegate("unsubscribe")
+    assign = _delegate("assign")
+    unassign = _delegate("unassign")
+    incremental_assign = _delegate("incremental_assign")
+    incremental_unassign = _delegate("incremental_unassign")
+    assignment = _delegate("assignment")
+    committed = _delegate("committed")
+    position = _delegate("position")
+    seek = _delegate("seek")
+    pause = _delegate("pause")
+    resume = _delegate("resume")
+    store_offsets = _delegate("store_offsets")
+    offsets_for_times = _delegate("offsets_for_times")
+    get_watermark_offsets = _delegate("get_watermark_offsets")
+    consumer_group_metadata = _delegate("consumer_group_metadata")
 
     async def commit(self, *a, **k):
+        """Synchronous by default (asynchronous=False), as an awaited commit should be."""
         k.setdefault("asynchronous", False)
         return await self._call(self._sync.commit, *a, **k)
 
-    async def committed(self, *a, **k):
-        return await self._call(self._sync.committed, *a, **k)
-
-    async def position(self, *a, **k):
-        return await self._call(self._sync.position, *a, **k)
-
-    async def seek(self, *a, **k):
-        return await self._call(self._sync.seek, *a, **k)
-
-    async def get_watermark_offsets(self, *a, **k):
-        return await self._call(self._sync.get_watermark_offsets, *a, **k)
-
     async def close(self):
         await self._call(self._sync.close)
-        self._pool.shutdown(wait=False)
+        self._shutdown()
