@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import threading
 from urllib.parse import unquote
 
@@ -275,15 +276,20 @@ def serve(log_dir, port: int = 0, host: str = "127.0.0.1") -> RegistryServer:
 
 
 def run_forever(log, listen: str, on_ready=None):
-    """`embedlog registry serve`: serve in the foreground until interrupted."""
+    """`embedlog registry serve`: serve in the foreground until SIGINT or SIGTERM (both
+    handled here: a process started in the background by a shell ignores SIGINT)."""
     host, port = _host_port(listen)
 
     async def main():
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
         runner, bound = await start(registry_for(log), host, port)
         if on_ready is not None:
             on_ready(f"http://{host}:{bound}")
         try:
-            await asyncio.Event().wait()
+            await stop.wait()
         finally:
             await runner.cleanup()
 

@@ -55,7 +55,7 @@ def test_client_calls(client):
     client.set_compatibility("users-value", "FULL")
     assert client.get_compatibility("users-value") == "FULL"
     assert client.test_compatibility("users-value", Schema(USER, "AVRO")) is True
-    assert sorted(client.get_schema_types()) == ["AVRO", "JSON"]   # PROTOBUF: not written yet
+    assert sorted(client.get_schema_types()) == ["AVRO", "JSON", "PROTOBUF"]
     assert client.delete_version("users-value", 2) == 2
     assert client.get_versions("users-value") == [1]
     assert client.delete_subject("other-value") == [1]
