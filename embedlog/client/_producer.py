@@ -18,11 +18,10 @@ import random
 import threading
 import time
 import zlib
-from array import array
 from bisect import bisect_right
 from collections import deque
-from itertools import accumulate, repeat
-from operator import add, is_, itemgetter
+from itertools import accumulate
+from operator import add
 
 from ..storage import _compression
 from ..storage._config import producer_config
@@ -32,8 +31,6 @@ from ..storage._records import (
     HEADER_SIZE,
     LOG_OVERHEAD,
     encode_batch,
-    encode_headers,
-    encode_varint,
     now_ms,
 )
 from ._clients import acquire_log, get_topic, release_log
@@ -46,10 +43,23 @@ from ._kafka import (
     Message,
     error_from,
 )
+from ._produce_input import (
+    RECORD_OVERHEAD,
+    BatchDelivery,
+    _as_bytes,
+    _bytes_column,
+    _encode_batch_with_headers,
+    _encode_headers_all,
+    _fnv1a,
+    _picker,
+    _ranges,
+    _same,
+    _seq,
+    _timestamps_column,
+    record_check,
+)
 from ._remote import remote_client
 
-_RECORD_OVERHEAD = 32           # per-record framing upper bound: 5 length + 1 attributes + 10 timestamp
-                                # delta + 5 offset delta + 5 key length + 5 value length + 1 headers
 _monotonic = time.monotonic
 
 
@@ -156,229 +166,6 @@ class _Acc:
         self.first = 0.0         # monotonic time the oldest queued record arrived
 
 
-def _fnv1a(key: bytes) -> int:
-    h = 0x811C9DC5
-    for b in key:
-        h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
-    return h
-
-
-_VARINT_SMALL = [encode_varint(i) for i in range(64)]      # one byte each
-_NOT_SEEN = object()
-
-
-def _encode_one_headers(h):
-    """encode_headers(h), the same bytes, without its per-pair calls for the usual
-    list or tuple of (str, bytes | None) tuples; anything else goes to encode_headers,
-    which also raises the errors."""
-    if not h:
-        return b"\x00"
-    if h.__class__ is not list and h.__class__ is not tuple:
-        return encode_headers(h)
-    n = len(h)
-    out = [_VARINT_SMALL[n] if n < 64 else encode_varint(n)]
-    append = out.append
-    for pair in h:
-        if pair.__class__ is not tuple or len(pair) != 2:
-            return encode_headers(h)
-        k, v = pair
-        if k.__class__ is str:
-            k = k.encode("utf-8", "surrogateescape")
-        elif k.__class__ is not bytes:
-            return encode_headers(h)
-        n = len(k)
-        append(_VARINT_SMALL[n] if n < 64 else encode_varint(n))
-        append(k)
-        if v is None:
-            append(b"\x01")                           # varint(-1)
-        elif v.__class__ is bytes:
-            n = len(v)
-            append(_VARINT_SMALL[n] if n < 64 else encode_varint(n))
-            append(v)
-        else:
-            return encode_headers(h)
-    return b"".join(out)
-
-
-def _encode_headers_all(headers):
-    """Every record's header section, joined, and their lengths. Encoded once per
-    distinct headers object: all are encoded now, so records sharing one object get
-    the same bytes as encoding each would give."""
-    n = len(headers)
-    first = headers[0]
-    if all(map(is_, headers, repeat(first, n))):        # one object for all (a constant list)
-        enc = _encode_one_headers(first)
-        return enc * n, array("i", [len(enc)]) * n
-    memo = {}
-    out = []
-    append = out.append
-    prev = _NOT_SEEN
-    enc = None
-    for h in headers:
-        if h is not prev:
-            prev = h
-            enc = memo.get(id(h))
-            if enc is None:
-                enc = memo[id(h)] = _encode_one_headers(h)
-        append(enc)
-    return b"".join(out), array("i", map(len, out))
-
-
-def _encode_batch_with_headers(values, keys, timestamps, headers, compression, timestamp,
-                               producer_id=-1, producer_epoch=-1, base_sequence=-1):
-    """encode_batch(values, keys, timestamps, headers, ...) for the producer's chunks, with
-    the header sections encoded by _encode_headers_all (each distinct headers object once)."""
-    return encode_batch(values, keys, timestamps, compression=compression, timestamp=timestamp,
-                        producer_id=producer_id, producer_epoch=producer_epoch, base_sequence=base_sequence,
-                        encoded_headers=_encode_headers_all(headers))
-
-
-def record_check(log, t):
-    """Topic t's schema validation (#15), None when its configs are off (registry/_enforce.py)."""
-    c = t.config
-    if c["confluent.value.schema.validation"] or c["confluent.key.schema.validation"]:
-        return __import__("embedlog.registry._enforce", fromlist=["_"]).topic_check(log, t)
-
-
-def _as_bytes(x, what):
-    if x is None or x.__class__ is bytes:
-        return x
-    if isinstance(x, str):
-        return x.encode()
-    if isinstance(x, (bytearray, memoryview)):
-        return bytes(x)
-    raise TypeError(f"{what} must be bytes, str or None, not {type(x).__name__}")
-
-
-class BatchDelivery:
-    """The delivery report of one Producer.produce_batch() call (an embedlog addition)."""
-
-    __slots__ = ("_batches", "_error", "_n", "_topic")
-
-    def __init__(self, topic, n):
-        self._topic, self._n, self._batches, self._error = topic, n, [], None
-
-    def topic(self):
-        return self._topic
-
-    def error(self):
-        """None, or the KafkaError that stopped the appends."""
-        return self._error
-
-    def __len__(self):
-        return self._n
-
-    def batches(self):
-        """[(partition, base_offset, last_offset)] of each batch appended, in append order
-        (OFFSET_INVALID offsets with acks=0)."""
-        return [(p, base, last) for p, base, last, _idx, _lo, _hi in self._batches]
-
-    def _per_record(self, value_of):
-        out = [OFFSET_INVALID] * self._n
-        for b in self._batches:
-            idx, lo, hi = b[3], b[4], b[5]
-            vals = value_of(b, hi - lo)
-            if idx is None:
-                out[lo:hi] = vals
-            else:
-                for i, x in zip(idx[lo:hi], vals):
-                    out[i] = x
-        return out
-
-    def offsets(self):
-        """Each record's offset, in the order given (OFFSET_INVALID: not written, or acks=0)."""
-        return self._per_record(lambda b, m: range(b[1], b[1] + m) if b[1] >= 0 else [OFFSET_INVALID] * m)
-
-    def partitions(self):
-        """Each record's partition, in the order given (-1: not written)."""
-        return [-1 if p == OFFSET_INVALID else p for p in self._per_record(lambda b, m: [b[0]] * m)]
-
-    def __repr__(self):
-        return f"<BatchDelivery {self._topic} {self._n} records in {len(self._batches)} batches" + \
-            (f" error={self._error}>" if self._error is not None else ">")
-
-
-_NONE_TYPE = type(None)
-_BYTES_LIKE = (bytes, bytearray, memoryview)
-
-
-def _same(seq):
-    return seq
-
-
-def _picker(idx):
-    if len(idx) == 1:
-        i = idx[0]
-        return lambda seq: [seq[i]]
-    g = itemgetter(*idx)
-    return lambda seq: list(g(seq))
-
-
-def _seq(x, what, n=None):
-    """x as a list or tuple; TypeError for what is no sequence of records (bytes, str...)."""
-    if x.__class__ is not list and x.__class__ is not tuple:
-        if isinstance(x, (bytes, bytearray, memoryview, str, dict)) or not hasattr(x, "__iter__"):
-            raise TypeError(f"{what} must be a sequence (one item per record), not {type(x).__name__}")
-        x = list(x)
-    if n is not None and len(x) != n:
-        raise ValueError(f"{len(x)} {what} for {n} values")
-    return x
-
-
-def _bytes_column(items, what):
-    """(items with str encoded and bytearray/memoryview made bytes, sizes with None as 0),
-    checked: TypeError naming the first record that is not bytes-like, str or None."""
-    types = set(map(type, items))
-    if types <= {bytes}:
-        return items, list(map(len, items))
-    if types <= {bytes, _NONE_TYPE}:
-        return items, [0 if x is None else len(x) for x in items]
-    out = []
-    for i, x in enumerate(items):
-        if x is None or x.__class__ is bytes:
-            out.append(x)
-        elif isinstance(x, str):
-            out.append(x.encode())
-        elif isinstance(x, _BYTES_LIKE):
-            out.append(bytes(x))
-        else:
-            raise TypeError(f"record {i}: {what} must be bytes, str or None, not {type(x).__name__}")
-    return out, [0 if x is None else len(x) for x in out]
-
-
-def _timestamps_column(timestamps, ts_now):
-    """A list of int64 ms with 0 replaced by now; TypeError naming the first bad one."""
-    try:
-        arr = array("q", timestamps)
-        ok = set(map(type, timestamps)) == {int} and min(arr) >= 0
-    except (TypeError, OverflowError):
-        ok = False
-    if not ok:
-        for i, x in enumerate(timestamps):
-            if x.__class__ is not int or not 0 <= x < 2**63:
-                raise TypeError(f"record {i}: timestamp must be a non-negative int (ms), not {x!r}")
-    if 0 in arr:
-        return [x or ts_now for x in timestamps]
-    return list(timestamps)
-
-
-def _ranges(sizes, limit):
-    """(lo, hi) index ranges whose records (sizes plus their framing bound) fit one batch
-    of `limit` bytes; a record over the limit goes alone."""
-    n = len(sizes)
-    ends = list(accumulate(map(add, sizes, repeat(_RECORD_OVERHEAD, n))))
-    if ends[-1] <= limit:
-        return [(0, n)]
-    out = []
-    start, consumed = 0, 0
-    while start < n:
-        stop = max(bisect_right(ends, consumed + limit, lo=start + 1), start + 1)
-        out.append((start, stop))
-        consumed = ends[stop - 1]
-        start = stop
-    return out
-
-
 class Producer:
     """confluent_kafka.Producer for a log directory: Producer({'bootstrap.servers': 'file:///dir', ...})."""
 
@@ -473,7 +260,7 @@ class Producer:
                     raise TypeError("headers must be (str, bytes | str | None) pairs or a dict") from None
         else:
             extras = False
-        size += _RECORD_OVERHEAD
+        size += RECORD_OVERHEAD
         cb = on_delivery or callback or self._default_cb
         lock = acc.lock
         while True:
@@ -808,13 +595,13 @@ class Producer:
         """Index ranges whose estimated encoded size stays under the batch size limit."""
         n = len(values)
         try:
-            total = sum(map(len, values)) + sum(map(len, keys)) + n * _RECORD_OVERHEAD
+            total = sum(map(len, values)) + sum(map(len, keys)) + n * RECORD_OVERHEAD
         except TypeError:          # null keys or values
             total = None
         if total is not None and total <= limit:
             yield 0, n
             return
-        sizes = [(len(v) if v is not None else 0) + (len(k) if k is not None else 0) + _RECORD_OVERHEAD
+        sizes = [(len(v) if v is not None else 0) + (len(k) if k is not None else 0) + RECORD_OVERHEAD
                  for v, k in zip(values, keys)]
         ends = list(accumulate(sizes))
         start, consumed = 0, 0

@@ -9,7 +9,7 @@ naming the topic, the record and the id, raised before anything of the call is w
 Tombstones (a None value or key) pass, as they do in Confluent Server.
 
 Who calls it: Producer.produce(), Producer.produce_batch() and the wire server's Produce
-ask `client._producer.record_check(log, topic)`, which is None while both configs of the
+ask `client._produce_input.record_check(log, topic)`, which is None while both configs of the
 topic are off (produce() then pays one attribute test per record) and otherwise
 `topic_check(log, topic)` below. The registry sits above the clients (DESIGN.md §2), so
 they load this module by name, and only for a topic that asks for validation.

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import uuid
 
-from ..client._producer import record_check
+from ..client._produce_input import record_check
 from ..storage._errors import (EmbedlogError, InvalidTopicError, OffsetOutOfRangeError,
                                UnknownTopicOrPartitionError)
 from ..storage._log import validate_topic_name
