@@ -176,6 +176,8 @@ typedef struct {
  * are not put. */
 int el_keymap_scan(el_keymap *m, const void *buf, size_t len, int final, int64_t *pos,
                    void *scratch, size_t scratch_len);
+/* Ask for huge pages under a large table (a hint: nothing happens where unsupported). */
+void el_keymap_advise(const el_keymap *m);
 /* Move every key of `from` into the (larger, zeroed) table `to`. */
 void el_keymap_rehash(const el_keymap *from, el_keymap *to);
 /* Put or look up n keys, one after another in `keys` (key_lens -1: no key, skipped;

@@ -375,6 +375,8 @@ DEDUPE_BUFFER_DEFAULT = 128 << 20          # Kafka's default, 128 MiB
 SLOT_BYTES = 24                            # csrc/cleaner.c: 16-byte key digest + offset
 LOAD_FACTOR = 0.9                          # Kafka's log.cleaner.io.buffer.load.factor
 FIRST_SLOTS = 1 << 16
+GROW_FACTOR = 0.7                          # below the bound, the table doubles at this load
+HUGE_SLOTS = 1 << 18                       # tables from 6 MiB ask for huge pages
 NO_HORIZON = 2**63 - 1
 SCRATCH_RECORDS = 4096                     # records a batch may have before the scratch grows
 
@@ -382,7 +384,7 @@ SCRATCH_RECORDS = 4096                     # records a batch may have before the
 class KeyMap:
     """Kafka's SkimpyOffsetMap (csrc/cleaner.c): key digest -> offset of the key's latest
     record, in at most `buffer_bytes` (24 bytes a slot, filled to 90% before the map is
-    full). The table starts small and grows 4x while it is half full, up to the bound."""
+    full). The table starts small and doubles at 70% load, up to the bound."""
 
     def __init__(self, buffer_bytes: int):
         self.max_slots = buffer_bytes // SLOT_BYTES
@@ -397,7 +399,9 @@ class KeyMap:
         self._slots = hp.new("char[]", slots * SLOT_BYTES)       # zeroed: every slot empty
         self.map.slots = self._slots
         self.map.capacity = slots
-        self.map.grow_at = int(slots * LOAD_FACTOR) if slots == self.max_slots else slots // 2
+        self.map.grow_at = int(slots * (LOAD_FACTOR if slots == self.max_slots else GROW_FACTOR))
+        if slots >= HUGE_SLOTS:
+            hp.lib.el_keymap_advise(self.map)
 
     def grow(self) -> bool:
         """A larger table with the same keys; False at the memory bound (the map is full)."""
@@ -405,9 +409,16 @@ class KeyMap:
             return False
         old, old_slots = self.map, self._slots
         self.map = hp.new("el_keymap *")
-        self._alloc(min(self.max_slots, old.capacity * 4))
+        self._alloc(min(self.max_slots, old.capacity * 2))
         hp.lib.el_keymap_rehash(old, self.map)
         del old_slots
+        return True
+
+    def room(self, n: int) -> bool:
+        """Whether n more keys fit (the table grown as needed)."""
+        while self.map.entries + n > self.map.grow_at:
+            if not self.grow():
+                return False
         return True
 
     def __len__(self):
@@ -418,6 +429,9 @@ class KeyMap:
         return self.map.capacity * SLOT_BYTES
 
     def put_columns(self, cols) -> None:
+        """Put a decoded batch's keys; the caller has checked room() for them."""
+        if not self.room(len(cols.keys)):
+            raise ValueError(f"{len(cols.keys)} more keys do not fit this key map")
         blob, lens = _key_blob(cols.keys)
         hp.lib.el_keymap_put_many(self.map, blob, hp.i32(lens), hp.i64(array("q", cols.offsets)), len(lens))
 
@@ -495,13 +509,14 @@ def build_offset_map(part, plan: CleanPlan) -> KeyMap:
                         continue
                     if rc == 1:                  # compressed: decompress, then the same map
                         h = parse_header(buf, pos[0], path=path, file_position=file_pos + pos[0])
-                        if len(km) + h.records_count <= km.map.grow_at:
+                        if km.room(h.records_count):
                             km.put_columns(decode_columns(buf, pos[0], h, path=path,
                                                           file_position=file_pos + pos[0]))
                             km.map.end_offset = h.next_offset
                             pos[0] += h.size
                             continue
-                        rc = 2
+                        del cbuf
+                        return _map_full(km, plan, path, file_pos + pos[0])
                     if rc == 2:
                         if km.grow():
                             continue
