@@ -178,7 +178,7 @@ class ConsumerGroupDescription:
 
 
 def _done(value=None, exc=None) -> Future:
-    f = Future()
+    f: Future = Future()
     if exc is not None:
         f.set_exception(exc)
     else:

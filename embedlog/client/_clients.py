@@ -47,7 +47,7 @@ def acquire_log(values: dict, *, reader: bool = False, writes: str | None = None
                 if not reader:
                     if writes is None:
                         raise
-                    raise ReadOnlyLogError(f"cannot write the log directory {path} ({os.strerror(e.errno)}), "
+                    raise ReadOnlyLogError(f"cannot write the log directory {path} ({os.strerror(e.errno)}), "  # type: ignore[arg-type]
                                            f"and {writes}", path=path, errno=e.errno) from e
                 log = Log(path, read_only=True)
                 key = (path, True)

@@ -6,6 +6,8 @@ Kafka's protocol codes (positive: OFFSET_OUT_OF_RANGE = 1, ...).
 """
 from __future__ import annotations
 
+from typing import ClassVar
+
 OFFSET_BEGINNING = -2
 OFFSET_END = -1
 OFFSET_STORED = -1000
@@ -44,6 +46,65 @@ class KafkaError:
     """An error as confluent-kafka reports it: code(), name(), str(), fatal(), retriable()."""
 
     __slots__ = ("_code", "_str", "_fatal", "_retriable", "_txn_requires_abort")
+
+    # The codes of _CODES, set on the class below; declared so a type checker knows them.
+    _BAD_MSG: ClassVar[int]
+    _BAD_COMPRESSION: ClassVar[int]
+    _DESTROY: ClassVar[int]
+    _FAIL: ClassVar[int]
+    _TRANSPORT: ClassVar[int]
+    _MSG_TIMED_OUT: ClassVar[int]
+    _PARTITION_EOF: ClassVar[int]
+    _UNKNOWN_PARTITION: ClassVar[int]
+    _FS: ClassVar[int]
+    _UNKNOWN_TOPIC: ClassVar[int]
+    _INVALID_ARG: ClassVar[int]
+    _TIMED_OUT: ClassVar[int]
+    _QUEUE_FULL: ClassVar[int]
+    _ISR_INSUFF: ClassVar[int]
+    _UNKNOWN_GROUP: ClassVar[int]
+    _ASSIGN_PARTITIONS: ClassVar[int]
+    _REVOKE_PARTITIONS: ClassVar[int]
+    _STATE: ClassVar[int]
+    _NOT_IMPLEMENTED: ClassVar[int]
+    _NO_OFFSET: ClassVar[int]
+    _INVALID_TYPE: ClassVar[int]
+    _PURGE_QUEUE: ClassVar[int]
+    _FATAL: ClassVar[int]
+    _MAX_POLL_EXCEEDED: ClassVar[int]
+    _FENCED: ClassVar[int]
+    _ASSIGNMENT_LOST: ClassVar[int]
+    _AUTO_OFFSET_RESET: ClassVar[int]
+    NO_ERROR: ClassVar[int]
+    OFFSET_OUT_OF_RANGE: ClassVar[int]
+    CORRUPT_MESSAGE: ClassVar[int]
+    UNKNOWN_TOPIC_OR_PART: ClassVar[int]
+    INVALID_FETCH_SIZE: ClassVar[int]
+    MSG_SIZE_TOO_LARGE: ClassVar[int]
+    REQUEST_TIMED_OUT: ClassVar[int]
+    INVALID_TOPIC_EXCEPTION: ClassVar[int]
+    NOT_ENOUGH_REPLICAS: ClassVar[int]
+    NOT_ENOUGH_REPLICAS_AFTER_APPEND: ClassVar[int]
+    ILLEGAL_GENERATION: ClassVar[int]
+    INCONSISTENT_GROUP_PROTOCOL: ClassVar[int]
+    INVALID_GROUP_ID: ClassVar[int]
+    UNKNOWN_MEMBER_ID: ClassVar[int]
+    INVALID_SESSION_TIMEOUT: ClassVar[int]
+    REBALANCE_IN_PROGRESS: ClassVar[int]
+    INVALID_COMMIT_OFFSET_SIZE: ClassVar[int]
+    TOPIC_ALREADY_EXISTS: ClassVar[int]
+    INVALID_PARTITIONS: ClassVar[int]
+    INVALID_REPLICATION_FACTOR: ClassVar[int]
+    INVALID_CONFIG: ClassVar[int]
+    INVALID_REQUEST: ClassVar[int]
+    OUT_OF_ORDER_SEQUENCE_NUMBER: ClassVar[int]
+    DUPLICATE_SEQUENCE_NUMBER: ClassVar[int]
+    INVALID_PRODUCER_EPOCH: ClassVar[int]
+    KAFKA_STORAGE_ERROR: ClassVar[int]
+    GROUP_ID_NOT_FOUND: ClassVar[int]
+    NON_EMPTY_GROUP: ClassVar[int]
+    FENCED_INSTANCE_ID: ClassVar[int]
+    INVALID_RECORD: ClassVar[int]
 
     def __init__(self, error, reason=None, fatal=False, retriable=False, txn_requires_abort=False):
         self._code = int(error)
