@@ -43,6 +43,17 @@ def _jsonable(value):
     return value
 
 
+def _b64(value):
+    """json.dumps's `default`: bytes as base64 text, as _jsonable turns them (anything else
+    json cannot write stays a TypeError)."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=_b64).encode
+
+
 def _text(value) -> str:
     if isinstance(value, str):
         return value
@@ -69,6 +80,11 @@ class Converter:
         if enable not in ("true", "false"):
             raise ConnectError(f"{role}.converter.schemas.enable must be true or false, not {enable!r}")
         self.schemas = enable == "true"
+        # Each schema's JSON text, once per schema object (a source's schemas are built once
+        # per table version and reused for every record), as Kafka's converter caches its
+        # schema conversions: {id(schema): (schema, '{"schema":<text>,"payload":')}. The
+        # schema itself is kept so its id is not reused while cached.
+        self._heads: dict[int, tuple[dict, str]] = {}
 
     def from_connect(self, schema: dict | None, value, *, topic: str | None = None) -> bytes | None:
         if value is None and schema is None:
@@ -84,9 +100,16 @@ class Converter:
                                f"({self.role})")
         if self.kind == "string":
             return None if value is None else _text(value).encode()
-        # JsonConverter: with schemas.enable the envelope, also around a null payload.
-        doc = {"schema": schema, "payload": _jsonable(value)} if self.schemas else _jsonable(value)
-        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+        # JsonConverter: with schemas.enable the envelope, also around a null payload; the
+        # text is what json.dumps(separators=(",", ":")) writes for {"schema", "payload"}.
+        if not self.schemas:
+            return _dumps(value).encode()
+        got = self._heads.get(id(schema))
+        if got is None or got[0] is not schema:
+            if len(self._heads) >= 1024:
+                self._heads.clear()
+            got = self._heads[id(schema)] = (schema, '{"schema":' + _dumps(schema) + ',"payload":')
+        return (got[1] + _dumps(value) + "}").encode()
 
     def to_connect(self, data: bytes | None) -> tuple[dict | None, object]:
         if data is None:
