@@ -6,7 +6,11 @@ Kafka's protocol codes (positive: OFFSET_OUT_OF_RANGE = 1, ...).
 """
 from __future__ import annotations
 
+import builtins
 from typing import ClassVar
+
+# A message's headers as confluent-kafka gives them: (name, value) pairs in order.
+Headers = list[tuple[str, bytes | None]]
 
 OFFSET_BEGINNING = -2
 OFFSET_END = -1
@@ -106,7 +110,8 @@ class KafkaError:
     FENCED_INSTANCE_ID: ClassVar[int]
     INVALID_RECORD: ClassVar[int]
 
-    def __init__(self, error, reason=None, fatal=False, retriable=False, txn_requires_abort=False):
+    def __init__(self, error: int, reason: str | None = None, fatal: bool = False, retriable: bool = False,
+                 txn_requires_abort: bool = False) -> None:
         self._code = int(error)
         self._str = reason if reason is not None else _NAMES.get(self._code, f"error {self._code}")
         self._fatal = fatal
@@ -131,17 +136,17 @@ class KafkaError:
     def txn_requires_abort(self) -> bool:
         return self._txn_requires_abort
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         if isinstance(other, KafkaError):
             return self._code == other._code
         if isinstance(other, int):
             return self._code == other
         return NotImplemented
 
-    def __hash__(self):
+    def __hash__(self) -> int:
         return hash(self._code)
 
-    def __str__(self):
+    def __str__(self) -> builtins.str:
         return f"KafkaError{{code={self.name()},val={self._code},str=\"{self._str}\"}}"
 
     __repr__ = __str__
@@ -154,7 +159,7 @@ for _name, _code in _CODES.items():
 class KafkaException(Exception):
     """Raised with a KafkaError as args[0], as confluent-kafka does."""
 
-    def __init__(self, kafka_error=None, *args, **kwargs):
+    def __init__(self, kafka_error: KafkaError | str | None = None, *args: object, **kwargs: object) -> None:
         if not isinstance(kafka_error, KafkaError):
             kafka_error = KafkaError(KafkaError._FAIL, str(kafka_error) if kafka_error is not None else None)
         super().__init__(kafka_error, *args)
@@ -173,7 +178,15 @@ class TopicPartition:
 
     __slots__ = ("topic", "partition", "offset", "metadata", "leader_epoch", "error")
 
-    def __init__(self, topic, partition=-1, offset=OFFSET_INVALID, metadata=None, leader_epoch=None):
+    topic: str
+    partition: int
+    offset: int
+    metadata: str | None
+    leader_epoch: int | None
+    error: KafkaError | None
+
+    def __init__(self, topic: str, partition: int = -1, offset: int = OFFSET_INVALID, metadata: str | None = None,
+                 leader_epoch: int | None = None) -> None:
         if not isinstance(topic, str):
             raise TypeError(f"topic must be a str, not {type(topic).__name__}")
         self.topic = topic
@@ -183,17 +196,17 @@ class TopicPartition:
         self.leader_epoch = leader_epoch
         self.error = None
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         err = f",error={self.error}" if self.error else ""
         return f"TopicPartition{{topic={self.topic},partition={self.partition},offset={self.offset}{err}}}"
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         return isinstance(other, TopicPartition) and (self.topic, self.partition) == (other.topic, other.partition)
 
-    def __lt__(self, other):
+    def __lt__(self, other: TopicPartition) -> bool:
         return (self.topic, self.partition) < (other.topic, other.partition)
 
-    def __hash__(self):
+    def __hash__(self) -> int:
         return hash((self.topic, self.partition))
 
 
@@ -203,8 +216,10 @@ class Message:
     __slots__ = ("_topic", "_partition", "_offset", "_key", "_value", "_headers", "_ts", "_error",
                  "_latency", "_leader_epoch")
 
-    def __init__(self, topic=None, partition=-1, offset=-1001, key=None, value=None, headers=None,
-                 timestamp=(TIMESTAMP_NOT_AVAILABLE, 0), error=None, latency=None, leader_epoch=None):
+    def __init__(self, topic: str | None = None, partition: int = -1, offset: int = -1001, key: bytes | None = None,
+                 value: bytes | None = None, headers: Headers | None = None,
+                 timestamp: tuple[int, int] = (TIMESTAMP_NOT_AVAILABLE, 0), error: KafkaError | None = None,
+                 latency: float | None = None, leader_epoch: int | None = None) -> None:
         self._topic = topic
         self._partition = partition
         self._offset = offset
@@ -216,51 +231,51 @@ class Message:
         self._latency = latency
         self._leader_epoch = leader_epoch
 
-    def topic(self):
+    def topic(self) -> str | None:
         return self._topic
 
-    def partition(self):
+    def partition(self) -> int:
         return self._partition
 
-    def offset(self):
+    def offset(self) -> int:
         return self._offset
 
-    def key(self):
+    def key(self) -> bytes | None:
         return self._key
 
-    def value(self):
+    def value(self) -> bytes | None:
         return self._value
 
-    def headers(self):
+    def headers(self) -> Headers | None:
         """A list of (str, bytes|None) pairs, or None when the record has no headers."""
         return self._headers
 
-    def timestamp(self):
+    def timestamp(self) -> tuple[int, int]:
         """(TIMESTAMP_CREATE_TIME | TIMESTAMP_LOG_APPEND_TIME | TIMESTAMP_NOT_AVAILABLE, ms)."""
         return self._ts
 
-    def error(self):
+    def error(self) -> KafkaError | None:
         return self._error
 
-    def latency(self):
+    def latency(self) -> float | None:
         return self._latency
 
-    def leader_epoch(self):
+    def leader_epoch(self) -> int | None:
         return self._leader_epoch
 
-    def set_key(self, key):
+    def set_key(self, key: bytes | None) -> None:
         self._key = key
 
-    def set_value(self, value):
+    def set_value(self, value: bytes | None) -> None:
         self._value = value
 
-    def set_headers(self, headers):
+    def set_headers(self, headers: Headers | None) -> None:
         self._headers = headers
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._value) if self._value is not None else 0
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         if self._error is not None:
             return f"<Message error={self._error} {self._topic}[{self._partition}]@{self._offset}>"
         return f"<Message {self._topic}[{self._partition}]@{self._offset} key={self._key!r}>"
