@@ -37,7 +37,7 @@ OPS = {
     "promote": ow.PromoteScenario,
 }
 # power-loss states tried at each point of the trace (default run, soak)
-PER_POINT = (3, 10)
+PER_POINT = (2, 10)
 
 
 def _seeds(soak):
@@ -184,5 +184,5 @@ def test_harness_catches_a_delete_that_removes_data_before_its_commit_point(monk
             _io.rmtree(os.path.join(self.path, f"{name}-{p}"))
         real(self, name)
     monkeypatch.setattr(Log, "delete_topic", data_first)
-    stats = cp.run_scenario(ow.DeleteTopicScenario(0), seed=0, workers=1)
+    stats = cp.run_scenario(ow.DeleteTopicScenario(0), seed=0)
     assert any("lost records" in a["anomaly"] for a in stats.anomalies), stats.report()
