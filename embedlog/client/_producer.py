@@ -20,8 +20,10 @@ import time
 import zlib
 from bisect import bisect_right
 from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from itertools import accumulate
 from operator import add
+from typing import TYPE_CHECKING, Any
 
 from ..storage import _compression
 from ..storage._config import producer_config
@@ -59,6 +61,15 @@ from ._produce_input import (
     record_check,
 )
 from ._remote import remote_client
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+# What produce() takes as a key or value, and as headers (a dict or (name, value) pairs).
+Bytesish = bytes | bytearray | memoryview | str | None
+HeadersIn = Mapping[str, bytes | str | None] | Sequence[tuple[str, bytes | str | None]] | None
+# on_delivery(err, msg): err is None when the record was appended.
+DeliveryCallback = Callable[[KafkaError | None, Message], object]
 
 _monotonic = time.monotonic
 
@@ -175,7 +186,7 @@ class Producer:
         remote = remote_client("Producer", conf, kwargs)
         return super().__new__(cls) if remote is None else remote
 
-    def __init__(self, conf=None, **kwargs):
+    def __init__(self, conf: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         conf = dict(conf or {}, **kwargs)
         values = producer_config(conf)
         if values["transactional.id"] is not None:
@@ -227,8 +238,9 @@ class Producer:
         self._sender.start()
 
     # ------------------------------------------------------------ produce
-    def produce(self, topic, value=None, key=None, partition=-1, on_delivery=None, timestamp=0,
-                headers=None, callback=None):
+    def produce(self, topic: str, value: Bytesish = None, key: Bytesish = None, partition: int = -1,
+                on_delivery: DeliveryCallback | None = None, timestamp: int = 0, headers: HeadersIn = None,
+                callback: DeliveryCallback | None = None) -> None:
         """Queue one record. Raises BufferError when the local queue is full (call poll()),
         KafkaException for an unknown topic or a record over message.max.bytes."""
         if value.__class__ is not bytes:
@@ -253,7 +265,7 @@ class Producer:
                 self._check_extras(acc, topic, partition, timestamp, headers)
             if headers:
                 try:
-                    for k, v in (headers if headers.__class__ is list or not isinstance(headers, dict)
+                    for k, v in (headers if headers.__class__ is list or not isinstance(headers, dict)  # type: ignore[str-unpack]
                                  else headers.items()):
                         size += 10 + len(k) + (len(v) if v is not None else 0)
                 except (TypeError, ValueError):
@@ -303,8 +315,10 @@ class Producer:
             self._send_topic(acc)
 
     # ------------------------------------------------------------ produce_batch
-    def produce_batch(self, topic, values, keys=None, partition=None, headers=None, timestamps=None,
-                      on_delivery=None):
+    def produce_batch(self, topic: str, values: Sequence[Bytesish], keys: Sequence[Bytesish] | None = None,
+                      partition: int | None = None, headers: Sequence[HeadersIn] | None = None,
+                      timestamps: Sequence[int] | None = None,
+                      on_delivery: Callable[[BatchDelivery], object] | None = None) -> int:
         """Append many records at once, in the calling thread (an embedlog addition).
 
         `values` is a sequence (list, tuple, ...) of bytes-like or None (str is encoded
@@ -376,6 +390,7 @@ class Producer:
                 if h is not None and not isinstance(h, (list, tuple, dict)):
                     raise TypeError(f"record {i}: headers must be a list of (str, bytes) pairs, a dict "
                                     f"or None, not {type(h).__name__}")
+        groups: dict[int, list[int] | None]
         if partition is not None:
             groups = {partition: None}
         else:
@@ -398,13 +413,13 @@ class Producer:
         with self._send_lock:
             self._send_topic(acc)          # produce()'s queued records of this topic go first
             plan = []                      # every batch encoded before the first append
-            seqs = {}
+            seqs: dict[int, int] = {}
             for p, idx in groups.items():
                 pick = _same if idx is None else _picker(idx)
                 v, sz = pick(values), pick(sizes)
                 k = None if keys is None else pick(keys)
                 ts = None if timestamps is None else pick(timestamps)
-                hb = None
+                hb: Any = None
                 if headers is not None:
                     hb = _encode_headers_all(pick(headers))           # raises for a bad pair
                     sz = list(map(add, sz, hb[1]))
@@ -416,10 +431,11 @@ class Producer:
                             hl = hb[1][lo:hi]
                             start = sum(hb[1][:lo])
                             hpart = (memoryview(hb[0])[start:start + sum(hl)], hl)
+                    enc_ts: Any
                     enc_ts, enc_t = None if ts is None else ts[lo:hi], ts_now
                     if enc_ts is not None and enc_ts.count(enc_ts[0]) == len(enc_ts):
                         enc_ts, enc_t = None, enc_ts[0]    # one timestamp for all: the same bytes
-                    pid = {}
+                    pid: dict[str, Any] = {}
                     if self._idempotent:
                         seq = seqs.get(p)
                         if seq is None:
@@ -692,7 +708,7 @@ class Producer:
             self._wake.clear()
 
     # ------------------------------------------------------------ reports
-    def poll(self, timeout=None):
+    def poll(self, timeout: float | None = None) -> int:
         """Serve queued delivery callbacks; wait up to `timeout` seconds for one. Returns
         the number served."""
         served = self._serve()
@@ -726,7 +742,7 @@ class Producer:
             self._refresh_limit()
         return served
 
-    def flush(self, timeout=None):
+    def flush(self, timeout: float | None = None) -> int:
         """Send everything queued, wait for it to be appended (and fsync'd for acks=all),
         serve the delivery callbacks. Returns the number of records still queued."""
         deadline = None if timeout is None or timeout < 0 else _monotonic() + timeout
@@ -743,7 +759,7 @@ class Producer:
                 if not self._reports:
                     self._reports_cond.wait(0.05 if left is None else min(left, 0.05))
 
-    def purge(self, in_queue=True, in_flight=True, blocking=True):
+    def purge(self, in_queue: bool = True, in_flight: bool = True, blocking: bool = True) -> None:
         """Drop queued records; their callbacks get _PURGE_QUEUE."""
         with self._send_lock:
             for acc in list(self._accs.values()):
@@ -751,7 +767,7 @@ class Producer:
                     values, keys, callbacks = acc.values, acc.keys, acc.callbacks
                     acc.reset()
                 if values:
-                    sent = _Sent()
+                    sent: Any = _Sent()
                     sent.topic, sent.partition, sent.base_offset = acc.topic, -1, -1
                     sent.keys, sent.values, sent.headers = keys, values, None
                     sent.error = KafkaError(KafkaError._PURGE_QUEUE, "Local: Purged in queue")
@@ -767,7 +783,7 @@ class Producer:
 
     begin_transaction = commit_transaction = abort_transaction = send_offsets_to_transaction = init_transactions
 
-    def close(self, timeout=None):
+    def close(self, timeout: float | None = None) -> int:
         """Flush, stop the sender thread and release the log (an embedlog addition)."""
         if self._closed:
             return 0
@@ -779,8 +795,8 @@ class Producer:
         release_log(self._log)
         return left
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
