@@ -17,6 +17,10 @@ from N = unique x records distinct keys (uniformly, so almost every key recurs) 
 * raw copy (copy_file_range): the kernel's copy of the same files (shutil.copyfile),
   the floor.
 
+Before each timed step the page cache's dirty pages are written out (`os.sync()`, not
+timed): otherwise whichever step runs first after the build waits in its fdatasync for
+the build's writeback, and the ratio swings 8x with the order of the steps.
+
 Checked after each cleaning: the log replays to exactly the last value of every key.
 """
 from __future__ import annotations
@@ -133,6 +137,9 @@ def main(argv=None):
             input_bytes = sum(os.path.getsize(p) for p in paths)
             order = ["copy_pread", "copy_kernel", "cleaner"] if r % 2 == 0 else ["cleaner", "copy_kernel", "copy_pread"]
             for what in order:
+                # Untimed: the build's (and the previous step's) dirty pages reach the disk
+                # first, so no step's fdatasync waits for another's writeback.
+                os.sync()
                 if what == "cleaner":
                     t = time.perf_counter()
                     stats = part.compact(T0 + 1)

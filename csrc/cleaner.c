@@ -125,7 +125,7 @@ static inline int64_t map_get(const el_keymap *m, const uint8_t *key, size_t n)
 
 /* The probes of a batch's keys are cache misses (the table is larger than the caches):
  * its digests are computed first, then each slot is fetched PREFETCH records ahead. */
-#define PREFETCH 12
+#define PREFETCH 24
 
 typedef struct {
     uint64_t h1, h2;

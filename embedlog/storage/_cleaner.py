@@ -23,6 +23,14 @@ Crash safety of a swap (Kafka's .cleaned/.swap, with one manifest as the commit 
  3. The replaced segments other than `base` are deleted; the .cleaned files are renamed
     over `base`'s (indexes first, .log last); the directory is fsync'd; the manifest is
     removed.
+
+The per-record work is C (csrc/cleaner.c) over 8 MiB reads of whole batches: the key map
+(Kafka's SkimpyOffsetMap: 24 bytes a key, a 128-bit digest and the latest offset; it grows
+up to log.cleaner.dedupe.buffer.size and is full at 90% of that, when this pass stops at a
+batch boundary and the next pass goes on from there), and the filter pass (each batch
+checked, then copied, dropped or rewritten with its offsets and a new CRC). Compressed
+batches are decompressed and rebuilt here (`clean_batch`, also the reference the C pass is
+tested against).
 """
 from __future__ import annotations
 
