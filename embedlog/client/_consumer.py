@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable, Mapping, Sequence
 from itertools import repeat
+from typing import TYPE_CHECKING, Any
 
 from ..storage._config import consumer_config
 from ..storage._errors import (
@@ -37,6 +39,12 @@ from ._kafka import (
     error_from,
 )
 from ._remote import remote_client
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+# on_assign(consumer, partitions), as confluent-kafka calls it.
+RebalanceCallback = Callable[["Consumer", list[TopicPartition]], object]
 
 _MAINTAIN_EVERY = 0.005      # seconds between group / auto-commit checks
 _monotonic = time.monotonic
@@ -105,6 +113,16 @@ class ConsumedBatch:
     __slots__ = ("_consumer", "headers", "keys", "next_offset", "offsets", "partition", "timestamp_type",
                  "timestamps", "topic", "values")
 
+    topic: str
+    partition: int
+    timestamp_type: int
+    offsets: list[int]
+    timestamps: list[int]
+    keys: list[bytes | None]
+    values: list[bytes | None]
+    headers: list[tuple[tuple[str, bytes | None], ...]]
+    next_offset: int
+
     def __init__(self, consumer, ps, i, j):
         c = ps.chunk
         self._consumer = consumer
@@ -117,10 +135,10 @@ class ConsumedBatch:
                 c[2][i:j], c[3][i:j], c[4][i:j], c[5][i:j], c[6][i:j])
             self.next_offset = ps.fetch_pos if j == ps.n else c[2][j - 1] + 1
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.offsets)
 
-    def commit(self, asynchronous=False):
+    def commit(self, asynchronous: bool = False) -> list[TopicPartition] | None:
         """Commit this partition's position as next_offset (what a new member of the
         group starts from). Synchronous by default; returns the committed TopicPartitions."""
         return self._consumer.commit(self, asynchronous=asynchronous)
@@ -179,7 +197,7 @@ class Consumer:
         remote = remote_client("Consumer", conf, kwargs)
         return super().__new__(cls) if remote is None else remote
 
-    def __init__(self, conf=None, **kwargs):
+    def __init__(self, conf: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         conf = dict(conf or {}, **kwargs)
         self._conf = values = consumer_config(conf)
         # Without group.id nothing is written (no membership, no commits): a directory
@@ -199,13 +217,15 @@ class Consumer:
         self._assigned: dict[tuple[str, int], _PState] = {}
         self._order: list[_PState] = []
         self._rr = 0
-        self._cur = None
+        self._cur: _PState | None = None
         self._pending: list[Message] = []        # error/EOF events to hand out
         self._missing: dict[str, Message] = {}   # subscribed names reported as not existing
-        self._watch_missing = ()                 # plain names to report (allow.auto.create.topics off)
-        self._commit_results = []                # (err, partitions) for on_commit in poll
+        self._watch_missing: tuple[str, ...] = ()  # plain names to report (allow.auto.create.topics off)
+        self._commit_results: list = []          # (err, partitions) for on_commit in poll
         self._member: GroupMember | None = None
-        self._on_assign = self._on_revoke = self._on_lost = None
+        self._on_assign: RebalanceCallback | None = None
+        self._on_revoke: RebalanceCallback | None = None
+        self._on_lost: RebalanceCallback | None = None
         self._in_assign_cb = False
         self._assign_called = False
         self._closed = False
@@ -239,7 +259,8 @@ class Consumer:
         return ps
 
     # ------------------------------------------------------------ subscribe / assign
-    def subscribe(self, topics, on_assign=None, on_revoke=None, on_lost=None):
+    def subscribe(self, topics: Sequence[str], on_assign: RebalanceCallback | None = None,
+                  on_revoke: RebalanceCallback | None = None, on_lost: RebalanceCallback | None = None) -> None:
         """Join the group for these topics (names, or '^regex' patterns)."""
         self._check()
         self._need_group("subscribe()")
@@ -301,7 +322,7 @@ class Consumer:
         self._missing = {}
         self._watch_missing = ()
 
-    def unsubscribe(self):
+    def unsubscribe(self) -> None:
         self._check()
         self._drop_missing()
         if self._member is not None:
@@ -309,7 +330,7 @@ class Consumer:
             self._member.close()
             self._member = None
 
-    def assign(self, partitions):
+    def assign(self, partitions: Sequence[TopicPartition]) -> None:
         """Take exactly these partitions (no group membership); offsets in the
         TopicPartitions are start positions (OFFSET_STORED/INVALID: committed or reset)."""
         self._check()
@@ -317,25 +338,25 @@ class Consumer:
             self._assign_called = True
         self._apply_assignment(list(partitions))
 
-    def incremental_assign(self, partitions):
+    def incremental_assign(self, partitions: Sequence[TopicPartition]) -> None:
         self._check()
         current = [TopicPartition(t, p, OFFSET_STORED) for (t, p) in self._assigned]
         keep = {(tp.topic, tp.partition) for tp in partitions}
         self._apply_assignment([tp for tp in current if (tp.topic, tp.partition) not in keep] + list(partitions))
 
-    def incremental_unassign(self, partitions):
+    def incremental_unassign(self, partitions: Sequence[TopicPartition]) -> None:
         self._check()
         drop = {(tp.topic, tp.partition) for tp in partitions}
         for key in list(self._assigned):
             if key in drop:
                 self._remove(key)
 
-    def unassign(self):
+    def unassign(self) -> None:
         self._check()
         for key in list(self._assigned):
             self._remove(key)
 
-    def assignment(self):
+    def assignment(self) -> list[TopicPartition]:
         self._check()
         return [TopicPartition(t, p) for (t, p) in self._assigned]
 
@@ -415,12 +436,12 @@ class Consumer:
         if self._cur is ps:
             self._cur = None
 
-    def seek(self, partition):
+    def seek(self, partition: TopicPartition) -> None:
         self._check()
         ps = self._ps(partition)
         self._seek_ps(ps, partition.offset)
 
-    def position(self, partitions):
+    def position(self, partitions: Sequence[TopicPartition]) -> list[TopicPartition]:
         self._check()
         out = []
         for tp in partitions:
@@ -429,7 +450,7 @@ class Consumer:
             out.append(TopicPartition(tp.topic, tp.partition, OFFSET_INVALID if pos is None else pos))
         return out
 
-    def pause(self, partitions):
+    def pause(self, partitions: Sequence[TopicPartition]) -> None:
         self._check()
         for tp in partitions:
             ps = self._ps(tp)
@@ -438,13 +459,13 @@ class Consumer:
             if self._cur is ps:
                 self._cur = None
 
-    def resume(self, partitions):
+    def resume(self, partitions: Sequence[TopicPartition]) -> None:
         self._check()
         for tp in partitions:
             self._ps(tp).paused = False
 
     # ------------------------------------------------------------ poll / consume
-    def poll(self, timeout=None):
+    def poll(self, timeout: float | None = None) -> Message | None:
         """The next record (a Message), an event Message whose error() is set (e.g.
         _PARTITION_EOF), or None after `timeout` seconds (None/-1: wait forever)."""
         ps = self._cur
@@ -479,12 +500,12 @@ class Consumer:
                 return None
             self._wait(left)
 
-    def consume(self, num_messages=1, timeout=-1):
+    def consume(self, num_messages: int = 1, timeout: float | None = -1) -> list[Message]:
         """Up to num_messages records (and events); waits up to `timeout` for the first."""
         self._check()
         if not isinstance(num_messages, int) or num_messages < 1 or num_messages > 1000000:
             raise ValueError("num_messages must be an int between 1 and 1000000")
-        out = []
+        out: list[Message] = []
         first = self.poll(timeout)
         if first is None:
             return out
@@ -502,7 +523,7 @@ class Consumer:
             out.append(m)
         return out
 
-    def consume_batch(self, max_messages=100000, timeout=-1):
+    def consume_batch(self, max_messages: int = 100000, timeout: float | None = -1) -> list[ConsumedBatch]:
         """Records as columns, one ConsumedBatch per fetched chunk (an embedlog addition).
 
         Returns a list of ConsumedBatch holding up to `max_messages` records in all, each
@@ -523,7 +544,7 @@ class Consumer:
         if not isinstance(max_messages, int) or isinstance(max_messages, bool) or max_messages < 1:
             raise ValueError(f"max_messages must be a positive int, not {max_messages!r}")
         deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
-        out = []
+        out: list[ConsumedBatch] = []
         total = 0
         while True:
             now = _monotonic()
@@ -756,10 +777,10 @@ class Consumer:
             self.incremental_assign(added)
 
     # ------------------------------------------------------------ commits
-    def store_offsets(self, message=None, offsets=None):
+    def store_offsets(self, message: Message | None = None, offsets: Sequence[TopicPartition] | None = None) -> None:
         self._check()
         if message is not None:
-            ps = self._ps(TopicPartition(message.topic(), message.partition()))
+            ps = self._ps(TopicPartition(message.topic(), message.partition()))  # type: ignore[arg-type]
             ps.stored = message.offset() + 1
         for tp in offsets or ():
             self._ps(tp).stored = tp.offset
@@ -778,14 +799,16 @@ class Consumer:
             return self._do_commit(offsets, asynchronous)
         return None
 
-    def commit(self, message=None, offsets=None, asynchronous=True):
+    def commit(self, message: Message | ConsumedBatch | None = None, offsets: Sequence[TopicPartition] | None = None,
+               asynchronous: bool = True) -> list[TopicPartition] | None:
         """Commit offsets (the next offset to read): of `message` + 1, of `offsets`, or the
         current positions. Synchronous calls return the committed TopicPartitions."""
         self._check()
         self._need_group("commit()")
         if message is not None and offsets is not None:
             raise KafkaException(KafkaError(KafkaError._INVALID_ARG, "pass message or offsets, not both"))
-        if message.__class__ is ConsumedBatch:
+        todo: list[tuple]
+        if isinstance(message, ConsumedBatch):
             todo = [(message.topic, message.partition, message.next_offset, "")]
         elif message is not None:
             if message.error() is not None:
@@ -831,7 +854,7 @@ class Consumer:
             raise KafkaException(err)
         return parts
 
-    def committed(self, partitions, timeout=None):
+    def committed(self, partitions: Sequence[TopicPartition], timeout: float | None = None) -> list[TopicPartition]:
         self._check()
         self._need_group("committed()")
         self._store.refresh()
@@ -843,12 +866,13 @@ class Consumer:
         return out
 
     # ------------------------------------------------------------ metadata
-    def get_watermark_offsets(self, partition, timeout=None, cached=False):
+    def get_watermark_offsets(self, partition: TopicPartition, timeout: float | None = None,
+                              cached: bool = False) -> tuple[int, int]:
         self._check()
         part = self._topic(partition.topic).partition(partition.partition)
         return part.watermarks()
 
-    def offsets_for_times(self, partitions, timeout=None):
+    def offsets_for_times(self, partitions: Sequence[TopicPartition], timeout: float | None = None) -> list[TopicPartition]:
         """For each TopicPartition whose .offset holds a timestamp (ms): the earliest
         offset whose timestamp is >= it, or OFFSET_END (-1) when there is none."""
         self._check()
@@ -864,14 +888,14 @@ class Consumer:
         from ._admin import cluster_metadata
         return cluster_metadata(self._log, topic)
 
-    def memberid(self):
+    def memberid(self) -> str | None:
         return self._member.member_id if self._member is not None else None
 
-    def consumer_group_metadata(self):
+    def consumer_group_metadata(self) -> dict[str, Any]:
         return {"group_id": self._group, "member_id": self.memberid(),
                 "generation_id": self._member.generation if self._member else -1}
 
-    def lag(self):
+    def lag(self) -> list[tuple[TopicPartition, int, int]]:
         """[(TopicPartition with the committed offset, log end offset, lag)] for this
         consumer's assignment (an embedlog addition)."""
         self._check()
@@ -887,7 +911,7 @@ class Consumer:
         return rows
 
     # ------------------------------------------------------------ close
-    def close(self):
+    def close(self) -> None:
         """Commit final offsets (enable.auto.commit), run on_revoke for the partitions a
         subscription holds, leave the group, release the log."""
         if self._closed:
@@ -915,8 +939,8 @@ class Consumer:
             self._cur = None
             release_log(self._log)
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
