@@ -8,16 +8,27 @@ from __future__ import annotations
 import enum
 import os
 import warnings
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any
 
 from ..storage import _config
-from ._remote import remote_client
-from ._clients import acquire_log, release_log
 from ..storage._config import admin_config
 from ..storage._errors import EmbedlogError, InvalidPartitionsError
-from ._groups import describe_group, list_groups
-from ._kafka import OFFSET_INVALID, KafkaError, KafkaException, TopicPartition, error_from
 from ..storage._offsets import consumer_lag, store_for  # noqa: F401 (consumer_lag: re-exported)
+from ._clients import acquire_log, release_log
+from ._groups import describe_group, list_groups
+from ._kafka import (
+    OFFSET_INVALID,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+    error_from,
+)
+from ._remote import remote_client
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 
 # ------------------------------------------------------------------ metadata (confluent_kafka.admin shapes)
@@ -69,7 +80,8 @@ def cluster_metadata(log, topic=None) -> ClusterMetadata:
 
 
 class NewTopic:
-    def __init__(self, topic, num_partitions=-1, replication_factor=-1, replica_assignment=None, config=None):
+    def __init__(self, topic: str, num_partitions: int = -1, replication_factor: int = -1,
+                 replica_assignment: list[list[int]] | None = None, config: Mapping[str, str] | None = None) -> None:
         self.topic = topic
         self.num_partitions = num_partitions
         self.replication_factor = replication_factor
@@ -81,7 +93,7 @@ class NewTopic:
 
 
 class NewPartitions:
-    def __init__(self, topic, new_total_count, replica_assignment=None):
+    def __init__(self, topic: str, new_total_count: int, replica_assignment: list[list[int]] | None = None) -> None:
         self.topic = topic
         self.new_total_count = new_total_count
         self.replica_assignment = replica_assignment
@@ -118,7 +130,8 @@ class ConfigEntry:
 class ConfigResource:
     Type = ResourceType
 
-    def __init__(self, restype, name, set_config=None, described_configs=None, error=None):
+    def __init__(self, restype: ResourceType | int | str, name: str, set_config: Mapping[str, str] | None = None,
+                 described_configs: dict[str, ConfigEntry] | None = None, error: KafkaError | None = None) -> None:
         if isinstance(restype, str):
             restype = ResourceType[restype.upper()]
         self.restype = ResourceType(restype)
@@ -127,7 +140,7 @@ class ConfigResource:
         self.configs = described_configs
         self.error = error
 
-    def set_config(self, name, value, overwrite=True):
+    def set_config(self, name: str, value: str, overwrite: bool = True) -> None:
         if not overwrite and name in self.set_config_dict:
             return
         self.set_config_dict[name] = value
@@ -199,20 +212,20 @@ class AdminClient:
         remote = remote_client("AdminClient", conf, kwargs)
         return super().__new__(cls) if remote is None else remote
 
-    def __init__(self, conf=None, **kwargs):
+    def __init__(self, conf: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         self._conf = admin_config(dict(conf or {}, **kwargs))
         self._log = acquire_log(self._conf)
         self._closed = False
 
-    def close(self):
+    def close(self) -> None:
         if not self._closed:
             self._closed = True
             release_log(self._log)
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def _check(self):
@@ -220,7 +233,8 @@ class AdminClient:
             raise RuntimeError("AdminClient closed")
 
     # -- topics
-    def create_topics(self, new_topics, operation_timeout=0, request_timeout=None, validate_only=False):
+    def create_topics(self, new_topics: Sequence[NewTopic], operation_timeout: float = 0,
+                      request_timeout: float | None = None, validate_only: bool = False) -> dict[str, Future]:
         self._check()
         out = {}
         for nt in new_topics:
@@ -244,7 +258,8 @@ class AdminClient:
                 out[nt.topic] = _done(exc=_kexc(e))
         return out
 
-    def delete_topics(self, topics, operation_timeout=0, request_timeout=None):
+    def delete_topics(self, topics: Sequence[str], operation_timeout: float = 0,
+                      request_timeout: float | None = None) -> dict[str, Future]:
         self._check()
         out = {}
         for name in topics:
@@ -255,7 +270,8 @@ class AdminClient:
                 out[name] = _done(exc=_kexc(e))
         return out
 
-    def create_partitions(self, new_partitions, operation_timeout=0, request_timeout=None, validate_only=False):
+    def create_partitions(self, new_partitions: Sequence[NewPartitions], operation_timeout: float = 0,
+                          request_timeout: float | None = None, validate_only: bool = False) -> dict[str, Future]:
         self._check()
         out = {}
         for np_ in new_partitions:
@@ -266,12 +282,13 @@ class AdminClient:
                 out[np_.topic] = _done(exc=_kexc(e))
         return out
 
-    def list_topics(self, topic=None, timeout=-1):
+    def list_topics(self, topic: str | None = None, timeout: float = -1) -> ClusterMetadata:
         self._check()
         return cluster_metadata(self._log, topic)
 
     # -- configs
-    def describe_configs(self, resources, request_timeout=None):
+    def describe_configs(self, resources: Sequence[ConfigResource],
+                         request_timeout: float | None = None) -> dict[ConfigResource, Future]:
         self._check()
         out = {}
         for res in resources:
@@ -295,12 +312,14 @@ class AdminClient:
                 out[res] = _done(exc=_kexc(e))
         return out
 
-    def alter_configs(self, resources, request_timeout=None, validate_only=False):
+    def alter_configs(self, resources: Sequence[ConfigResource], request_timeout: float | None = None,
+                      validate_only: bool = False) -> dict[ConfigResource, Future]:
         """Replace each topic's config overrides with the resource's set_config (Kafka's
         non-incremental AlterConfigs: keys not given return to their defaults)."""
         return self._alter(resources, incremental=False, validate_only=validate_only)
 
-    def incremental_alter_configs(self, resources, request_timeout=None, validate_only=False):
+    def incremental_alter_configs(self, resources: Sequence[ConfigResource], request_timeout: float | None = None,
+                                  validate_only: bool = False) -> dict[ConfigResource, Future]:
         """Merge each resource's set_config into the topic's overrides."""
         return self._alter(resources, incremental=True, validate_only=validate_only)
 
@@ -317,7 +336,8 @@ class AdminClient:
         return out
 
     # -- groups
-    def list_consumer_groups(self, request_timeout=None, states=None, types=None):
+    def list_consumer_groups(self, request_timeout: float | None = None, states: object = None,
+                             types: object = None) -> Future:
         self._check()
         store = store_for(self._log)
         store.refresh()
@@ -330,7 +350,8 @@ class AdminClient:
             valid.append(ConsumerGroupListing(g, simple, state))
         return _done(ListConsumerGroupsResult(valid))
 
-    def describe_consumer_groups(self, group_ids, request_timeout=None, include_authorized_operations=False):
+    def describe_consumer_groups(self, group_ids: Sequence[str], request_timeout: float | None = None,
+                                 include_authorized_operations: bool = False) -> dict[str, Future]:
         self._check()
         out = {}
         for g in group_ids:
@@ -347,8 +368,8 @@ class AdminClient:
                 (st or {}).get("generation", -1)))
         return out
 
-    def list_consumer_group_offsets(self, list_consumer_group_offsets_request, require_stable=False,
-                                    request_timeout=None):
+    def list_consumer_group_offsets(self, list_consumer_group_offsets_request: Sequence[ConsumerGroupTopicPartitions],
+                                    require_stable: bool = False, request_timeout: float | None = None) -> dict[str, Future]:
         self._check()
         store = store_for(self._log)
         store.refresh()
@@ -365,7 +386,8 @@ class AdminClient:
             out[req.group_id] = _done(ConsumerGroupTopicPartitions(req.group_id, tps))
         return out
 
-    def alter_consumer_group_offsets(self, alter_consumer_group_offsets_request, request_timeout=None):
+    def alter_consumer_group_offsets(self, alter_consumer_group_offsets_request: Sequence[ConsumerGroupTopicPartitions],
+                                     request_timeout: float | None = None) -> dict[str, Future]:
         """Set committed offsets of a group with no active members (as Kafka requires)."""
         self._check()
         store = store_for(self._log)

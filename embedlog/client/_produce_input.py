@@ -11,7 +11,7 @@ from itertools import accumulate, repeat
 from operator import add, is_, itemgetter
 
 from ..storage._records import encode_batch, encode_headers, encode_varint
-from ._kafka import OFFSET_INVALID
+from ._kafka import OFFSET_INVALID, KafkaError
 
 RECORD_OVERHEAD = 32            # per-record framing upper bound: 5 length + 1 attributes + 10 timestamp
                                 # delta + 5 offset delta + 5 key length + 5 value length + 1 headers
@@ -117,20 +117,22 @@ class BatchDelivery:
 
     __slots__ = ("_batches", "_error", "_n", "_topic")
 
-    def __init__(self, topic, n):
-        self._topic, self._n, self._batches, self._error = topic, n, [], None
+    def __init__(self, topic: str, n: int) -> None:
+        self._topic, self._n = topic, n
+        self._batches: list[tuple] = []
+        self._error: KafkaError | None = None
 
-    def topic(self):
+    def topic(self) -> str:
         return self._topic
 
-    def error(self):
+    def error(self) -> KafkaError | None:
         """None, or the KafkaError that stopped the appends."""
         return self._error
 
-    def __len__(self):
+    def __len__(self) -> int:
         return self._n
 
-    def batches(self):
+    def batches(self) -> list[tuple[int, int, int]]:
         """[(partition, base_offset, last_offset)] of each batch appended, in append order
         (OFFSET_INVALID offsets with acks=0)."""
         return [(p, base, last) for p, base, last, _idx, _lo, _hi in self._batches]
@@ -147,15 +149,15 @@ class BatchDelivery:
                     out[i] = x
         return out
 
-    def offsets(self):
+    def offsets(self) -> list[int]:
         """Each record's offset, in the order given (OFFSET_INVALID: not written, or acks=0)."""
         return self._per_record(lambda b, m: range(b[1], b[1] + m) if b[1] >= 0 else [OFFSET_INVALID] * m)
 
-    def partitions(self):
+    def partitions(self) -> list[int]:
         """Each record's partition, in the order given (-1: not written)."""
         return [-1 if p == OFFSET_INVALID else p for p in self._per_record(lambda b, m: [b[0]] * m)]
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<BatchDelivery {self._topic} {self._n} records in {len(self._batches)} batches" + \
             (f" error={self._error}>" if self._error is not None else ">")
 
