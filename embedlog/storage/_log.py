@@ -22,6 +22,8 @@ import os
 import re
 import threading
 import warnings
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
 from . import _config, _io, _replication
@@ -52,6 +54,9 @@ from ._state import (
     unseal_json,
     write_atomic,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 FORMAT_NAME = "embedlog"
 FORMAT_VERSION = 1
@@ -253,7 +258,9 @@ class Topic:
     def partitions(self) -> list[Partition]:
         return [self.partition(p) for p in range(self.num_partitions)]
 
-    def append(self, values, keys=None, *, partition: int | None = None, timestamps=None, headers=None,
+    def append(self, values: Sequence[bytes | None], keys: Sequence[bytes | None] | None = None, *,
+               partition: int | None = None, timestamps: Sequence[int] | None = None,
+               headers: Sequence[Sequence[tuple[str, bytes | None]] | None] | None = None,
                compression: int = 0, sync: bool = False) -> list[tuple[int, AppendResult]]:
         """Append records, routed as a Kafka producer routes them: an explicit partition
         wins, keyed records go to murmur2(key), null keys share one sticky partition for
@@ -284,7 +291,7 @@ class Topic:
             out.append((p, self.partition(p).append(batch, sync=sync)))
         return out
 
-    def close(self):
+    def close(self) -> None:
         for part in self._partitions.values():
             part.close()
         self._partitions.clear()
@@ -293,8 +300,8 @@ class Topic:
 class Log:
     """An open log directory. `embedlog.open(path)` returns one; use it as a context manager."""
 
-    def __init__(self, path, *, create: bool = True, lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
-                 retention_check_interval_ms: int = DEFAULT_INTERVAL_MS, read_only: bool = False):
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = True, lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+                 retention_check_interval_ms: int = DEFAULT_INTERVAL_MS, read_only: bool = False) -> None:
         """`retention_check_interval_ms`: how often a process that appends applies
         retention and compaction to every partition (Kafka's
         log.retention.check.interval.ms); 0 turns the timer off (`maintain()` still works).
@@ -397,10 +404,10 @@ class Log:
     def __repr__(self):
         return f"<embedlog.Log {self.path}>"
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def _check_open(self):
@@ -612,7 +619,7 @@ class Log:
         from ._offsets import consumer_lag
         return consumer_lag(self, group)
 
-    def delete_topic(self, name: str):
+    def delete_topic(self, name: str) -> None:
         """Remove a topic and its data (this process's open handles are closed)."""
         self._check_open()
         validate_topic_name(name)
@@ -640,7 +647,7 @@ class Log:
         self._retired.clear()
 
     # ------------------------------------------------------------ maintenance
-    def maintain(self, now: int | None = None, topics=None) -> dict:
+    def maintain(self, now: int | None = None, topics: Iterable[str] | None = None) -> dict:
         """Apply retention and compaction to every partition now (`topics` to limit it),
         as the timer of a writing process does every retention_check_interval_ms.
         `now` (epoch ms) replaces the clock. Returns {topic: {partition: what was done}}
@@ -679,7 +686,7 @@ class Log:
         self._check_open()
         return [dict(r, removed=bool(r.get("removed"))) for r in _replication.read_replicas(self.path)]
 
-    def add_replica(self, path) -> dict:
+    def add_replica(self, path: str | os.PathLike[str]) -> dict:
         """Add a mirror directory (created if needed; an existing one must be empty or a
         mirror of this log). Adding a removed mirror back resumes it where it stopped.
         Topics created from now on may use it (replication.factor)."""
@@ -689,7 +696,7 @@ class Log:
             self.notifier.bump_metadata()
         return entry
 
-    def remove_replica(self, path) -> dict:
+    def remove_replica(self, path: str | os.PathLike[str]) -> dict:
         """Detach a mirror: its partitions leave the in-sync set at once (acks=all may then
         fail with NOT_ENOUGH_REPLICAS); its files stay where they are."""
         self._check_open()
@@ -698,7 +705,7 @@ class Log:
             self.notifier.bump_metadata()
         return entry
 
-    def replica_status(self, topics=None) -> list[dict]:
+    def replica_status(self, topics: Iterable[str] | None = None) -> list[dict]:
         """Every replica of every mirrored partition: log end offset, lag, in-sync."""
         self._check_open()
         out = []
@@ -724,7 +731,7 @@ class Log:
             os.close(self._lock_fd)
         self.notifier.close()
 
-    def close(self):
+    def close(self) -> None:
         if self._closed:
             return
         self._stop_maintenance()
@@ -760,6 +767,8 @@ def _typed_errors(what: str):
                            errno=e.errno) from e
 
 
-def open_log(path, **kwargs) -> Log:
-    """Open (creating if needed) the log directory at `path`."""
-    return Log(path, **kwargs)
+def open_log(path: str | os.PathLike[str], *, create: bool = True, lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+             retention_check_interval_ms: int = DEFAULT_INTERVAL_MS, read_only: bool = False) -> Log:
+    """Open (creating if needed) the log directory at `path`; the options are Log()'s."""
+    return Log(path, create=create, lock_timeout=lock_timeout,
+               retention_check_interval_ms=retention_check_interval_ms, read_only=read_only)
