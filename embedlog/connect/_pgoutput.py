@@ -143,28 +143,51 @@ class _Reader:
         return s
 
     def tuple(self) -> tuple:
-        n = self.i16()
+        values, self.pos = tuple_at(self.buf, self.pos)
+        return values
+
+
+_N, _U, _T, _B = b"nutb"
+
+
+def tuple_at(buf: bytes, pos: int) -> tuple[tuple, int]:
+    """The tuple at `pos` and the position after it: one loop over the message, a column's
+    text a slice of it (bytes), None for NULL, UNCHANGED for an untouched TOASTed value."""
+    try:
+        (n,) = _I16.unpack_from(buf, pos)
+        pos += 2
         out = []
-        buf = self.buf
+        append, size_at = out.append, _I32.unpack_from
         for _ in range(n):
-            kind = self.byte()
-            if kind == "n":
-                out.append(None)
-            elif kind == "u":
-                out.append(UNCHANGED)
-            elif kind in ("t", "b"):
-                size = self.i32()
-                out.append(bytes(buf[self.pos:self.pos + size]))
-                self.pos += size
+            kind = buf[pos]
+            if kind == _T or kind == _B:
+                (size,) = size_at(buf, pos + 1)
+                pos += 5
+                if pos + size > len(buf):
+                    raise ConnectError("pgoutput message ends early")
+                append(buf[pos:pos + size])
+                pos += size
+            elif kind == _N:
+                append(None)
+                pos += 1
+            elif kind == _U:
+                append(UNCHANGED)
+                pos += 1
             else:
-                raise ConnectError(f"pgoutput tuple column of unknown kind {kind!r}")
-        return tuple(out)
+                raise ConnectError(f"pgoutput tuple column of unknown kind {chr(kind)!r}")
+    except (IndexError, struct.error):
+        raise ConnectError("pgoutput message ends early") from None
+    return tuple(out), pos
 
 
 def decode(data: bytes):
     """One pgoutput message -> Begin, Commit, Origin, Relation, Type, Insert, Update, Delete
     or Truncate; None for the message kinds a version-1 stream may carry that CDC ignores
     ('M' logical decoding messages)."""
+    if type(data) is not bytes:
+        data = bytes(data)
+    if data[:1] == b"I" and data[5:6] == b"N":        # most of a stream: its own short path
+        return Insert(_U32.unpack_from(data, 1)[0], tuple_at(data, 6)[0])
     r = _Reader(data)
     kind = r.byte()
     if kind == "B":

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import re
 
 from ._data import field, primitive, struct
 
@@ -73,12 +74,34 @@ def _micro_timestamp(t: str) -> int:
     return (d - datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)) // datetime.timedelta(microseconds=1)
 
 
+_UTC_TS = re.compile(r"(\d{4}-\d\d-\d\d) (\d\d:\d\d:\d\d)(\.\d{1,6})?\+00")
+
+
 def _zoned(t: str) -> str:
+    m = _UTC_TS.fullmatch(t)
+    if m is not None:                               # PostgreSQL's UTC text: rearranged, not parsed
+        frac = (m.group(3) or "").rstrip("0")
+        return f"{m.group(1)}T{m.group(2)}{frac if len(frac) > 1 else ''}Z"
     d = _parse_ts(t).astimezone(datetime.timezone.utc)
     s = d.strftime("%Y-%m-%dT%H:%M:%S")
     if d.microsecond:
         s += f".{d.microsecond:06d}".rstrip("0")
     return s + "Z"
+
+
+_PLAIN_DECIMAL = re.compile(r"-?(\d+)(?:\.(\d*))?")
+
+
+def _unscaled_text(t: str, scale: int) -> bytes:
+    """numeric(p, s)'s text (s digits after the point, as PostgreSQL writes it) to the
+    unscaled bytes without a Decimal; other forms (NaN, more digits) through _unscaled."""
+    m = _PLAIN_DECIMAL.fullmatch(t)
+    if m is None or len(m.group(2) or "") > scale:
+        return _unscaled(decimal.Decimal(t), scale)
+    n = int(m.group(1) + (m.group(2) or "").ljust(scale, "0"))
+    if t[0] == "-":
+        n = -n
+    return n.to_bytes(max(1, (n.bit_length() + 8) // 8), "big", signed=True)
 
 
 def _unscaled(d: decimal.Decimal, scale: int) -> bytes:
@@ -134,7 +157,7 @@ def column_type(oid: int, typmod: int, *, optional: bool, decimal_mode: str = "p
             precision, scale = ((typmod - 4) >> 16) & 0xFFFF, (typmod - 4) & 0xFFFF
             return ColumnType(p("bytes", name="org.apache.kafka.connect.data.Decimal", version=1,
                                 parameters={"scale": str(scale), "connect.decimal.precision": str(precision)}),
-                              lambda t: _unscaled(decimal.Decimal(t), scale))
+                              lambda t: _unscaled_text(t, scale))
         return ColumnType(struct("io.debezium.data.VariableScaleDecimal",
                                  [field("scale", primitive("int32", optional=False)),
                                   field("value", primitive("bytes", optional=False))],

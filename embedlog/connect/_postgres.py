@@ -44,7 +44,6 @@ skipped.operations leaves "t" out (then op "t" events, no key). A new Relation m
 """
 from __future__ import annotations
 
-import json
 import re
 import select
 import time
@@ -104,6 +103,7 @@ class _Table:
             t.schema = _with_default(t.schema, t.convert, (defaults or {}).get(cname))
         self.converts = [t.convert for t in types]
         self.placeholders = [t.placeholder for t in types]
+        self._cols = list(zip(self.names, [_from_bytes(t.convert) for t in types], self.placeholders))
         self.zeros = [None if t.schema["optional"] else zero(t.schema) for t in types]
         self.pk = [self.names.index(k) for k in pk if k in self.names]
         self.value_schema = struct(f"{self.topic}.Value", [field(n, t.schema) for n, t in zip(self.names, types)],
@@ -126,10 +126,30 @@ class _Table:
                 out[name] = self.converts[i](v.decode() if isinstance(v, bytes) else v)
         return out
 
+    def row_bytes(self, values) -> dict:
+        """row() of pgoutput's tuple (bytes), each column by its decoder built once."""
+        if len(values) != len(self._cols):
+            return self.row(values)
+        return {name: (dec(v) if v.__class__ is bytes else None if v is None else ph)
+                for (name, dec, ph), v in zip(self._cols, values)}
+
     def key(self, row: dict | None):
         if row is None or not self.pk:
             return None
         return {self.names[i]: row[self.names[i]] for i in self.pk}
+
+
+def _from_bytes(convert):
+    """A column's text -> value function as a bytes -> value one: int and float read bytes
+    themselves, a string is the text decoded, anything else gets the text."""
+    if convert is int or convert is float:
+        return convert
+    if convert is str:
+        return _utf8
+    return lambda b: convert(b.decode())
+
+
+_utf8 = bytes.decode
 
 
 SOURCE_SCHEMA = struct("io.debezium.connector.postgresql.Source", [
@@ -524,7 +544,7 @@ class PostgresConnector(Connector):
     def _change(self, table: _Table, m, lsn: int, pos, out: list) -> None:
         offset = self._offset(pos, lsn)
         ts, txid = self._tx_ms(), self._tx.xid
-        seq = json.dumps([str(pos[0]), str(lsn)])
+        seq = f'["{pos[0]}", "{lsn}"]'                 # json.dumps([str(commit LSN), str(LSN)])
 
         def emit(op, before, after):
             out.append(self._record(table, op, before, after, offset, ts, "false", txid=txid, lsn=lsn, seq=seq))
@@ -533,13 +553,14 @@ class PostgresConnector(Connector):
                                         offset))
         if isinstance(m, pgo.Insert):
             if "c" not in self.skipped:
-                emit("c", None, table.row(m.new))
+                emit("c", None, table.row_bytes(m.new))
         elif isinstance(m, pgo.Delete):
             if "d" not in self.skipped:
                 emit("d", table.row(m.old, key_only=m.old_kind == "K"), None)
         else:
-            after = table.row(m.new)
-            before = table.row(m.old, key_only=m.old_kind == "K") if m.old is not None else None
+            after = table.row_bytes(m.new)
+            before = (None if m.old is None else table.row(m.old, key_only=True) if m.old_kind == "K"
+                      else table.row_bytes(m.old))
             if before is not None and table.pk and table.key(before) != table.key(after):
                 if "d" not in self.skipped:
                     emit("d", before, None)
