@@ -172,6 +172,6 @@ class CompactionMachine(RuleBasedStateMachine):
 
 
 CompactionMachine.TestCase.settings = settings(
-    max_examples=2000 if SOAK else 100, stateful_step_count=30, deadline=None,
+    max_examples=2000 if SOAK else 50, stateful_step_count=30, deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 TestCompactionModel = CompactionMachine.TestCase
