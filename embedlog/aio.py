@@ -6,15 +6,24 @@ executor per client; a waiting poll never holds a thread: it tries a non-blockin
 per log directory sets (via call_soon_threadsafe) when a partition file there changes size
 or mtime, re-polling at least every 5 s so group membership stays alive.
 """
+from __future__ import annotations
 
 import asyncio
 import os
 import threading
 import typing
 import weakref
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
 
 from embedlog import Consumer, KafkaError, KafkaException, Producer
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from typing_extensions import Self
+
+    from embedlog import Message, TopicPartition
 
 __all__ = ["AIOConsumer", "AIOProducer"]
 
@@ -131,12 +140,12 @@ class _Base:
         if self._own_pool:
             self._pool.shutdown(wait=False)
 
-    async def cluster_id(self, timeout=-1):
+    async def cluster_id(self, timeout: float = -1) -> str:
         """The cluster id (for a log directory: its name, as AdminClient reports it)."""
         md = await self._call(self._sync.list_topics, timeout=timeout)
         return md.cluster_id
 
-    async def set_sasl_credentials(self, username, password):
+    async def set_sasl_credentials(self, username: str, password: str) -> None:
         fn = getattr(self._sync, "set_sasl_credentials", None)
         if fn is None:
             raise KafkaException(KafkaError(KafkaError._NOT_IMPLEMENTED,
@@ -145,11 +154,14 @@ class _Base:
 
     list_topics = _delegate("list_topics")
 
-    async def __aenter__(self):
+    async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(self, *exc):
+    async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+    async def close(self) -> None:
+        raise NotImplementedError
 
 
 class AIOProducer(_Base):
@@ -157,10 +169,11 @@ class AIOProducer(_Base):
     delivered Message. max_workers/batch_size/buffer_timeout are accepted for confluent's
     signature; batching is the sync producer's own (linger.ms, batch.size)."""
 
-    def __init__(self, conf=None, max_workers=1, executor=None, batch_size=1000, buffer_timeout=1.0, **kwargs):
+    def __init__(self, conf: Mapping[str, Any] | None = None, max_workers: int = 1, executor: Executor | None = None,
+                 batch_size: int = 1000, buffer_timeout: float = 1.0, **kwargs: Any) -> None:
         super().__init__(Producer(conf, **kwargs), executor)
         self._unsettled = 0              # futures handed out and not resolved yet
-        self._reporter = None            # the task serving delivery reports while any are
+        self._reporter: asyncio.Task | None = None  # the task serving delivery reports while any are
         self._report_pool = None         # its one thread (the sync Producer is thread-safe)
 
     async def _serve_reports(self):
@@ -173,7 +186,9 @@ class AIOProducer(_Base):
         while self._unsettled and not self._closed:
             await loop.run_in_executor(self._report_pool, self._sync.poll, 0.2)
 
-    async def produce(self, topic, value=None, key=None, on_delivery=None, **kwargs):
+    async def produce(self, topic: str, value: bytes | str | None = None, key: bytes | str | None = None,
+                      on_delivery: Callable[[KafkaError | None, Message], object] | None = None,
+                      **kwargs: Any) -> asyncio.Future[Message]:
         """Returns a future resolving to the delivered message (raises KafkaException on error)."""
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
@@ -197,7 +212,7 @@ class AIOProducer(_Base):
             self._reporter = asyncio.create_task(self._serve_reports())
         return fut
 
-    async def poll(self, timeout=0):
+    async def poll(self, timeout: float = 0) -> int:
         return await self._call(self._sync.poll, timeout)
 
     flush = _delegate("flush")
@@ -208,7 +223,7 @@ class AIOProducer(_Base):
     commit_transaction = _delegate("commit_transaction")
     abort_transaction = _delegate("abort_transaction")
 
-    async def close(self):
+    async def close(self) -> None:
         await self._call(self._sync.flush)
         await self._call(self._sync.close)
         self._shutdown()
@@ -222,12 +237,13 @@ class AIOConsumer(_Base):
     """confluent_kafka.aio.AIOConsumer's shape, plus `async for msg in consumer`. A waiting
     poll/consume holds no thread (see the module's docstring)."""
 
-    def __init__(self, conf=None, max_workers=1, executor=None, **kwargs):
+    def __init__(self, conf: Mapping[str, Any] | None = None, max_workers: int = 1, executor: Executor | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(Consumer(conf, **kwargs), executor)
         d = _log_dir(conf, kwargs)
         self._watcher = _DirWatcher.of(d) if d else None
         self._waiter = None
-        self._stash = []  # what a cancelled poll had already taken from the sync consumer
+        self._stash: list = []  # what a cancelled poll had already taken from the sync consumer
 
     async def _try(self, try_once):
         """Runs try_once in the executor; if the awaiting call is cancelled meanwhile, what it
@@ -275,24 +291,24 @@ class AIOConsumer(_Base):
                 pass
             self._waiter.event.clear()
 
-    async def poll(self, timeout=-1):
+    async def poll(self, timeout: float | None = -1) -> Message | None:
         got = await self._wait(lambda: self._sync.poll(0), timeout)
         if isinstance(got, list):  # stashed by a cancelled consume()
             got, rest = got[0], got[1:]
             self._stash[:0] = rest
         return got
 
-    async def consume(self, num_messages=1, timeout=-1):
+    async def consume(self, num_messages: int = 1, timeout: float | None = -1) -> list[Message]:
         got = await self._wait(lambda: self._sync.consume(num_messages, 0), timeout)
         if got is not None and not isinstance(got, list):
             got = [got]
         return got or []
 
-    def __aiter__(self):
+    def __aiter__(self) -> Self:
         return self
 
-    async def __anext__(self):
-        return await self.poll(None)
+    async def __anext__(self) -> Message:
+        return await self.poll(None)  # type: ignore[return-value]  # poll(None) waits for a message
 
     subscribe = _delegate("subscribe")
     unsubscribe = _delegate("unsubscribe")
@@ -311,11 +327,11 @@ class AIOConsumer(_Base):
     get_watermark_offsets = _delegate("get_watermark_offsets")
     consumer_group_metadata = _delegate("consumer_group_metadata")
 
-    async def commit(self, *a, **k):
+    async def commit(self, *a: Any, **k: Any) -> list[TopicPartition] | None:
         """Synchronous by default (asynchronous=False), as an awaited commit should be."""
         k.setdefault("asynchronous", False)
         return await self._call(self._sync.commit, *a, **k)
 
-    async def close(self):
+    async def close(self) -> None:
         await self._call(self._sync.close)
         self._shutdown()
