@@ -18,6 +18,8 @@ from __future__ import annotations
 import os
 from array import array
 from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING
 
 try:
     import pyarrow as pa
@@ -28,6 +30,12 @@ from .storage import _compression
 from .storage import _hotpath as hp
 from .storage._errors import CorruptRecordError
 from .storage._records import ATTR_CONTROL, HEADER_SIZE, _decode_headers
+
+if TYPE_CHECKING:
+    from .storage._log import Log
+
+# start=/end=: one offset for every partition, or {partition: offset}.
+Bounds = int | Mapping[int, int] | None
 
 __all__ = ["SCHEMA", "iter_record_batches", "to_arrow"]
 
@@ -40,7 +48,8 @@ READ_BYTES = 4 << 20          # bytes of batches read per chunk (one RecordBatch
 _EMPTY_HEADERS = pa.array([], type=HEADERS_TYPE.value_type)
 
 
-def to_arrow(log, topic: str, partitions=None, start=None, end=None) -> pa.Table:
+def to_arrow(log: Log | str | os.PathLike[str], topic: str, partitions: Iterable[int] | None = None,
+             start: Bounds = None, end: Bounds = None) -> pa.Table:
     """The records of `topic` as a pyarrow Table (columns: partition, offset, timestamp,
     key, value, headers), partition by partition in offset order.
 
@@ -52,7 +61,8 @@ def to_arrow(log, topic: str, partitions=None, start=None, end=None) -> pa.Table
     return pa.Table.from_batches(list(iter_record_batches(log, topic, partitions, start, end)), schema=SCHEMA)
 
 
-def iter_record_batches(log, topic: str, partitions=None, start=None, end=None):
+def iter_record_batches(log: Log | str | os.PathLike[str], topic: str, partitions: Iterable[int] | None = None,
+                        start: Bounds = None, end: Bounds = None) -> Iterator[pa.RecordBatch]:
     """to_arrow() as a stream: one pyarrow RecordBatch per ~4 MB read."""
     if isinstance(log, (str, os.PathLike)):
         from .storage._log import open_log
