@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from ._version import __version__ as __version__
 
 if TYPE_CHECKING:  # what a type checker sees; at runtime __getattr__ below imports on first use
-    from . import registry as registry
+    from .registry import _CallableModule
     from ._arrow import to_arrow as to_arrow
     from .client._admin import AdminClient as AdminClient
     from .client._admin import NewPartitions as NewPartitions
@@ -70,6 +70,9 @@ if TYPE_CHECKING:  # what a type checker sees; at runtime __getattr__ below impo
     from .storage._records import build_batch as build_batch
     from .storage._records import decode_records as decode_records
     from .storage._records import parse_header as parse_header
+
+    # embedlog.registry(log) -> Registry: the package is a callable module (registry/__init__.py).
+    registry: _CallableModule
 
 _EXPORTS = {
     "storage._errors": ["ConfigError", "CorruptRecordError", "EmbedlogError", "FormatVersionError",
