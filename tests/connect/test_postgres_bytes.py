@@ -141,3 +141,40 @@ def test_record_bytes_are_unchanged(server, db, tmp_path, case):
     for topic in TOPICS:
         for i, (g, w) in enumerate(zip(got[topic], want[topic])):
             assert g == w, f"{case}: record {i} of {topic} differs"
+
+
+# The short paths of the speed work against the general ones they skip (no server needed).
+
+def test_short_paths_equal_the_general_ones():
+    import datetime
+    import decimal
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from embedlog.connect import _pgoutput as pgo
+    from embedlog.connect import _pgtypes as pgt
+
+    def zoned(t):                                           # _zoned as it was: parse, then format
+        d = pgt._parse_ts(t).astimezone(datetime.timezone.utc)
+        frac = f".{d.microsecond:06d}".rstrip("0") if d.microsecond else ""
+        return d.strftime("%Y-%m-%dT%H:%M:%S") + frac + "Z"
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.datetimes(min_value=datetime.datetime(1000, 1, 1)),
+           st.decimals(allow_nan=False, allow_infinity=False, places=4, min_value=-10**12, max_value=10**12),
+           st.integers(0, 6), st.lists(st.one_of(st.none(), st.binary(max_size=40)), max_size=8))
+    def check(ts, dec, scale, cols):
+        text = ts.isoformat(sep=" ")
+        text = (text.rstrip("0") if ts.microsecond else text) + "+00"      # PostgreSQL's form
+        assert pgt._zoned(text) == zoned(text)
+        for t in (f"{dec:.{scale}f}", str(dec)):
+            assert pgt._unscaled_text(t, scale) == pgt._unscaled(decimal.Decimal(t), scale)
+        body = len(cols).to_bytes(2, "big") + b"".join(
+            b"n" if c is None else b"t" + len(c).to_bytes(4, "big") + c for c in cols)
+        assert pgo.decode(b"I" + (7).to_bytes(4, "big") + b"N" + body) == pgo.Insert(7, tuple(cols))
+        if cols and cols[-1]:
+            with pytest.raises(pgo.ConnectError, match="ends early"):
+                pgo.decode(b"I" + (7).to_bytes(4, "big") + b"N" + body[:-1])
+
+    check()
