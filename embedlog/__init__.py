@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 from ._version import __version__ as __version__
 
 if TYPE_CHECKING:  # what a type checker sees; at runtime __getattr__ below imports on first use
-    from .registry import _CallableModule
     from ._arrow import to_arrow as to_arrow
     from .client._admin import AdminClient as AdminClient
     from .client._admin import NewPartitions as NewPartitions
@@ -35,6 +34,7 @@ if TYPE_CHECKING:  # what a type checker sees; at runtime __getattr__ below impo
     from .client._kafka import Message as Message
     from .client._kafka import TopicPartition as TopicPartition
     from .client._producer import Producer as Producer
+    from .registry import _CallableModule
     from .server._server import Server as Server
     from .server._server import serve as serve
     from .storage._errors import ConfigError as ConfigError
