@@ -235,7 +235,7 @@ class Partition(AppendPart, ReadPart, RecoveryPart, MaintenancePart):
             m.close()
         self.state.close()
 
-    def close(self):
+    def close(self) -> None:
         """Flush and, if no append raced us, write a clean checkpoint so the next open after
         a reboot need not scan."""
         if self._closed:

@@ -3,6 +3,8 @@ producer sequences, segment rolls, acks=all replication and group-commit fdatasy
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+from typing import Any
 
 from . import _failpoints, _io, _replication
 from . import _hotpath as hp
@@ -26,8 +28,10 @@ class AppendPart:
         the batch is fdatasync'd (acks=all)."""
         return self.append_batches([batch], sync=sync)[0]
 
-    def append_records(self, values, keys=None, timestamps=None, headers=None, *,
-                       compression: int = 0, sync: bool = False, **batch_fields) -> AppendResult:
+    def append_records(self, values: Sequence[bytes | None], keys: Sequence[bytes | None] | None = None,
+                       timestamps: Sequence[int] | None = None,
+                       headers: Sequence[Sequence[tuple[str, bytes | None]] | None] | None = None, *,
+                       compression: int = 0, sync: bool = False, **batch_fields: Any) -> AppendResult:
         """Encode the records as one batch and append it."""
         return self.append_batches([encode_batch(values, keys, timestamps, headers, compression=compression,
                                                  **batch_fields)], sync=sync, _built_here=True)[0]
@@ -432,7 +436,7 @@ class AppendPart:
             finally:
                 state.unlock(st.LOCK_SYNC)
 
-    def flush(self):
+    def flush(self) -> None:
         """fdatasync everything appended so far (by any process)."""
         self._check_open()
         if self._failed:
