@@ -73,9 +73,25 @@ class ExtractNewRecordState:
         self.fields_prefix = settings.get("add.fields.prefix", "__")
         self.headers = [f.strip() for f in settings.get("add.headers", "").split(",") if f.strip()]
         self.headers_prefix = settings.get("add.headers.prefix", "__")
+        self._schemas: dict[tuple, tuple[dict, dict]] = {}       # _row_schema's
 
     def _name(self, prefix: str, path: str) -> str:
         return prefix + path.replace(".", "_")
+
+    def _row_schema(self, row_schema: dict, added: tuple) -> dict:
+        """The new record's schema: the row's struct plus the added fields, made once per
+        (row schema object, added fields), so a converter's schema cache sees one object (the
+        row schema is kept so its id is not reused while cached)."""
+        cache = self._schemas
+        got = cache.get((id(row_schema), added))
+        if got is not None and got[0] is row_schema:
+            return got[1]
+        new_schema = {k: v for k, v in row_schema.items() if k != "field"}
+        new_schema["fields"] = [*new_schema.get("fields", ()), *(field(n, primitive(t)) for n, t in added)]
+        if len(cache) >= 1024:
+            cache.clear()
+        cache[(id(row_schema), added)] = (row_schema, new_schema)
+        return new_schema
 
     def apply(self, record):
         value = record.value
@@ -95,21 +111,16 @@ class ExtractNewRecordState:
             row_schema = _field_schema(schema, "before")
         else:
             row = dict(value["after"] or {})
-        new_schema = None
-        if row_schema is not None:
-            new_schema = {k: v for k, v in row_schema.items() if k != "field"}
-            new_schema["fields"] = list(new_schema.get("fields", ()))
+        added = []                              # (field name, its type) of each added field
         for path in self.fields:
             name = self._name(self.fields_prefix, path)
             v = _envelope_field(value, path)
             row[name] = v
-            if new_schema is not None:
-                new_schema["fields"].append(field(name, primitive("int64" if isinstance(v, int)
-                                                                  and not isinstance(v, bool) else "string")))
+            added.append((name, "int64" if isinstance(v, int) and not isinstance(v, bool) else "string"))
         if self.delete_mode == "rewrite":
             row[self.fields_prefix + "deleted"] = "true" if op == "d" else "false"
-            if new_schema is not None:
-                new_schema["fields"].append(field(self.fields_prefix + "deleted", primitive("string")))
+            added.append((self.fields_prefix + "deleted", "string"))
+        new_schema = None if row_schema is None else self._row_schema(row_schema, tuple(added))
         headers = tuple(record.headers)
         for path in self.headers:
             v = _envelope_field(value, path)
