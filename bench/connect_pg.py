@@ -6,6 +6,7 @@ by the connector runner, a `Worker` on a temp log directory), beside PostgreSQL'
     python bench/connect_pg.py            # N = 1,000,000
     python bench/connect_pg.py --quick    # N = 100,000
     python bench/connect_pg.py --rows 250000 --json
+    python bench/connect_pg.py --rows 20000 --profile   # + cProfile of the connector's task thread
 
 It starts its own PostgreSQL in a temp directory (tests/connect/pg.py's `PgServer`: initdb,
 wal_level=logical, fsync off), creates `public.bench (id int PRIMARY KEY, name text, qty int,
@@ -79,8 +80,29 @@ def _check(log_dir, n: int) -> None:
         raise SystemExit(f"CDC check: the last record's after is {after}, want row {n}")
 
 
-def run(n: int) -> dict:
+def _profiled():
+    """cProfile around each connector task thread's run (the thread that polls PostgreSQL,
+    converts and produces); returns the list the profiles go to."""
+    import cProfile
+
+    from embedlog.connect import _runner
+    profiles, plain = [], _runner._Task.run
+
+    def run(self):
+        prof = cProfile.Profile()
+        profiles.append(prof)
+        prof.enable()
+        try:
+            plain(self)
+        finally:
+            prof.disable()
+    _runner._Task.run = run
+    return profiles
+
+
+def run(n: int, profile: bool = False) -> dict:
     from embedlog.connect import Worker
+    profiles = _profiled() if profile else None
     server = pg.PgServer().start()
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="embedlog-bench-pg-"))
     info = _benchutil.machine_info(str(tmp))
@@ -133,6 +155,12 @@ def run(n: int) -> dict:
         t_offsets = time.perf_counter() - t0
         worker.stop()
         worker = None
+        if profiles:
+            import io
+            import pstats
+            text = io.StringIO()
+            pstats.Stats(*profiles, stream=text).sort_stats("tottime").print_stats(25)
+            out["profile"] = text.getvalue()
         _check(log_dir, n)
         out.update(insert_s=t_insert, cdc_s=t_durable, cdc_offsets_s=t_offsets,
                    cdc_rows_per_s=n / t_durable, log_bytes=sum(
@@ -171,6 +199,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--quick", action="store_true", help="100,000 rows")
     ap.add_argument("--json", action="store_true", help="print one JSON document")
+    ap.add_argument("--profile", action="store_true", help="print a cProfile of the connector's task thread "
+                    "(slows it: its rates are not the benchmark's)")
     args = ap.parse_args(argv)
     reason = pg.skip_reason()
     if reason:
@@ -179,7 +209,7 @@ def main(argv=None) -> int:
     n = 100_000 if args.quick else args.rows
     if n < 1:
         ap.error("--rows must be at least 1")
-    r = run(n)
+    r = run(n, profile=args.profile)
     if args.json:
         print(json.dumps(r, indent=1))
         return 0
@@ -196,6 +226,8 @@ def main(argv=None) -> int:
         print(f"| COPY ... TO STDOUT ({fmt}) | {r[f'copy_{fmt}_s']:.2f} | {r[f'copy_{fmt}_rows_per_s']:,.0f} | "
               f"{r[f'copy_{fmt}_bytes']:,} |")
     print(f"Ratio CDC / COPY text: {r['ratio_text']:.3f}; CDC / COPY binary: {r['ratio_binary']:.3f}")
+    if r.get("profile"):
+        print(r["profile"])
     return 0
 
 
