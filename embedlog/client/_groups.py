@@ -25,7 +25,7 @@ import uuid
 
 from ..storage import _hotpath as hp
 from ..storage import _io
-from ..storage._errors import EmbedlogError, LockTimeoutError, UnknownTopicOrPartitionError
+from ..storage._errors import EmbedlogError, LockTimeoutError, UnknownTopicOrPartitionError, typed_os_errors
 from ..storage._state import fsync_dir, remove_temp_files, write_atomic
 
 GROUPS_DIR = "groups"
@@ -169,14 +169,27 @@ class GroupMember:
         self._mutex = threading.RLock()
         self._stop = threading.Event()
         self._heartbeat = None
-        _io.makedirs(os.path.join(self.dir, "members"), exist_ok=True)
-        self._lock_fd = _io.open(os.path.join(self.dir, ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        gen_path = os.path.join(self.dir, "generation")
-        self._gen_fd = _io.open(gen_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        if os.fstat(self._gen_fd).st_size < 4096:
-            _io.ftruncate(self._gen_fd, 4096)
-        self._gen_mm = mmap.mmap(self._gen_fd, 4096)
+        self._lock_fd = self._gen_fd = None
+        try:
+            with typed_os_errors(f"opening the files of group {group!r}"):
+                _io.makedirs(os.path.join(self.dir, "members"), exist_ok=True)
+                self._lock_fd = _io.open(os.path.join(self.dir, ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                                         0o644)
+                gen_path = os.path.join(self.dir, "generation")
+                self._gen_fd = _io.open(gen_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                if os.fstat(self._gen_fd).st_size < 4096:
+                    _io.ftruncate(self._gen_fd, 4096)
+                self._gen_mm = mmap.mmap(self._gen_fd, 4096)
+        except BaseException:
+            for fd in (self._lock_fd, self._gen_fd):
+                if fd is not None:
+                    os.close(fd)
+            raise
         self._gen_ptr = hp.from_buffer(self._gen_mm)
+
+    def _typed(self, doing: str):
+        """An OSError of a group operation as a StorageError naming the file (#18)."""
+        return typed_os_errors(f"{doing} group {self.group!r}")
 
     # -- locks
     def _group_lock(self, exclusive: bool):
@@ -315,7 +328,7 @@ class GroupMember:
     def join(self, subscription: list[str], release: frozenset = frozenset()):
         """Join (or rejoin with a new subscription). `release`: pending revocations of this
         member that it has revoked already (a wire client in JoinGroup has)."""
-        with self._mutex:
+        with self._mutex, self._typed("joining"):
             self._join(subscription, release)
         if self._heartbeat is None:
             self._heartbeat = threading.Thread(target=self._heartbeat_loop, daemon=True,
@@ -360,7 +373,7 @@ class GroupMember:
 
     def poll_assignment(self):
         """None if nothing changed, else (generation, assignment) of the new generation."""
-        with self._mutex:
+        with self._mutex, self._typed("reading the assignment of"):
             return self._poll_assignment()
 
     def _poll_assignment(self):
@@ -397,7 +410,7 @@ class GroupMember:
         session.timeout.ms (e.g. SIGSTOP: its lock stays held, its member file's mtime
         stops moving; it is evicted), or the group's topics changed: partitions added, a
         subscribed topic (or one matching a pattern) created or deleted."""
-        with self._mutex:
+        with self._mutex, self._typed("checking the members of"):
             self._check_members()
 
     def _check_members(self):
@@ -475,7 +488,7 @@ class GroupMember:
     def request_rebalance(self):
         """After revoking partitions that move away: hand them over (the next generation
         gives them to their new owners)."""
-        with self._mutex:
+        with self._mutex, self._typed("rebalancing"):
             self._group_lock(True)
             try:
                 owed, self._owed = self._owed, frozenset()
@@ -496,7 +509,7 @@ class GroupMember:
         return _Guard()
 
     def leave(self):
-        with self._mutex:
+        with self._mutex, self._typed("leaving"):
             self._leave()
 
     def _leave(self):
@@ -508,8 +521,11 @@ class GroupMember:
                 _io.unlink(os.path.join(self.dir, "members", self.member_id))
             except FileNotFoundError:
                 pass
-            os.close(self._member_fd)
-            self._member_fd = None
+            finally:
+                # closed even when the unlink failed: the file's lock is free, so the
+                # others take this member for dead and remove it
+                os.close(self._member_fd)
+                self._member_fd = None
             self._rebalance_locked()
         finally:
             self._group_unlock()

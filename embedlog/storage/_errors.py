@@ -23,6 +23,8 @@
 """
 from __future__ import annotations
 
+import contextlib
+
 
 class EmbedlogError(Exception):
     """Base of every embedlog error."""
@@ -164,3 +166,16 @@ class InvalidReplicationFactorError(EmbedlogError, ValueError):
     """Raised when a topic asks for more replicas than the log has directories."""
 
     code = 38
+
+
+@contextlib.contextmanager
+def typed_os_errors(what: str):
+    """An OSError inside as a StorageError saying what failed, naming the file and the errno
+    (a StorageError passes unchanged)."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except OSError as e:
+        raise StorageError(f"{what} failed: {e.strerror or e}", path=getattr(e, "path", None) or e.filename,
+                           errno=e.errno) from e

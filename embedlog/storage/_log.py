@@ -15,7 +15,6 @@ its partition folders, so a crash mid-create leaves no half topic.
 """
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import os
@@ -40,6 +39,7 @@ from ._errors import (
     StorageError,
     TopicExistsError,
     UnknownTopicOrPartitionError,
+    typed_os_errors,
 )
 from ._maintenance import DEFAULT_INTERVAL_MS, Maintainer, maintain_log
 from ._partition import DEFAULT_LOCK_TIMEOUT, AppendResult, Partition
@@ -102,7 +102,7 @@ class _TopicPartition(Partition):
     max.message.bytes applies to the very next append even when the caller kept this
     object instead of going through the Topic. The config dict is the topic's."""
 
-    _owner: "Topic"
+    _owner: Topic
 
     def append_batches(self, batches, *, sync: bool = False, _built_here: bool = False) -> list[AppendResult]:
         # Partition.append_batches's own signature, spelled out: forwarding *args/**kwargs
@@ -135,7 +135,7 @@ class Topic:
     the version it loaded at each use (num_partitions, partitions, config, append, and
     each append of its partitions) and re-reads topics/<name>.json when it moved."""
 
-    def __init__(self, log: "Log", name: str, meta: dict, version: int):
+    def __init__(self, log: Log, name: str, meta: dict, version: int):
         self.log = log
         self.name = name
         self._num_partitions = meta["partitions"]
@@ -190,8 +190,7 @@ class Topic:
         # in), and a partition appending in another thread never sees a missing key.
         if config != self._config:
             self._config.update(config)
-        if num_partitions > self._num_partitions:
-            self._num_partitions = num_partitions     # partitions are never removed
+        self._num_partitions = max(self._num_partitions, num_partitions)     # partitions are never removed
 
     def _refresh_mirrors(self):
         """The registry may have changed (a mirror removed or added back)."""
@@ -558,7 +557,7 @@ class Log:
                           "map to different partitions from now on (murmur2(key) % partitions)",
                           stacklevel=2)
             values = _config.topic_config(meta.get("config"))
-            with _typed_errors(f"adding partitions to topic {name!r}"):
+            with typed_os_errors(f"adding partitions to topic {name!r}"):
                 for p in range(current, total):
                     pdir = os.path.join(self.path, f"{name}-{p}")
                     if os.path.exists(pdir):
@@ -597,7 +596,7 @@ class Log:
                               f"than its replication factor {factor}: acks=all will always fail "
                               f"with NOT_ENOUGH_REPLICAS (acks=0/1 still write)", stacklevel=2)
             meta["config"] = _config.set_configs(values, overrides)
-            with _typed_errors(f"changing the config of topic {name!r}"):
+            with typed_os_errors(f"changing the config of topic {name!r}"):
                 write_atomic(self._meta_path(name), seal_json(json.dumps(meta, indent=1).encode()))
             self._published(name, meta, values)
         return values
@@ -628,7 +627,7 @@ class Log:
             t = self._topics.pop(name, None)
             if t is not None:
                 t.close()
-            with _typed_errors(f"deleting topic {name!r}"):
+            with typed_os_errors(f"deleting topic {name!r}"):
                 try:
                     _io.unlink(self._meta_path(name))      # the commit point
                 finally:
@@ -743,7 +742,8 @@ class Log:
                 self._retired.append(t)  # checkpoint into a folder that is gone or not its own
                 continue
             try:
-                t.close()
+                with typed_os_errors(f"closing topic {t.name!r}"):
+                    t.close()
             except Exception as e:  # close every partition even if one fails
                 errors.append(e)
         self._topics.clear()
@@ -753,18 +753,6 @@ class Log:
         self.notifier.close()
         if errors:
             raise errors[0]
-
-
-@contextlib.contextmanager
-def _typed_errors(what: str):
-    """An OSError of a topic operation as a StorageError naming the file and the errno."""
-    try:
-        yield
-    except StorageError:
-        raise
-    except OSError as e:
-        raise StorageError(f"{what} failed: {e.strerror or e}", path=getattr(e, "path", None) or e.filename,
-                           errno=e.errno) from e
 
 
 def open_log(path: str | os.PathLike[str], *, create: bool = True, lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
