@@ -51,7 +51,21 @@ def _b64(value):
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=_b64).encode
+def _encoder():
+    """json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=_b64) as one
+    function: json's C encoder made once with the arguments JSONEncoder.encode would give it
+    per call (without the circular-reference check: a connector's values are trees), or
+    JSONEncoder.encode itself where json has no C encoder."""
+    enc = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=_b64)
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return enc.encode
+    once = make(None, enc.default, json.encoder.encode_basestring, None, ":", ",", False, False, True)
+    join = "".join
+    return lambda value: join(once(value, 0))
+
+
+_dumps = _encoder()
 
 
 def _text(value) -> str:

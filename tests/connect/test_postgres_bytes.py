@@ -178,3 +178,27 @@ def test_short_paths_equal_the_general_ones():
                 pgo.decode(b"I" + (7).to_bytes(4, "big") + b"N" + body[:-1])
 
     check()
+
+
+def test_converter_json_encoder_equals_json_dumps():
+    import base64
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from embedlog.connect import _converters
+
+    leaf = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(), st.binary())
+    tree = st.recursive(leaf, lambda c: st.one_of(st.lists(c), st.dictionaries(st.text(), c)), max_leaves=20)
+
+    def b64(v):
+        return base64.b64encode(v).decode()
+
+    @settings(max_examples=300, deadline=None)
+    @given(tree)
+    def check(v):
+        assert _converters._dumps(v) == json.dumps(v, separators=(",", ":"), ensure_ascii=False, default=b64)
+
+    check()
+    with pytest.raises(TypeError, match="set is not JSON serializable"):
+        _converters._dumps({"a": {1}})
