@@ -6,7 +6,17 @@ import os
 
 import click
 
-from ._common import CliError, Group, dir_option, echo_json, emit_rows, log_dir, note, open_log, output_options
+from ._common import (
+    CliError,
+    Group,
+    dir_option,
+    echo_json,
+    emit_rows,
+    log_dir,
+    note,
+    open_log,
+    output_options,
+)
 
 
 @click.group(cls=Group)
@@ -97,7 +107,7 @@ def status(topics, fmt):
 @click.argument("path")
 def promote(path):
     """Make mirror PATH the primary (failover); the old primary becomes its mirror."""
-    from embedlog.storage._replication import promote as do_promote
+    from embedlog.storage._failover import promote as do_promote
     doc = _storage(do_promote, path)
     click.echo(f"{doc['primary']} is now the primary; {doc['old_primary']} is its mirror "
                f"(truncated to the common prefix when next copied to).")
@@ -111,8 +121,8 @@ def promote(path):
 def repair():
     """Replace damaged segments of the primary by an in-sync mirror's copy, and rebuild
     mirrors that vanished (removed, replaced, unmounted)."""
+    from embedlog.storage._failover import repair as do_repair
     from embedlog.storage._replication import rebuild_vanished
-    from embedlog.storage._replication import repair as do_repair
     log = open_log()
     done, rebuilt = [], []
     try:

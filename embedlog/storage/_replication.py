@@ -37,22 +37,36 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
 
 from . import _hotpath as hp
 from . import _io
 from . import _state as st
-from ._errors import (EmbedlogError, FormatVersionError, InvalidReplicationFactorError, LogClosedError,
-                      StorageError)
+from ._errors import (
+    EmbedlogError,
+    FormatVersionError,
+    InvalidReplicationFactorError,
+    LogClosedError,
+    StorageError,
+)
 from ._failpoints import hit
-from ._records import iter_batches, now_ms, peek_header
+from ._mirror_files import (
+    _copy_cleaner_checkpoint,
+    _copy_fds,
+    _copy_file,
+    _copy_file_prefix,
+    _copy_range,
+    _copy_topic_config_of,
+    _create,
+    _fdatasync_path,
+    common_prefix,
+)
+from ._records import now_ms
 from ._segment import Segment, list_segments, segment_name
 
 REPLICAS_FILE = "replicas.json"
 REPLICAS_VERSION = 1
 MAX_MIRRORS = 8
 COPY_LOCK_BASE = 8                # byte 8 + slot of partition.state: the mirror's copy lock
-COPY_CHUNK = 8 << 20
 FAILED_BACKOFF_MS = 1000
 _SLOT_BASE, _SLOT_SIZE = 256, 64
 LEO, DURABLE, BASE, SIZE, CAUGHT_UP, FLAGS, FAILED_MS, VANISH_WORD = range(8)
@@ -467,9 +481,7 @@ class PartitionMirror:
         self.set(BASE, fields[st.F_ACTIVE_BASE])
         self.set(SIZE, fields[st.F_ACTIVE_SIZE])
         self.set(LEO, leo)
-        if durable:
-            self.set(DURABLE, leo)
-        elif self.get(DURABLE) > leo:
+        if durable or self.get(DURABLE) > leo:
             self.set(DURABLE, leo)
         # Kafka's lastCaughtUpTimeMs: the mirror now holds everything the primary had when
         # this copy started.
@@ -616,183 +628,6 @@ class PartitionMirror:
         return changed
 
 
-def _copy_topic_config_of(mirror):
-    """topics/<name>.json of the primary, copied to the mirror when it changed."""
-    src = os.path.join(os.path.dirname(mirror.part.path), "topics", mirror.part.topic + ".json")
-    try:
-        s = os.stat(src)
-    except FileNotFoundError:
-        return
-    key = (s.st_ino, s.st_mtime_ns, s.st_size)
-    if mirror._config_seen == key:
-        return
-    _io.makedirs(os.path.join(mirror.root, "topics"), exist_ok=True)
-    with open(src, "rb") as f:
-        data = f.read()
-    st.write_atomic(os.path.join(mirror.root, "topics", mirror.part.topic + ".json"), data)
-    mirror._config_seen = key
-
-
-def _copy_cleaner_checkpoint(src_dir, dst_dir):
-    """A compacted partition's offsets have gaps; its cleaner.checkpoint says so (FORMAT.md
-    §14). A mirror needs it before the first compacted segment reaches it, or a promoted
-    mirror would take the first gap for damage."""
-    from ._cleaner import CLEANER_CHECKPOINT
-    src = os.path.join(src_dir, CLEANER_CHECKPOINT)
-    try:
-        with open(src, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        return
-    dst = os.path.join(dst_dir, CLEANER_CHECKPOINT)
-    try:
-        with open(dst, "rb") as f:
-            if f.read() == data:
-                return
-    except FileNotFoundError:
-        pass
-    st.write_atomic(dst, data)
-
-
-def _create(path):
-    os.close(_io.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644))
-
-
-def _fdatasync_path(path):
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    try:
-        _io.fdatasync(fd, path)
-    finally:
-        os.close(fd)
-
-
-def _copy_fds(sfd: int, dfd: int, start: int, end: int, where):
-    pos = start
-    while pos < end:
-        buf = os.pread(sfd, min(COPY_CHUNK, end - pos), pos)
-        if not buf:
-            raise OSError(5, f"the primary's file ended at {pos}, expected {end} bytes", where)
-        _io.pwrite_all(dfd, buf, pos, where)
-        pos += len(buf)
-
-
-def _copy_range(src, dst, start: int, end: int, *, truncate: bool):
-    """dst[start:end] = src[start:end]; with truncate, dst ends at `end`."""
-    sfd = os.open(src, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    try:
-        dfd = _io.open(dst, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))   # failing, it leaked sfd
-        try:
-            _copy_fds(sfd, dfd, start, end, dst)
-            if truncate and os.fstat(dfd).st_size != end:
-                _io.ftruncate(dfd, end, dst)
-        finally:
-            os.close(dfd)
-    finally:
-        os.close(sfd)
-
-
-def _copy_file_prefix(src, dst, size: int):
-    """dst := the first `size` bytes of src, through a new file (fdatasync'd, renamed)."""
-    tmp = dst + ".mirror"
-    fd = _io.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o644)
-    try:
-        try:
-            sfd = os.open(src, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-            try:
-                _copy_fds(sfd, fd, 0, size, tmp)
-            finally:
-                os.close(sfd)
-            _io.fdatasync(fd, tmp)
-        finally:
-            os.close(fd)
-        _io.replace(tmp, dst)
-    except OSError:
-        _unlink_quietly(tmp)
-        raise
-
-
-def _copy_file(src, dst):
-    tmp = dst + ".mirror"
-    try:
-        _io.copyfile(src, tmp)
-        _fdatasync_path(tmp)
-        _io.replace(tmp, dst)
-    except OSError:
-        _unlink_quietly(tmp)          # a failed copy leaves no temp file (the next copy would)
-        raise
-
-
-def _unlink_quietly(path):
-    try:
-        _io.unlink(path)
-    except OSError:
-        pass
-
-
-def common_prefix(src, dst, src_size: int) -> int:
-    """The length of the longest prefix of whole, valid batches that dst shares byte for
-    byte with src (src's first src_size bytes): where a mirror must be truncated before it
-    continues. Oldest first: with no leader epochs, a later batch that happens to match
-    must not hide an earlier one that differs. Reads both files in chunks."""
-    try:
-        dfd = os.open(dst, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        return 0
-    sfd = os.open(src, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    try:
-        pos = 0                                   # everything before pos is equal and whole
-        while pos < src_size:
-            buf = os.pread(dfd, COPY_CHUNK, pos)
-            ends = []
-            try:
-                for bpos, h in iter_batches(buf, verify_crc=True):
-                    if pos + bpos + h.size > src_size:
-                        break
-                    ends.append(bpos + h.size)
-            except EmbedlogError:
-                pass                              # torn or garbage: the valid batches so far count
-            if not ends:
-                if len(buf) < COPY_CHUNK:
-                    break
-                h = peek_header(buf)              # one batch larger than a chunk
-                if h is None or pos + h.size > src_size:
-                    break
-                buf = os.pread(dfd, h.size, pos)
-                try:
-                    ends = [bpos + hh.size for bpos, hh in iter_batches(buf, verify_crc=True)]
-                except EmbedlogError:
-                    break
-                if not ends:
-                    break
-            theirs = os.pread(sfd, ends[-1], pos)
-            if theirs == buf[:ends[-1]]:
-                pos += ends[-1]
-                continue
-            differ = next(i for i in range(len(theirs)) if i >= len(buf) or theirs[i] != buf[i]) \
-                if len(theirs) < 4096 else _first_difference(theirs, buf)
-            return pos + max((e for e in ends if e <= differ), default=0)
-        return pos
-    finally:
-        os.close(sfd)
-        os.close(dfd)
-
-
-def _first_difference(a: bytes, b: bytes) -> int:
-    lo, hi = 0, min(len(a), len(b))
-    while hi - lo > 64:                          # bisect on equal prefixes, then scan
-        mid = (lo + hi) // 2
-        if a[lo:mid] == b[lo:mid]:
-            lo = mid
-        else:
-            hi = mid
-    for i in range(lo, min(len(a), len(b))):
-        if a[i] != b[i]:
-            return i
-    return min(len(a), len(b))
-
-
-# ------------------------------------------------------------------ ISR and high watermark
-
 def update_isr_locked(part, fields, now: int) -> bool:
     """Kafka's ISR rules for each mirror, then the high watermark = the lowest log end
     offset in the ISR (never moving back). Append lock held. True if fields changed."""
@@ -937,131 +772,23 @@ class Replicator:
             self._thread.join(timeout=5)
 
 
-__all__ = ["read_replicas", "write_replicas", "add_replica", "remove_replica", "choose_replicas",
-           "PartitionMirror", "MirrorVanishedError", "refresh", "status", "update_isr_locked", "isr_size",
-           "rebuild_vanished", "Replicator"]
+__all__ = [
+    "MirrorVanishedError",
+    "PartitionMirror",
+    "Replicator",
+    "add_replica",
+    "choose_replicas",
+    "isr_size",
+    "read_replicas",
+    "rebuild_vanished",
+    "refresh",
+    "remove_replica",
+    "status",
+    "update_isr_locked",
+    "write_replicas",
+]
 
 
 # ------------------------------------------------------------------ failover and repair
 
 PRIMARY_ONLY_FILES = (st.STATE_FILE, st.CHECKPOINT_FILE)
-
-
-def promote(mirror_path, *, fence: bool = True) -> dict:
-    """Make a mirror directory the primary (`embedlog replicas promote`). Its registry
-    lists the old primary (under the id the mirror had) and the other mirrors; the old
-    primary and those mirrors, where reachable, are marked as mirrors of the new primary,
-    so the old primary cannot be opened as a primary again: when the new primary copies
-    to it, its divergent tail (records that never reached this mirror) is truncated.
-    Opening the promoted directory recovers its partitions from their files. `fence=False`
-    leaves the others alone (tests promote a copy of a mirror)."""
-    mirror_path = os.path.abspath(os.fspath(mirror_path))
-    marker = os.path.join(mirror_path, "embedlog.json")
-    try:
-        with open(marker, "rb") as f:
-            doc = json.loads(f.read())
-    except (OSError, ValueError) as e:
-        raise StorageError(f"{mirror_path} is not an embedlog mirror ({e})", path=mirror_path) from e
-    old = doc.get("mirror_of")
-    if not old:
-        raise StorageError(f"{mirror_path} is not a mirror (it is a primary already)", path=mirror_path)
-    try:
-        registry = read_replicas(old)
-    except EmbedlogError:
-        registry = []                      # the old primary is gone: keep what we know
-    me = next((r for r in registry if r["path"] == mirror_path), None)
-    my_id = me["id"] if me else 1
-    new_registry = [{"id": my_id, "path": old}]
-    for r in registry:
-        if r["path"] != mirror_path and not r.get("removed"):
-            new_registry.append({"id": r["id"], "path": r["path"]})
-    try:
-        return _promote(mirror_path, marker, old, new_registry, fence)
-    except StorageError:
-        raise
-    except OSError as e:
-        raise StorageError(f"promoting {mirror_path} failed: {e.strerror or e}; run it again to finish",
-                           path=e.filename or mirror_path, errno=e.errno) from e
-
-
-def _promote(mirror_path, marker, old, new_registry, fence) -> dict:
-    for name in os.listdir(mirror_path):          # partition folders: no primary state yet
-        pdir = os.path.join(mirror_path, name)
-        if os.path.isdir(pdir) and name not in ("topics", "groups"):
-            for f in PRIMARY_ONLY_FILES:
-                try:
-                    _io.unlink(os.path.join(pdir, f))
-                except FileNotFoundError:
-                    pass
-    write_replicas(mirror_path, new_registry)
-    fenced = []
-
-    def fence_one(r):
-        try:
-            if os.path.exists(os.path.join(r["path"], "embedlog.json")):
-                st.write_atomic(os.path.join(r["path"], "embedlog.json"),
-                                json.dumps(mirror_marker(mirror_path)).encode() + b"\n")
-                fenced.append(r["path"])
-        except OSError:
-            pass                                  # unreachable now: fenced when it is copied to
-    # The old primary is fenced before this directory calls itself a primary: a crash in
-    # between leaves two mirrors (running promote again finishes the job), never two primaries.
-    if fence:
-        fence_one(new_registry[0])
-    st.write_atomic(marker, json.dumps({"format": "embedlog", "version": 1}).encode() + b"\n")
-    for r in (new_registry[1:] if fence else ()):
-        fence_one(r)
-    return {"primary": mirror_path, "old_primary": old, "replicas": new_registry, "fenced": fenced}
-
-
-def repair(part) -> list[dict]:
-    """Replace damaged segments of a partition by an in-sync mirror's copy (`embedlog
-    replicas repair`). A segment is damaged when a validating scan stops before its end;
-    the mirror's copy is used only if it scans valid further than the primary's. Runs
-    under the append lock; afterwards the partition's state is rebuilt from the files."""
-    repaired = []
-    with part._mutex:
-        part._lock()
-        try:
-            fields = part._ensure_state_locked()
-            active_base = fields[st.F_ACTIVE_BASE]
-            part.state.set_in_append(os.getpid())
-            for base in list_segments(part.path):
-                seg = Segment(part.path, base)
-                try:
-                    size = seg.file_size()
-                    end = fields[st.F_ACTIVE_SIZE] if base == active_base else size
-                    r = seg.scan(base, part.config["index.interval.bytes"], end=end, dense=part._dense())
-                finally:
-                    seg.close()
-                if r.valid_size >= end:
-                    continue
-                # In-sync mirrors first: their copies are the freshest.
-                for m in sorted(part.mirrors, key=lambda m: not m.in_isr()):
-                    if m.path is None:
-                        continue
-                    cand = Segment(m.path, base)
-                    try:
-                        if not os.path.exists(cand.log_path):
-                            continue
-                        cr = cand.scan(base, part.config["index.interval.bytes"], end=cand.file_size(),
-                                       dense=part._dense())
-                    except (OSError, EmbedlogError):
-                        continue
-                    finally:
-                        cand.close()
-                    if cr.valid_size > r.valid_size and (base != active_base or cr.valid_size >= end):
-                        _copy_file(cand.log_path, seg.log_path)
-                        Segment(part.path, base).rebuild_indexes(part.config["index.interval.bytes"],
-                                                                  closed=base != active_base, dense=part._dense())
-                        repaired.append({"segment": seg.log_path, "from": cand.log_path,
-                                         "valid_bytes_before": r.valid_size, "valid_bytes_after": cr.valid_size})
-                        break
-            if repaired:
-                st.fsync_dir(part.path)
-                part.state.invalidate()         # every process re-derives the state from the files
-            else:
-                part.state.set_in_append(0)     # nothing changed: the state (and what it knows of mirrors) stands
-        finally:
-            part.state.unlock(st.LOCK_APPEND)
-    return repaired

@@ -18,7 +18,7 @@ import struct
 import time
 
 import embedlog
-from embedlog.storage._replication import promote
+from embedlog.storage._failover import promote
 
 ACK = struct.Struct("<q")
 

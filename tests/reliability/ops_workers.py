@@ -23,7 +23,7 @@ import traceback
 
 import embedlog
 from embedlog import StorageError
-from embedlog.storage import _replication
+from embedlog.storage import _failover, _replication
 from embedlog.storage._offsets import OffsetStore
 from embedlog.storage._state import TEMP_RE
 
@@ -488,7 +488,7 @@ class MirrorCopyScenario(OpScenario):
         copy = os.path.join(d, "promoted")
         shutil.copytree(mirror, copy)
         try:
-            _replication.promote(copy, fence=False)
+            _failover.promote(copy, fence=False)
             with open_log(copy) as log:
                 got = read_all(log.partition("m", 0))
                 flat = [kv for b in batches for kv in b]
@@ -516,7 +516,7 @@ class PromoteScenario(OpScenario):
         pass
 
     def operate(self, d, note):
-        _replication.promote(os.path.join(d, "mirror"))
+        _failover.promote(os.path.join(d, "mirror"))
         note(0)
 
     def finish(self, d):
@@ -530,7 +530,7 @@ class PromoteScenario(OpScenario):
         expect(not (still_mirror and notes), "promote returned but the mirror is still a mirror")
         if still_mirror or (_replication.marker_problem(primary, mirror) is not None and ref != "faults"):
             try:
-                _replication.promote(mirror)
+                _failover.promote(mirror)
             except Exception as e:
                 raise Anomaly(f"promote interrupted, then run again, fails: {type(e).__name__}: {e}") from e
         problem = _replication.marker_problem(primary, mirror)

@@ -14,10 +14,15 @@ import time
 import pytest
 
 import embedlog
-from embedlog import (InvalidReplicationFactorError, NotEnoughReplicasAfterAppendError, NotEnoughReplicasError,
-                      StorageError)
+from embedlog import (
+    InvalidReplicationFactorError,
+    NotEnoughReplicasAfterAppendError,
+    NotEnoughReplicasError,
+    StorageError,
+)
 from embedlog.storage import _failpoints
-from embedlog.storage._replication import COPY_LOCK_BASE, promote, repair
+from embedlog.storage._failover import promote, repair
+from embedlog.storage._replication import COPY_LOCK_BASE
 
 T0 = 1_700_000_000_000
 

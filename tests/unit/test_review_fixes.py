@@ -6,8 +6,9 @@ import os
 import threading
 
 import embedlog
+from embedlog.storage._failover import promote
 from embedlog.storage._records import build_batch
-from embedlog.storage._replication import common_prefix, promote
+from embedlog.storage._replication import common_prefix
 from embedlog.storage._state import write_atomic
 
 T0 = 1_700_000_000_000
@@ -190,6 +191,7 @@ def test_a_mirror_whose_fdatasync_failed_is_rewritten_not_trusted(tmp_path):
     and marked them clean, so a later fdatasync of the same file succeeds without them. The
     mirror's segment must be rewritten through a new file before it counts again."""
     import errno as _errno
+
     from embedlog import NotEnoughReplicasError
     from embedlog.storage import _io
     log = embedlog.Log(str(tmp_path / "p"), retention_check_interval_ms=0)
