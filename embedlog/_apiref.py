@@ -30,7 +30,7 @@ SECTIONS: list[tuple[str, list[tuple[str, str, str]]]] = [
         ("embedlog.Producer", "embedlog.client._producer", "Producer"),
         ("BatchDelivery", "embedlog.client._produce_input", "BatchDelivery"),
         ("embedlog.Consumer", "embedlog.client._consumer", "Consumer"),
-        ("ConsumedBatch", "embedlog.client._consumer", "ConsumedBatch"),
+        ("ConsumedBatch", "embedlog.client._fetched", "ConsumedBatch"),
         ("embedlog.AdminClient", "embedlog.client._admin", "AdminClient"),
         ("embedlog.NewTopic", "embedlog.client._admin", "NewTopic"),
         ("embedlog.NewPartitions", "embedlog.client._admin", "NewPartitions"),

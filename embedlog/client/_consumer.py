@@ -24,6 +24,7 @@ from ..storage._errors import (
 )
 from ..storage._offsets import store_for
 from ._clients import acquire_log, get_topic, release_log
+from ._fetched import ConsumedBatch, _Fetched, _PState
 from ._groups import CommitFailedError, GroupMember
 from ._kafka import (
     OFFSET_BEGINNING,
@@ -51,140 +52,6 @@ _monotonic = time.monotonic
 _EMPTY = ()
 
 INT64_MAX = 2**63 - 1             # offsets are int64 in OffsetCommitValue
-
-
-class _Fetched(Message):
-    """A consumed record: fields are read from the fetched chunk's columns on access."""
-
-    __slots__ = ("_c", "_i")
-
-    def __init__(self, chunk, i):
-        self._c = chunk
-        self._i = i
-
-    def topic(self):
-        return self._c[0]
-
-    def partition(self):
-        return self._c[1]
-
-    def offset(self):
-        return self._c[2][self._i]
-
-    def timestamp(self):
-        return self._c[7], self._c[3][self._i]
-
-    def key(self):
-        return self._c[4][self._i]
-
-    def value(self):
-        return self._c[5][self._i]
-
-    def headers(self):
-        h = self._c[6][self._i]
-        return list(h) if h else None
-
-    def error(self):
-        return None
-
-    def latency(self):
-        return None
-
-    def leader_epoch(self):
-        return None
-
-    def __len__(self):
-        v = self._c[5][self._i]
-        return len(v) if v is not None else 0
-
-    def __repr__(self):
-        return f"<Message {self._c[0]}[{self._c[1]}]@{self.offset()}>"
-
-
-class ConsumedBatch:
-    """One fetched chunk of one partition, as columns (Consumer.consume_batch()).
-
-    `offsets`, `keys`, `values`, `timestamps` and `headers` are parallel lists, one item
-    per record in offset order (offsets may have gaps where compaction removed
-    records); `topic`, `partition` and `timestamp_type` (TIMESTAMP_CREATE_TIME or
-    TIMESTAMP_LOG_APPEND_TIME) hold for all of them; `next_offset` is where this
-    partition's reading goes on after the chunk: what commit() stores for it."""
-
-    __slots__ = ("_consumer", "headers", "keys", "next_offset", "offsets", "partition", "timestamp_type",
-                 "timestamps", "topic", "values")
-
-    topic: str
-    partition: int
-    timestamp_type: int
-    offsets: list[int]
-    timestamps: list[int]
-    keys: list[bytes | None]
-    values: list[bytes | None]
-    headers: list[tuple[tuple[str, bytes | None], ...]]
-    next_offset: int
-
-    def __init__(self, consumer, ps, i, j):
-        c = ps.chunk
-        self._consumer = consumer
-        self.topic, self.partition, self.timestamp_type = c[0], c[1], c[7]
-        if i == 0 and j == ps.n:
-            self.offsets, self.timestamps, self.keys, self.values, self.headers = c[2], c[3], c[4], c[5], c[6]
-            self.next_offset = ps.fetch_pos      # past the chunk's last batch (compaction gaps too)
-        else:
-            self.offsets, self.timestamps, self.keys, self.values, self.headers = (
-                c[2][i:j], c[3][i:j], c[4][i:j], c[5][i:j], c[6][i:j])
-            self.next_offset = ps.fetch_pos if j == ps.n else c[2][j - 1] + 1
-
-    def __len__(self) -> int:
-        return len(self.offsets)
-
-    def commit(self, asynchronous: bool = False) -> list[TopicPartition] | None:
-        """Commit this partition's position as next_offset (what a new member of the
-        group starts from). Synchronous by default; returns the committed TopicPartitions."""
-        return self._consumer.commit(self, asynchronous=asynchronous)
-
-    def __repr__(self):
-        first = self.offsets[0] if self.offsets else None
-        return (f"<ConsumedBatch {self.topic}[{self.partition}] {len(self.offsets)} records from "
-                f"{first}, next {self.next_offset}>")
-
-
-class _PState:
-    """One assigned partition."""
-
-    __slots__ = (
-        "chunk",
-        "eof_sent",
-        "fetch_pos",
-        "i",
-        "n",
-        "part",
-        "partition",
-        "paused",
-        "position",
-        "stored",
-        "topic",
-        "ts_type",
-    )
-
-    def __init__(self, topic, partition, part, ts_type):
-        self.topic, self.partition, self.part, self.ts_type = topic, partition, part, ts_type
-        self.fetch_pos = self.position = None     # None: not resolved yet (committed / reset)
-        self.chunk, self.i, self.n = None, 0, 0
-        self.paused = False
-        self.eof_sent = False
-        self.stored = None                        # offset stored for the next commit
-
-    def drop_buffer(self):
-        if self.chunk is not None and self.i > 0:
-            self.position = self.chunk[2][self.i - 1] + 1
-        self.chunk, self.i, self.n = None, 0, 0
-        self.fetch_pos = self.position
-
-    def app_position(self):
-        if self.chunk is not None and self.i > 0:
-            return self.chunk[2][self.i - 1] + 1
-        return self.position
 
 
 class Consumer:
