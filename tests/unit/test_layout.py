@@ -82,10 +82,7 @@ def test_the_checker_sees_an_upward_import(tmp_path, monkeypatch):
 def test_no_module_much_over_800_lines():
     sizes = {str(p.relative_to(PKG)): len(p.read_text().splitlines()) for p in PKG.rglob("*.py")}
     assert max(sizes.values()) > 100          # the walk found the sources
-    # Wave 2's batch paths and mirror checks pushed modules past 900 lines; they are
-    # to be split (issue #17/#18 notes), and no other module may pass 900 meanwhile.
-    limits = {"client/_consumer.py": 930}
-    over = {name: n for name, n in sizes.items() if n > limits.get(name, 900)}
+    over = {name: n for name, n in sizes.items() if n > 900}
     assert not over, over
 
 
