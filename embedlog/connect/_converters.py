@@ -103,6 +103,8 @@ class Converter:
     def from_connect(self, schema: dict | None, value, *, topic: str | None = None) -> bytes | None:
         if value is None and schema is None:
             return None                               # a tombstone stays one, as with Kafka's converters
+        if self.kind == "json":
+            return self._json(schema, value)
         if self.kind == "bytes":
             if value is None:
                 return None
@@ -112,8 +114,9 @@ class Converter:
                 return value.encode()
             raise ConnectError(f"ByteArrayConverter is not compatible with objects of type {type(value).__name__} "
                                f"({self.role})")
-        if self.kind == "string":
-            return None if value is None else _text(value).encode()
+        return None if value is None else _text(value).encode()       # StringConverter
+
+    def _json(self, schema: dict | None, value) -> bytes:
         # JsonConverter: with schemas.enable the envelope, also around a null payload; the
         # text is what json.dumps(separators=(",", ":")) writes for {"schema", "payload"}.
         if not self.schemas:

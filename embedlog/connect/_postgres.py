@@ -106,6 +106,7 @@ class _Table:
         self._cols = list(zip(self.names, [_from_bytes(t.convert) for t in types], self.placeholders))
         self.zeros = [None if t.schema["optional"] else zero(t.schema) for t in types]
         self.pk = [self.names.index(k) for k in pk if k in self.names]
+        self._pk_names = [self.names[i] for i in self.pk]
         self.value_schema = struct(f"{self.topic}.Value", [field(n, t.schema) for n, t in zip(self.names, types)],
                                    optional=True)
         self.key_schema = (struct(f"{self.topic}.Key", [field(self.names[i], {**types[i].schema, "optional": False})
@@ -136,7 +137,7 @@ class _Table:
     def key(self, row: dict | None):
         if row is None or not self.pk:
             return None
-        return {self.names[i]: row[self.names[i]] for i in self.pk}
+        return {name: row[name] for name in self._pk_names}
 
 
 def _from_bytes(convert):
