@@ -137,5 +137,9 @@ class _PState:
 
     def app_position(self):
         if self.chunk is not None and self.i > 0:
+            if self.i >= self.n:
+                # drained: past what the fetch read after its last record too (control
+                # batches, offsets compaction removed), as _retire will set it
+                return max(self.chunk[2][self.i - 1] + 1, self.fetch_pos)
             return self.chunk[2][self.i - 1] + 1
         return self.position
