@@ -94,5 +94,8 @@ def test_workers_joining_and_leaving_never_share_a_partition(tmp_path, strategy)
                 handovers += 1
                 assert s2 >= e1, (f"partition {p} owned by {w1} until {e1} and by {w2} from {s2} "
                                   f"({(e1 - s2) / 1e6:.1f} ms of overlap)")
+    intervals = sum(len(spans) for spans in by_partition.values())
+    print(f"{strategy}: {len(reports)} workers, {sum(r['seen'] for r in reports)} records handled, "
+          f"{intervals} ownership intervals, {handovers} handovers between workers, 0 overlaps, 0 failed commits")
     assert handovers >= PARTITIONS    # the workload really moved partitions between workers
     assert sum(r["seen"] for r in reports) > 0
