@@ -413,6 +413,19 @@ class PartitionMirror:
             s = os.stat(os.path.join(self.root, MARKER))
             self._marker_key = (s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns)
 
+    def _check_folder_still_there(self, a):
+        """Before a slow copy with descriptors from an older segment set: the partition
+        folder they were opened in is still at the path. Not their files: since then
+        another process may have rolled past that segment and compacted it (the mirror's
+        copy rewritten, a new inode) or retention may have deleted it."""
+        try:
+            s = os.stat(self.path)
+        except OSError as e:
+            self._vanish(f"{self.path} is gone ({e.strerror or e})")
+        if (s.st_dev, s.st_ino) != a[7]:
+            self._vanish(f"{self.path} is no longer the folder being copied to (the directory was replaced, "
+                         "or its file system unmounted)")
+
     def close(self):
         a, self._active = self._active, None
         if a is not None:
@@ -428,7 +441,7 @@ class PartitionMirror:
                 and self.flags() & VERIFIED and self.get(BASE) == a[1] and self.get(VANISH_WORD) == a[6]:
             return self._sync_fast(fields, durable, started)
         if a is not None and self.get(VANISH_WORD) == a[6]:
-            self._check_still_there()       # the old descriptors' files: still the mirror's?
+            self._check_folder_still_there(a)   # the old descriptors' folder: still the mirror's?
         self.close()
         try:
             epoch = registry_epoch(self._log_path(), self.replica_id)     # read before the marker
@@ -450,8 +463,15 @@ class PartitionMirror:
                 os.close(fd)
             return
         d = os.fstat(fds[1])
+        try:
+            f = os.stat(self.path)
+        except OSError:
+            for fd in fds:
+                os.close(fd)
+            return
         self._active = [fields[st.F_SEGMENTS_VERSION], base, fds, fields[st.F_INDEX_ENTRIES],
-                        fields[st.F_TIMEINDEX_ENTRIES], (d.st_dev, d.st_ino), self.get(VANISH_WORD)]
+                        fields[st.F_TIMEINDEX_ENTRIES], (d.st_dev, d.st_ino), self.get(VANISH_WORD),
+                        (f.st_dev, f.st_ino)]
         self._active_file = (base, os.fstat(fds[0]).st_ino)
         self._check_still_there()         # opened by path after the marker check: the same place?
 
