@@ -82,6 +82,7 @@ class Consumer:
         self._fetch_bytes = values["max.partition.fetch.bytes"]
         self._on_commit = values["on_commit"]
         self._assigned: dict[tuple[str, int], _PState] = {}
+        self._revoked_keys: set[tuple[str, int]] = set()   # partitions removed since the call began
         self._order: list[_PState] = []
         self._rr = 0
         self._cur: _PState | None = None
@@ -256,6 +257,7 @@ class Consumer:
 
     def _remove(self, key):
         ps = self._assigned.pop(key)
+        self._revoked_keys.add(key)      # consume()/consume_batch() drop what they collected of it
         self._order.remove(ps)
         if self._cur is ps:
             self._cur = None
@@ -377,6 +379,7 @@ class Consumer:
         if first is None:
             return out
         out.append(first)
+        self._revoked_keys.clear()
         while len(out) < num_messages:
             ps = self._cur
             if ps is not None and ps.i < ps.n and not self._pending:
@@ -385,6 +388,13 @@ class Consumer:
                 ps.i = j
                 continue
             m = self.poll(0)
+            if self._revoked_keys:
+                # A rebalance ran in that poll (on_revoke included): records collected of a
+                # partition it took away are not handed out after it (another member owns
+                # them now, or they are fetched again from the committed offset).
+                gone = self._revoked_keys
+                out = [x for x in out if x.error() is not None or (x.topic(), x.partition()) not in gone]
+                self._revoked_keys = set()
             if m is None:
                 break
             out.append(m)
@@ -413,10 +423,15 @@ class Consumer:
         deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
         out: list[ConsumedBatch] = []
         total = 0
+        self._revoked_keys.clear()
         while True:
             now = _monotonic()
             if now >= self._next_maint or (self._member is not None and self._member.metadata_moved()):
                 self._maintain(now)
+                if self._revoked_keys:   # a rebalance: nothing of a revoked partition goes out (consume())
+                    gone, self._revoked_keys = self._revoked_keys, set()
+                    out = [b for b in out if (b.topic, b.partition) not in gone]
+                    total = sum(len(b) for b in out)
             while self._pending:
                 ev = self._pending[0]
                 err = ev.error()

@@ -310,3 +310,50 @@ def test_a_segment_compacted_by_another_process_is_not_a_vanished_mirror(tmp_pat
         assert not _replication.refresh(p, durable=True, wait=30.0)
         assert _segments(p.path) == _segments(os.path.join(mirror, "c-0"))
 
+
+# Another: a rebalance that ran inside one consume() call (a member joined meanwhile) left
+# the records collected before it in the returned list: records of a partition on_revoke
+# had just taken away (now another member's), or, when the partition came back, the same
+# offsets twice in one batch (fetched again from the committed offset).
+_MEMBER = """
+import sys, time, embedlog
+c = embedlog.Consumer({"bootstrap.servers": "file://" + sys.argv[1], "group.id": "g",
+                       "auto.offset.reset": "earliest", "enable.auto.commit": False})
+c.subscribe(["t"])
+while True:
+    c.poll(0.05)
+"""
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["consume", "consume_batch"])
+def test_a_rebalance_inside_consume_hands_out_nothing_of_the_old_assignment(tmp_path, batch):
+    log = str(tmp_path / "log")
+    with embedlog.Log(log, retention_check_interval_ms=0) as lg:
+        p = lg.create_topic("t", 1).partition(0)
+        for i in range(0, 200_000, 1000):
+            p.append_records([b"%d" % j for j in range(i, i + 1000)])
+    revoked = []
+    c = Consumer({"bootstrap.servers": f"file://{log}", "group.id": "g", "auto.offset.reset": "earliest",
+                  "enable.auto.commit": False, "max.partition.fetch.bytes": 200})
+    c.subscribe(["t"], on_revoke=lambda _c, parts: revoked.append(len(parts)))
+    while not c.assignment():
+        c.poll(0.05)
+    other = subprocess.Popen([sys.executable, "-c", _MEMBER, log])
+    try:
+        deadline = time.monotonic() + 60
+        while not revoked:
+            assert time.monotonic() < deadline, "the second member never caused a rebalance"
+            if batch:
+                got = [(b.partition, o) for b in c.consume_batch(5000, 0.05) for o in b.offsets]
+            else:
+                got = [(m.partition(), m.offset()) for m in c.consume(5000, 0.05) if m.error() is None]
+            mine = {tp.partition for tp in c.assignment()}
+            offs = [o for _p, o in got]
+            assert all(b > a for a, b in itertools.pairwise(offs)), \
+                f"offsets went back inside one call (revoked {revoked}): {offs[:3]}...{offs[-3:]}"
+            assert not got or {pp for pp, _o in got} <= mine, \
+                f"records of partitions no longer assigned ({mine}) handed out after on_revoke"
+    finally:
+        other.kill()
+        other.wait()
+        c.close()
