@@ -149,7 +149,9 @@ class _Task(threading.Thread):
                 failures.append(err)
 
         log_ = self.worker.log
-        for r in records:
+        for n, r in enumerate(records, 1):
+            if n % 1000 == 0:
+                producer.poll(0)                             # serve delivery reports now and then
             if r.topic is None:
                 continue                                     # an offset only
             t = _transforms.apply_all(self.chain, r)
@@ -167,15 +169,18 @@ class _Task(threading.Thread):
                 created.add(t.topic)
             producer.produce(t.topic, value=value, key=key,
                              headers=list(t.headers) or None, timestamp=t.timestamp or 0, on_delivery=on_delivery)
-            producer.poll(0)
         left = producer.flush(60)
         if failures or left:
             raise ConnectError(f"connector {self.cname}: {len(failures) + left} records not delivered"
                                f"{': ' + str(failures[0]) if failures else ''}")
-        latest = {}
-        for r in records:
-            if r.partition is not None and r.offset is not None:
-                latest[canonical(r.partition)] = (r.partition, r.offset)
+        latest, spelled = {}, {}                              # a source reuses one partition dict:
+        for r in records:                                     # spell each once (the records keep it alive)
+            p = r.partition
+            if p is not None and r.offset is not None:
+                c = spelled.get(id(p))
+                if c is None:
+                    c = spelled[id(p)] = canonical(p)
+                latest[c] = (p, r.offset)
         self.store.put_offsets(self.cname, latest)
         self.connector.commit(records)
 
