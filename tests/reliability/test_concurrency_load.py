@@ -84,7 +84,10 @@ def run_load(tmp_path, duration):
     os.makedirs(out)
     with embedlog.Log(log, retention_check_interval_ms=0) as lg:
         lg.add_replica(mirror)
-        lg.create_topic("t", T_PARTS, {"segment.bytes": 16384, "retention.bytes": 98304, "retention.ms": -1,
+        # ~12 KB/s reach each partition of t: 256 KiB is ~20 s, so retention deletes
+        # segments every few seconds, and a consumer would have to lag 20 s behind for
+        # retention to move its position mid-session (a skip the checker would flag).
+        lg.create_topic("t", T_PARTS, {"segment.bytes": 16384, "retention.bytes": 262144, "retention.ms": -1,
                                        "min.insync.replicas": 1}, replication_factor=2)
         lg.create_topic("c", C_PARTS, {"segment.bytes": 8192, "cleanup.policy": "compact",
                                        "min.cleanable.dirty.ratio": 0.01, "min.insync.replicas": 1},
