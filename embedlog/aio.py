@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 import typing
 import weakref
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -30,28 +31,32 @@ __all__ = ["AIOConsumer", "AIOProducer"]
 _MAX_BACKOFF = 0.25
 _RECHECK = 5.0
 _SCAN_EVERY = 0.02
+_IDLE_END = 1.0                  # a watcher with no waiter this long ends
 
 
 class _DirWatcher:
-    """One daemon thread per log directory: stats the partition files every 20 ms and wakes
-    every registered asyncio waiter of that directory when any changed."""
+    """One daemon thread per log directory while anything waits there: stats the partition
+    files every 20 ms and wakes every registered asyncio waiter of that directory when any
+    changed. With no waiter left for a second it ends (a closed consumer drops its waiter),
+    and the next wait starts a new one."""
 
     _all: typing.ClassVar[dict] = {}
     _lock = threading.Lock()
 
     @classmethod
-    def of(cls, path):
+    def watch(cls, path, waiter):
+        """Register `waiter` with the directory's watcher, starting one if none runs."""
         path = os.path.realpath(path)
         with cls._lock:
             w = cls._all.get(path)
             if w is None:
                 w = cls._all[path] = cls(path)
+            w.waiters.add(waiter)
             return w
 
     def __init__(self, path):
         self.path = path
         self.waiters = weakref.WeakSet()
-        self._wlock = threading.Lock()
         threading.Thread(target=self._run, name=f"embedlog-aio-watch:{path}", daemon=True).start()
 
     def _snapshot(self):
@@ -69,18 +74,22 @@ class _DirWatcher:
     def _run(self):
         ev = threading.Event()
         last = self._snapshot()
+        idle_since = None
         while not ev.wait(_SCAN_EVERY):
+            with self._lock:
+                ws = list(self.waiters)
+                if not ws:
+                    idle_since = idle_since or time.monotonic()
+                    if time.monotonic() - idle_since > _IDLE_END:
+                        del self._all[self.path]
+                        return
+                    continue
+            idle_since = None
             now = self._snapshot()
             if now != last:
                 last = now
-                with self._wlock:
-                    ws = list(self.waiters)
                 for w in ws:
                     w.wake()
-
-    def add(self, waiter):
-        with self._wlock:
-            self.waiters.add(waiter)
 
 
 class _Waiter:
@@ -240,8 +249,7 @@ class AIOConsumer(_Base):
     def __init__(self, conf: Mapping[str, Any] | None = None, max_workers: int = 1, executor: Executor | None = None,
                  **kwargs: Any) -> None:
         super().__init__(Consumer(conf, **kwargs), executor)
-        d = _log_dir(conf, kwargs)
-        self._watcher = _DirWatcher.of(d) if d else None
+        self._dir = _log_dir(conf, kwargs)
         self._waiter = None
         self._stash: list = []  # what a cancelled poll had already taken from the sync consumer
 
@@ -276,14 +284,14 @@ class AIOConsumer(_Base):
                 return got
             if deadline is not None and loop.time() >= deadline:
                 return got
-            if self._watcher is None:
+            if self._dir is None:
                 wait = delay if deadline is None else min(delay, max(0.0, deadline - loop.time()))
                 await asyncio.sleep(wait)
                 delay = min(delay * 2, _MAX_BACKOFF)
                 continue
             if self._waiter is None or self._waiter.loop is not loop:
                 self._waiter = _Waiter(loop)
-                self._watcher.add(self._waiter)
+                _DirWatcher.watch(self._dir, self._waiter)
             wait = _RECHECK if deadline is None else min(_RECHECK, max(0.0, deadline - loop.time()))
             try:
                 await asyncio.wait_for(self._waiter.event.wait(), wait)
@@ -335,3 +343,4 @@ class AIOConsumer(_Base):
     async def close(self) -> None:
         await self._call(self._sync.close)
         self._shutdown()
+        self._waiter = None              # its directory's watcher ends once nothing waits
