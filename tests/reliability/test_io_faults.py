@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 
 import pytest
 
@@ -362,6 +363,11 @@ def fault_loop(w: Workload, err: int, short, persistent: bool, root: str, max_n:
                 _typed(raised, err, d)
             if not persistent:          # a failed write_atomic removes its temp file at once
                 tmp = [p for p in leftovers(d) if TEMP_RE.match(os.path.basename(p))]
+                for _ in range(20):       # a background copier's write may be in flight: let it land
+                    if not tmp:
+                        break
+                    time.sleep(0.05)
+                    tmp = [p for p in tmp if os.path.exists(p)]
                 assert not tmp, f"N={n} ({hook.failed}): temp files left after the error: {tmp}"
             # the fault has cleared: the handles still read, and writing resumes
             if isinstance(ctx, embedlog.Log):
