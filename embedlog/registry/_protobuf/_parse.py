@@ -434,9 +434,8 @@ class _Parser:
             msg.oneof_decl.add().name = name
         self.check_message(msg)
 
-    def field(self, msg, scope: str, label: str | None) -> F:
-        t = self.tok
-        type_text = self.ident("a field type", dotted=True)
+    def named_field(self, msg):
+        """`NAME = NUMBER` of a field (plain or map), added to msg, the number checked."""
         f = msg.field.add()
         f.name = self.ident("a field name")
         self.expect("=")
@@ -446,6 +445,12 @@ class _Parser:
             raise self.error(f"field number {f.number} out of range 1..{_FIELD_MAX}", nt)
         if 19000 <= f.number <= 19999:
             raise self.error(f"field number {f.number} is reserved for protobuf itself (19000-19999)", nt)
+        return f
+
+    def field(self, msg, scope: str, label: str | None) -> F:
+        t = self.tok
+        type_text = self.ident("a field type", dotted=True)
+        f = self.named_field(msg)
         f.label = _LABELS[label or "optional"]
         self.field_options(f, self.fdp.syntax == "proto3")
         self.expect(";")
@@ -472,13 +477,7 @@ class _Parser:
         if value == "map":
             raise self.error("map values cannot be maps", vt)
         self.expect(">")
-        f = msg.field.add()
-        f.name = self.ident("a field name")
-        self.expect("=")
-        nt = self.tok
-        f.number = self.integer("a field number")
-        if not 1 <= f.number <= _FIELD_MAX:
-            raise self.error(f"field number {f.number} out of range 1..{_FIELD_MAX}", nt)
+        f = self.named_field(msg)
         f.label = F.LABEL_REPEATED
         self.field_options(f, self.fdp.syntax == "proto3")
         self.expect(";")
