@@ -290,6 +290,22 @@ class RetentionScenario(Scenario):
             expect([(k, v) for _o, k, v in got] == flat[new_start:], "the second pass lost records")
 
 
+def _folder_digest(part) -> bytes:
+    """SHA-256 of a partition's state as a second compaction pass would see it: its offsets
+    and every file of its folder (names and bytes) but the shared-memory partition.state."""
+    import hashlib
+    h = hashlib.sha256(repr((part.log_start_offset, part.log_end_offset, part.high_watermark)).encode())
+    for name in sorted(os.listdir(part.path)):
+        path = os.path.join(part.path, name)
+        if name == "partition.state" or not os.path.isfile(path):
+            h.update(b"\0" + name.encode())
+            continue
+        with open(path, "rb") as f:
+            data = f.read()
+        h.update(b"%s\0%d\0" % (name.encode(), len(data)) + data)
+    return h.digest()
+
+
 class CompactionScenario(Scenario):
     """Partition.maintain(force_compaction=True) on a compacted topic: each group of
     segments is the old one or the cleaned one, and every key keeps its latest value."""
@@ -304,6 +320,10 @@ class CompactionScenario(Scenario):
             self.records.append((key, value))
         self.segment_bytes = segment_bytes
         self.name = f"compaction-seg{segment_bytes}"
+        # Recovered partitions the second pass of check() already cleaned (in this process):
+        # most crash points and power-loss states recover to one of a few identical folders,
+        # and cleaning the same files again at the same NOW is the same computation.
+        self._cleaned_again: set[bytes] = set()
 
     def build(self, d):
         with open_log(d) as log:
@@ -360,6 +380,10 @@ class CompactionScenario(Scenario):
             for k, v in self.records:
                 want[k] = v
             expect(latest == want, "a key lost its latest value")
+            key = _folder_digest(p)
+            if key in self._cleaned_again:
+                return                                      # this very folder was cleaned again already
+            self._cleaned_again.add(key)
             p.maintain(now=NOW, force_compaction=True)      # and it can be cleaned again
             again = {o: (k, v) for o, k, v in read_all(p)}
             latest2 = {}
