@@ -16,7 +16,9 @@
     ├─ RecordTooLargeError                a batch over max.message.bytes
     ├─ InvalidPartitionsError             a partition count that cannot be applied
     ├─ OutOfOrderSequenceError            an idempotent batch that skips or repeats sequences
-    └─ InvalidProducerEpochError          a batch from a fenced (older) producer epoch
+    ├─ InvalidProducerEpochError          a batch from a fenced (older) producer epoch
+    ├─ ProducerFencedError                a transactional producer another instance superseded
+    └─ InvalidTxnStateError               a transaction operation the transaction's state refuses
 
 `code` is Kafka's error code for the condition (protocol `Errors.java`) and
 `retriable` says whether retrying the same call may succeed.
@@ -145,6 +147,22 @@ class InvalidProducerEpochError(EmbedlogError):
     """Raised when a batch carries an older epoch than the producer id's current one."""
 
     code = 47
+
+
+class ProducerFencedError(EmbedlogError):
+    """Raised when a transactional producer's id and epoch are no longer the current ones of
+    its transactional.id: a newer instance called init_transactions(), or its transaction
+    outlived transaction.timeout.ms and was aborted with a bumped epoch (Kafka's
+    PRODUCER_FENCED)."""
+
+    code = 90
+
+
+class InvalidTxnStateError(EmbedlogError):
+    """Raised when the transaction coordinator is asked for a transition its state does not
+    allow (Kafka's INVALID_TXN_STATE), e.g. a commit of a transaction being aborted."""
+
+    code = 48
 
 
 class NotEnoughReplicasError(EmbedlogError):

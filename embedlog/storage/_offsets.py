@@ -9,6 +9,11 @@
 Strings are int16 length + UTF-8 bytes. A committed offset is the next offset to read.
 Each process keeps an in-memory view, brought up to date incrementally by reading the
 topic from where it last stopped.
+
+Offsets sent in a transaction (Producer.send_offsets_to_transaction) are transactional
+batches of the producer: they are held as pending per producer id until that producer's
+control batch, applied on COMMIT (a record later in the log than the current commit wins,
+as Kafka's completePendingTxnOffsetCommit) and dropped on ABORT.
 """
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ import struct
 import threading
 
 from ._errors import TopicExistsError, UnknownTopicOrPartitionError
-from ._records import now_ms
+from ._records import ATTR_CONTROL, ATTR_TRANSACTIONAL, decode_columns, now_ms
 
 OFFSETS_TOPIC = "__consumer_offsets"
 OFFSETS_TOPIC_CONFIG = {"cleanup.policy": "compact", "segment.bytes": 104857600,
@@ -71,6 +76,17 @@ def decode_value(buf: bytes):
     return offset, metadata, ts
 
 
+def read_batches(part, pos: int, end: int):
+    """(header, Columns) of every batch from the one holding `pos` up to `end`."""
+    while pos < end:
+        items = part._read_batches(pos, 1 << 20)
+        if not items:
+            return
+        for buf, bpos, h, path, fpos in items:
+            yield h, decode_columns(buf, bpos, h, path=path, file_position=fpos)
+        pos = items[-1][2].next_offset
+
+
 class OffsetStore:
     """The committed offsets of every group, as of the last refresh()."""
 
@@ -78,6 +94,8 @@ class OffsetStore:
         self._log = log
         self._lock = threading.Lock()
         self._offsets: dict[tuple[str, str, int], tuple[int, str, int]] = {}
+        self._where: dict[tuple[str, str, int], int] = {}    # log offset of the record applied
+        self._pending: dict[int, dict] = {}      # producer id -> {key: (value | None, log offset)}
         self._next = 0
         self._partition = None
 
@@ -98,20 +116,64 @@ class OffsetStore:
         with self._lock:
             start, end = part.watermarks()
             pos = max(self._next, start)
-            while pos < end:
-                cols = part.read_columns(pos, max_bytes=1 << 20)
-                if not cols.offsets:
-                    break
-                for key, value in zip(cols.keys, cols.values):
-                    k = decode_key(key) if key else None
-                    if k is None:
-                        continue
-                    if value is None:
-                        self._offsets.pop(k, None)
-                    else:
-                        self._offsets[k] = decode_value(value)
-                pos = cols.offsets[-1] + 1
+            for h, cols in read_batches(part, pos, end):
+                if h.attributes & ATTR_CONTROL:
+                    self._end_txn(h.producer_id, cols)
+                elif h.attributes & ATTR_TRANSACTIONAL and h.producer_id >= 0:
+                    held = self._pending.setdefault(h.producer_id, {})
+                    for off, key, value in zip(cols.offsets, cols.keys, cols.values):
+                        k = decode_key(key) if key and off >= pos else None
+                        if k is not None:
+                            held[k] = (None if value is None else decode_value(value), off)
+                else:
+                    for off, key, value in zip(cols.offsets, cols.keys, cols.values):
+                        k = decode_key(key) if key and off >= pos else None
+                        if k is not None:
+                            self._apply(k, None if value is None else decode_value(value), off)
+                pos = max(pos, h.next_offset)
             self._next = max(pos, self._next)
+
+    def _apply(self, k, v, off):
+        if v is None:
+            self._offsets.pop(k, None)
+        else:
+            self._offsets[k] = v
+        self._where[k] = off
+
+    def _end_txn(self, producer_id, cols):
+        held = self._pending.pop(producer_id, None)
+        if not held or not cols.keys or cols.keys[0] is None or len(cols.keys[0]) < 4:
+            return
+        if struct.unpack_from(">h", cols.keys[0], 2)[0] == 1:          # COMMIT
+            for k, (v, off) in held.items():
+                if self._where.get(k, -1) < off:
+                    self._apply(k, v, off)
+
+    def has_pending(self, group: str, topic: str, partition: int) -> bool:
+        """A transaction not yet ended holds offsets for (group, topic, partition)."""
+        k = (group, topic, partition)
+        return any(k in held for held in self._pending.values())
+
+    def wait_stable(self, group: str, topic: str, partition: int) -> None:
+        """KIP-447's UNSTABLE_OFFSET_COMMIT wait: while a transaction holds offsets for
+        the partition, recover abandoned transactions (at most once a second) and wait, so
+        a new owner never starts from an offset a committing transaction replaces. The
+        transaction timeout bounds the wait (expire_and_recover aborts past it)."""
+        if not self.has_pending(group, topic, partition):
+            return
+        import time
+
+        from ._txn_coordinator import expire_and_recover
+        last = 0.0
+        while True:
+            now = time.monotonic()
+            if now - last >= 1.0:
+                expire_and_recover(self._log)
+                last = now
+            self.refresh()
+            if not self.has_pending(group, topic, partition):
+                return
+            time.sleep(0.01)
 
     def commit(self, group: str, offsets: list[tuple[str, int, int, str]]):
         """Append one batch of commits, fdatasync'd before returning (D5: a commit that
