@@ -43,6 +43,7 @@ from ._kafka import (
     KafkaError,
     KafkaException,
     Message,
+    TopicPartition,
     error_from,
 )
 from ._produce_input import (
@@ -189,9 +190,11 @@ class Producer:
     def __init__(self, conf: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         conf = dict(conf or {}, **kwargs)
         values = producer_config(conf)
-        if values["transactional.id"] is not None:
-            raise ConfigError("transactional.id: transactions are not supported by embedlog yet")
         given = values["_given"]
+        if values["transactional.id"] is not None:
+            if "enable.idempotence" in given and not values["enable.idempotence"]:
+                raise ConfigError("transactional.id needs enable.idempotence=true (as in Kafka)")
+            values["enable.idempotence"] = True
         if values["enable.idempotence"]:
             if "acks" in given and values["acks"] != -1:
                 raise ConfigError("enable.idempotence needs acks=all (as in Kafka)")
@@ -234,6 +237,12 @@ class Producer:
         self._producer_id = self._rng.getrandbits(62) if self._idempotent else -1
         self._epoch = 0 if self._idempotent else -1
         self._sequences: dict[tuple[str, int], int] = {}
+        self._enq_ok = True              # False: a transactional producer outside a transaction
+        self._txn = None
+        if values["transactional.id"] is not None:
+            from ._transactions import Transactions
+            self._txn = Transactions(self, values["transactional.id"], values["transaction.timeout.ms"])
+            self._txn_gate(False)
         self._sender = threading.Thread(target=self._sender_loop, name="embedlog-producer", daemon=True)
         self._sender.start()
 
@@ -356,6 +365,8 @@ class Producer:
         Returns the number of records in the call."""
         if self._closed:
             raise LogClosedError("producer is closed")
+        if not self._enq_ok:
+            raise self._txn.produce_error()
         acc = self._accs.get(topic)
         if acc is None:
             acc = self._new_topic(topic)
@@ -442,6 +453,8 @@ class Producer:
                             seq = self._sequences.get((topic, p), 0)
                         seqs[p] = (seq + hi - lo) % 2**31
                         pid = {"producer_id": self._producer_id, "producer_epoch": self._epoch, "base_sequence": seq}
+                        if self._txn is not None:
+                            pid["transactional"] = True
                     batch = encode_batch(v[lo:hi] if lo or hi != len(v) else v,
                                          None if k is None else k[lo:hi], enc_ts, compression=codec,
                                          timestamp=enc_t, encoded_headers=hpart, **pid)
@@ -449,9 +462,16 @@ class Producer:
             err = None
             for p, idx, lo, hi, batch, seq in plan:
                 try:
+                    if self._txn is not None:
+                        self._txn.add_partition(topic, p)
                     res = self._append_with_retries(t.partition(p), batch)
+                except KafkaException as e:
+                    err = e.args[0]
+                    break
                 except (EmbedlogError, OSError) as e:
                     err = error_from(e) if isinstance(e, EmbedlogError) else KafkaError(KafkaError._FAIL, str(e))
+                    if self._txn is not None:
+                        self._txn.delivery_failed(err)
                     break
                 if seq is not None:
                     self._sequences[(topic, p)] = (seq + hi - lo) % 2**31
@@ -475,6 +495,8 @@ class Producer:
         if len(acc.values) >= self._q_limit or acc.bytes >= self._max_queued_bytes:
             if self._closed:
                 raise LogClosedError("producer is closed")
+            if not self._enq_ok:
+                raise self._txn.produce_error()
             raise BufferError("Local: Queue full")
         self._send_topic(acc)
 
@@ -538,8 +560,17 @@ class Producer:
                 self._refresh_limit()
                 acc.check = record_check(self._log, self._topics[acc.topic])   # config changes
 
+    def _txn_gate(self, open_: bool):
+        """Let produce() queue records (in a transaction) or refuse them: the refusal costs
+        produce() nothing, it rides on the queue limit check (_make_room says why)."""
+        self._enq_ok = open_
+        if open_:
+            self._refresh_limit()
+        else:
+            self._q_limit = -1
+
     def _refresh_limit(self):
-        if not self._closed:
+        if not self._closed and self._enq_ok:
             self._q_limit = max(1, self._max_queued - self._in_flight - len(self._reports))
 
     def _send_all(self):
@@ -638,6 +669,8 @@ class Producer:
         if self._idempotent:
             seq = self._sequences.get((t.name, p), 0)
             pid_fields = dict(producer_id=self._producer_id, producer_epoch=self._epoch, base_sequence=seq)
+            if self._txn is not None:
+                pid_fields["transactional"] = True
             self._sequences[(t.name, p)] = (seq + len(values)) % 2**31
         enc_ts, enc_t = timestamps, ts_now
         if timestamps is not None:
@@ -645,6 +678,8 @@ class Producer:
             if timestamps.count(t0) == len(timestamps) and t0 < 2**63:
                 enc_ts, enc_t = None, t0    # one timestamp for all: the same bytes, no per-record array
         try:
+            if self._txn is not None:
+                self._txn.add_partition(t.name, p)       # KafkaException: the report carries its error
             batch = (encode_batch if headers is None else _encode_batch_with_headers)(
                 values, keys, enc_ts, headers, compression=codec, timestamp=enc_t, **pid_fields)
             res = self._append_with_retries(t.partition(p), batch)
@@ -654,8 +689,15 @@ class Producer:
             else:
                 sent.ts_type = TIMESTAMP_CREATE_TIME
                 sent.timestamps = timestamps if timestamps is not None else [ts_now] * len(values)
-        except (EmbedlogError, OSError, TypeError, ValueError) as e:
-            sent.error = error_from(e) if isinstance(e, EmbedlogError) else KafkaError(KafkaError._FAIL, str(e))
+        except (EmbedlogError, OSError, TypeError, ValueError, KafkaException) as e:
+            if isinstance(e, KafkaException):
+                sent.error = e.args[0]
+            else:
+                sent.error = error_from(e) if isinstance(e, EmbedlogError) else KafkaError(KafkaError._FAIL, str(e))
+            if self._txn is not None:
+                self._txn.delivery_failed(sent.error)
+                if self._txn.state == "FATAL_ERROR":
+                    sent.error = self._txn.error
             sent.ts_type = TIMESTAMP_CREATE_TIME
             sent.timestamps = timestamps if timestamps is not None else [ts_now] * len(values)
         self._report(sent, callbacks)
@@ -778,10 +820,36 @@ class Producer:
         from ._admin import cluster_metadata
         return cluster_metadata(self._log, topic)
 
-    def init_transactions(self, *a, **k):
-        raise KafkaException(KafkaError(KafkaError._NOT_IMPLEMENTED, "transactions are not supported yet"))
+    # ------------------------------------------------------------ transactions (#19)
+    def _transactions(self):
+        if self._txn is None:
+            raise KafkaException(KafkaError(KafkaError._NOT_CONFIGURED,
+                                            "The Transactional API requires transactional.id to be configured"))
+        return self._txn
 
-    begin_transaction = commit_transaction = abort_transaction = send_offsets_to_transaction = init_transactions
+    def init_transactions(self, timeout: float | None = None) -> None:
+        """Take the transactional.id: its producer id, the next epoch (fencing the older
+        instance), and the end of that instance's open transaction (aborted, or completed
+        if it had reached its commit point)."""
+        self._transactions().init(timeout)
+
+    def begin_transaction(self) -> None:
+        self._transactions().begin()
+
+    def send_offsets_to_transaction(self, positions: Sequence[TopicPartition], group_metadata: Any,
+                                    timeout: float | None = None) -> None:
+        """Commit the consumer's positions (next offsets to read) with this transaction:
+        they count for the group exactly when it commits."""
+        self._transactions().send_offsets(positions, group_metadata, timeout)
+
+    def commit_transaction(self, timeout: float | None = None) -> None:
+        """Flush, then commit: every record of the transaction becomes visible to
+        read_committed consumers, with the offsets sent in it."""
+        self._transactions().commit(timeout)
+
+    def abort_transaction(self, timeout: float | None = None) -> None:
+        """Purge queued records (_PURGE_QUEUE), wait for the in-flight ones, then abort."""
+        self._transactions().abort(timeout)
 
     def close(self, timeout: float | None = None) -> int:
         """Flush, stop the sender thread and release the log (an embedlog addition)."""

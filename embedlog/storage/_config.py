@@ -280,7 +280,9 @@ _PRODUCER_KEYS = [
         "key -> partition; murmur2_random is the Java client's"),
     Key("on_delivery", None, _callable, "delivery report callback (err, msg)"),
     Key("delivery.report.only.error", False, _bool, "report only failed deliveries"),
-    Key("transactional.id", None, _str, "transactions are not supported yet: setting it is an error"),
+    Key("transactional.id", None, _str, "enables transactions (init_transactions, ...); implies enable.idempotence"),
+    Key("transaction.timeout.ms", 60000, _int(1000, 900000),
+        "an open transaction older than this is aborted and its producer fenced"),
     Key("sticky.partitioning.linger.ms", 10, _int(0, 900000), "accepted; null keys stick per batch", noop=True),
     Key("enable.gapless.guarantee", False, _bool, "accepted; appends never leave gaps", noop=True),
 ]

@@ -256,7 +256,7 @@ def test_a_producer_shared_by_threads(conf, logdir):
     ({"acks": "most"}, "acks must be"),
     ({"linger.ms": "soon"}, "linger.ms"),
     ({"enable.idempotence": True, "acks": 1}, "acks=all"),
-    ({"transactional.id": "t"}, "not supported"),
+    ({"transactional.id": "t", "enable.idempotence": False}, "needs enable.idempotence"),
     ({"compression.type": "brotli"}, "compression.type"),
 ])
 def test_bad_config(conf, conf_extra, match):
