@@ -267,6 +267,7 @@ class Consumer:
         """Starting position: the committed offset, else auto.offset.reset."""
         if self._group is not None:
             self._store.refresh()
+            self._store.wait_stable(self._group, ps.topic, ps.partition)   # KIP-447 (#19)
             c = self._store.committed(self._group, ps.topic, ps.partition)
             if c is not None:
                 start, end = ps.part.watermarks()
