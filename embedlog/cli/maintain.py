@@ -16,11 +16,16 @@ from ._common import CliError, dir_option, emit_rows, human_bytes, open_log, out
 @click.option("--now-ms", type=int, default=None, hidden=True, help="Clock override (tests).")
 @output_options()
 def maintain(topics, force_compaction, now_ms, fmt):
-    """Delete expired segments and compact compacted topics now."""
+    """Delete expired segments and compact compacted topics now; abort transactions past
+    transaction.timeout.ms and finish those whose producer died after the commit point."""
     from embedlog import UnknownTopicOrPartitionError
+    from embedlog.storage._txn_coordinator import expire_and_recover
     log = open_log()
     rows = []
     try:
+        # Abandoned transactions first (past transaction.timeout.ms, or prepared by a
+        # producer that died): their markers are part of what retention then sees.
+        expire_and_recover(log)
         names = list(topics) or log.topics()
         for name in names:
             try:
