@@ -27,6 +27,7 @@ from embedlog.storage._state import TEMP_RE
 
 from . import crashpoints as cp
 from . import powerloss as pl
+from ._workers import fan_out
 from .conftest import soak_enabled
 from .iofault import Counter, FailAt, fds_under, installed
 
@@ -336,13 +337,44 @@ def _reopen_if_failed(w, ctx, d):
     return w.open(d)
 
 
-def fault_loop(w: Workload, err: int, short, persistent: bool, root: str, max_n: int = 1000) -> dict:
+def fault_loop(w: Workload, err: int, short, persistent: bool, root: str, max_n: int = 1000,
+               workers: int = 2) -> dict:
+    """Fail call N of the operation, for N = 1, 2, ... until the operation completes without
+    reaching call N. Each N starts from a fresh copy of the template, so the Ns are
+    independent: `workers` forked processes take every workers-th N (both cores of the
+    machine); the first N that completes is written to a file, and each worker stops at
+    its first N past it (what the one-process loop would not have run). An assertion in a
+    worker fails the loop."""
     tpl = os.path.join(root, "template")
     w.build(tpl)
-    n = 0
+    done = os.path.join(root, "completed-at")
+    if workers <= 1:
+        return _fault_ns(w, err, short, persistent, root, tpl, 1, 1, max_n, done)
+    results = fan_out(root, workers, list(range(workers)),
+                      lambda ks, sub: _fault_ns(w, err, short, persistent, sub, tpl, ks[0] + 1, workers, max_n,
+                                                done),
+                      f"fault loop {getattr(w, 'name', w)}")
+    failed = [a.get("trace", a) for r in results for a in r.get("anomalies", [])]
+    assert not failed, "fault loop worker failed:\n" + "\n".join(map(str, failed))
+    return {"n": min(r["n"] for r in results), "faults": sum(r["faults"] for r in results)}
+
+
+def _completed_at(done: str) -> int | None:
+    try:
+        with open(done) as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
+def _fault_ns(w: Workload, err: int, short, persistent: bool, root: str, tpl: str, first: int, step: int,
+              max_n: int, done: str) -> dict:
+    """The loop over N = first, first + step, ... up to max_n, until the operation completes
+    (then N is written to `done`) or another worker's loop completed below N."""
     faults = 0
-    while n < max_n:
-        n += 1
+    for n in range(first, max_n + 1, step):
+        if (at := _completed_at(done)) is not None and at < n:
+            return {"n": at, "faults": faults}
         d = os.path.join(root, f"n{n}")
         shutil.copytree(tpl, d, symlinks=True)
         acks = []
@@ -357,7 +389,12 @@ def fault_loop(w: Workload, err: int, short, persistent: bool, root: str, max_n:
                     raised = e
             if hook.count < n:
                 assert raised is None, f"N={n}: raised without a fault: {raised!r}"
-                break                             # the operation completed before call N
+                at = _completed_at(done)
+                if at is None or n < at:
+                    with open(done + f".{n}", "w") as f:
+                        f.write(str(n))
+                    os.replace(done + f".{n}", done)
+                return {"n": n, "faults": faults}  # the operation completed before call N
             faults += 1
             if raised is not None:
                 _typed(raised, err, d)
@@ -392,7 +429,7 @@ def fault_loop(w: Workload, err: int, short, persistent: bool, root: str, max_n:
         assert not left, f"N={n} ({hook.failed}): temp files left: {left}"
         w.check(d, acks)
         shutil.rmtree(d)
-    return {"n": n, "faults": faults}
+    return {"n": max_n, "faults": faults}
 
 
 @pytest.mark.parametrize("persistent", [False, True], ids=["transient", "persistent"])
