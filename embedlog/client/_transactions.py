@@ -121,7 +121,6 @@ class Transactions:
                     todo.append((tp.topic, tp.partition, tp.offset, tp.metadata or ""))
             if not todo:
                 return
-            self.add_partition(OFFSETS_TOPIC, 0)
             store = store_for(self.p._log)
             with _group_guard(self.p._log, group, timeout):
                 why = _stale_member(self.p._log, group, member, generation)
@@ -129,6 +128,7 @@ class Transactions:
                     err = KafkaError(why[0], why[1], txn_requires_abort=True)
                     self.abortable(err)
                     raise KafkaException(self.error)
+                self.add_partition(OFFSETS_TOPIC, 0)
                 keys = [encode_key(group, t, p) for t, p, _o, _m in todo]
                 values = [encode_value(o, m) for _t, _p, o, m in todo]
                 key = (OFFSETS_TOPIC, 0)
