@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
 from ..storage._config import consumer_config
@@ -24,7 +23,7 @@ from ..storage._errors import (
 )
 from ..storage._offsets import store_for
 from ._clients import acquire_log, get_topic, release_log
-from ._fetched import ConsumedBatch, _Fetched, _PState
+from ._fetched import ConsumedBatch, _Fetched, _MessagePool, _PState
 from ._groups import CommitFailedError, GroupMember
 from ._kafka import (
     OFFSET_BEGINNING,
@@ -381,11 +380,12 @@ class Consumer:
             return out
         out.append(first)
         self._revoked_keys.clear()
+        pool = _MessagePool.of(self, num_messages)    # Messages reused, not made anew: why in _fetched.py
         while len(out) < num_messages:
             ps = self._cur
             if ps is not None and ps.i < ps.n and not self._pending:
                 j = min(ps.n, ps.i + num_messages - len(out))
-                out.extend(map(_Fetched, repeat(ps.chunk, j - ps.i), range(ps.i, j)))
+                out += pool.take(ps.chunk, ps.i, j)
                 ps.i = j
                 continue
             m = self.poll(0)

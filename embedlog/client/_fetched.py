@@ -4,6 +4,10 @@ Message read from a fetched chunk's columns on access (_Fetched), a chunk as col
 """
 from __future__ import annotations
 
+import sys
+import sysconfig
+from itertools import chain, islice, repeat
+
 from ._kafka import Message, TopicPartition
 
 
@@ -53,6 +57,94 @@ class _Fetched(Message):
 
     def __repr__(self):
         return f"<Message {self._c[0]}[{self._c[1]}]@{self.offset()}>"
+
+
+class _MessagePool:
+    """consume()'s Messages, reused once nothing but the pool refers to them (#17).
+
+    Why: consume(10000) returned 10,000 new objects that live while the caller works
+    through them, so they outlive the cyclic collector's young generations into the old
+    one, and that growth triggers full collections of the whole heap (21 per million
+    messages in bench/compare_clients.py, against 0 for poll(), whose one Message dies
+    before a collection sees it): consume() ran at 0.54x poll(). An object of a Python
+    class is always tracked by the collector, so the fix is to not make new ones: take()
+    re-points (chunk, index) of pooled _Fetched objects whose reference count says only
+    the pool holds them (the caller dropped the list and every message of it), and makes
+    new ones only for the rest, keeping up to `cap` of them (two calls' worth: the
+    caller's previous list is still alive during the next call). A message the caller
+    still refers to in any way (a list, a variable, a dict) has a higher count and is
+    never touched. Pooled objects keep their last chunk's columns alive until reused.
+
+    Where the count cannot say this (no sys.getrefcount, a free-threaded build, or an
+    interpreter whose count in take()'s loop differs from _FREE_REFS' probe), take()
+    makes new objects every time, as before."""
+
+    __slots__ = ("cap", "items", "next")
+
+    CAP_MAX = 100_000           # objects (~56 B each, plus the records they keep alive)
+
+    def __init__(self):
+        self.cap = 0
+        self.items = []
+        self.next = 0           # where take() looks first: after the last object it reused
+
+    @staticmethod
+    def of(consumer, num_messages):
+        """The consumer's pool (made on first use), kept to two calls of num_messages."""
+        pool = consumer.__dict__.get("_msg_pool")
+        if pool is None:
+            pool = consumer.__dict__["_msg_pool"] = _MessagePool()
+        if pool.cap < 2 * num_messages:
+            pool.cap = min(2 * num_messages, _MessagePool.CAP_MAX)
+        return pool
+
+    def take(self, chunk, i, j):
+        """Messages for records i..j-1 of `chunk` (a list; its objects not in use elsewhere)."""
+        out = []
+        free = _FREE_REFS
+        items = self.items
+        if free is not None and items:
+            # Round the pool from where the last take() stopped: the objects the caller
+            # dropped first (two calls ago) come first, so about one look per message.
+            k = start = self.next
+            for o in chain(islice(items, start, None), islice(items, start)):
+                k += 1
+                if _getrefcount(o) == free:     # only self.items and `o` refer to it
+                    o._c = chunk
+                    o._i = i
+                    out.append(o)
+                    i += 1
+                    if i == j:
+                        self.next = k % len(items)
+                        return out
+        new = list(map(_Fetched, repeat(chunk, j - i), range(i, j)))
+        room = self.cap - len(self.items)
+        if room > 0:
+            self.items += new[:room]
+        out += new
+        return out
+
+
+_getrefcount = getattr(sys, "getrefcount", None)
+
+
+def _free_refs():
+    """What _getrefcount(o) says in take()'s loop for an object that only the pool's list
+    holds (3 on CPython 3.11: the list, the loop variable, the call's argument), or None
+    where counts do not tell whether anything else holds it."""
+    if _getrefcount is None or sysconfig.get_config_var("Py_GIL_DISABLED"):
+        return None
+    items = [_Fetched(None, 0)]
+    for o in chain(islice(items, 0, None), islice(items, 0)):     # take()'s loop
+        alone = _getrefcount(o)
+    held = [o]
+    for o in chain(islice(items, 0, None), islice(items, 0)):
+        also_held = _getrefcount(o)
+    del held
+    return alone if also_held == alone + 1 else None
+
+
+_FREE_REFS = _free_refs()
 
 
 class ConsumedBatch:
