@@ -77,6 +77,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# the embedlog of the tree this file is in, not whatever an editable install points at
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import embedlog  # noqa: E402
 from embedlog import Consumer, Producer, TopicPartition  # noqa: E402
@@ -119,6 +121,10 @@ TARGETS = [
     ("to_arrow() / SQLite read kept as rows", "el_arrow", "sqlite_r_rows", 10.0),
     ("produce(partition=0) / produce()", "el_part", "el_none", 0.9),
     ("consume() / poll()", "el_consume", "el_poll", 1.0),
+    # issue #17's per-message targets (beside issue #3's above)
+    ("#17: produce() acks=1 none / confluent-kafka produce()", "el_none", "ck_produce", 1.0),
+    ("#17: produce() acks=1 none / SQLite WAL write", "el_none", "sqlite_w", 4.0),
+    ("#17: consume() / SQLite read (per-message tuple)", "el_consume", "sqlite_r", 1.0),
 ]
 INFO_RATIOS = [
     ("consume() lz4 log / SQLite read", "el_consume_lz4", "sqlite_r"),
