@@ -365,7 +365,7 @@ class Producer:
         Returns the number of records in the call."""
         if self._closed:
             raise LogClosedError("producer is closed")
-        if not self._enq_ok:
+        if not self._enq_ok and self._txn is not None:
             raise self._txn.produce_error()
         acc = self._accs.get(topic)
         if acc is None:
