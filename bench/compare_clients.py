@@ -120,6 +120,8 @@ TARGETS = [
     ("consume_batch() / SQLite read kept as rows", "el_cbatch", "sqlite_r_rows", 5.0),
     ("to_arrow() / SQLite read kept as rows", "el_arrow", "sqlite_r_rows", 10.0),
     ("produce(partition=0) / produce()", "el_part", "el_none", 0.9),
+    ("produce(timestamp=) / produce()", "el_ts", "el_none", 0.9),
+    ("produce(headers=) / produce()", "el_hdr", "el_none", 0.9),
     ("consume() / poll()", "el_consume", "el_poll", 1.0),
     # issue #17's per-message targets (beside issue #3's above)
     ("#17: produce() acks=1 none / confluent-kafka produce()", "el_none", "ck_produce", 1.0),
@@ -163,6 +165,10 @@ ROWS = {
                       "the same with out.extend(rows): no per-row Python step"),
     "el_part": ("embedlog produce(partition=0)+flush(), acks=1",
                 "as produce()+flush() acks=1 none, each call naming partition 0"),
+    "el_ts": ("embedlog produce(timestamp=)+flush(), acks=1",
+              "as produce()+flush() acks=1 none, each call giving timestamp= (a fixed ms value)"),
+    "el_hdr": ("embedlog produce(headers=)+flush(), acks=1",
+               "as produce()+flush() acks=1 none, each call giving headers=[('h', b'1')]"),
     "el_batch": ("embedlog produce_batch(), acks=1, none",
                  "one produce_batch(t, values, keys=keys) call (key and value lists made untimed from "
                  "the same records) + flush(); written to the OS like produce()"),
@@ -173,7 +179,7 @@ ROWS = {
     "redis_r": ("Redis XREADGROUP COUNT 10000 + XACK",
                 "XREADGROUP loop + per-entry (id, k, v) tuple + one XACK per chunk"),
 }
-ORDER = ["el_none", "el_part", "el_batch", "el_lz4", "el_all", "ck_produce", "sqlite_w", "redis_w",
+ORDER = ["el_none", "el_part", "el_ts", "el_hdr", "el_batch", "el_lz4", "el_all", "ck_produce", "sqlite_w", "redis_w",
          "el_cbatch", "el_arrow", "el_consume", "el_poll", "el_consume_lz4", "sqlite_r", "sqlite_r_rows", "redis_r"]
 
 
@@ -356,14 +362,27 @@ def el_produce(path, records, acks, codec, linger_ms=5, extra_conf=None):
     return run
 
 
-def el_produce_partition(path, records):
+TS = 1_700_000_000_000        # produce(timestamp=) rows: one fixed create time (ms)
+HDRS = [("h", b"1")]          # produce(headers=) rows: one small header per record
+
+
+def el_produce_partition(path, records, arg="partition"):
+    """produce() naming partition=0, timestamp=TS or headers=HDRS in every call (each its own
+    loop, so that no row pays for **kwargs)."""
     def run(timer):
         el_create_topic(path)
         p = Producer({**el_conf(path), "acks": 1, "compression.type": "none", "linger.ms": 5})
         produce = p.produce
         timer.start()
-        for k, v in records:
-            produce(TOPIC, v, k, partition=0)
+        if arg == "partition":
+            for k, v in records:
+                produce(TOPIC, v, k, partition=0)
+        elif arg == "timestamp":
+            for k, v in records:
+                produce(TOPIC, v, k, timestamp=TS)
+        else:
+            for k, v in records:
+                produce(TOPIC, v, k, headers=HDRS)
         left = p.flush()
         timer.stop()
         p.close()
@@ -1198,6 +1217,8 @@ def main(argv=None):
         items = [
             ("el_none", m_write_el("el_none", 1, "none")),
             ("el_part", m_write_other("el_part", lambda path: el_produce_partition(path, records))),
+            ("el_ts", m_write_other("el_ts", lambda path: el_produce_partition(path, records, "timestamp"))),
+            ("el_hdr", m_write_other("el_hdr", lambda path: el_produce_partition(path, records, "headers"))),
             ("el_batch", m_write_other("el_batch", lambda path: el_produce_batch(path, key_column, value_column))),
             ("el_cbatch", m_read("el_cbatch", el_consume_batch(src_none, n, holder))),
             ("el_arrow", m_read("el_arrow", el_to_arrow(src_none, n, holder))),
