@@ -84,6 +84,7 @@ def child(d, first: int, w: int, mode: str, rng, timeout_ms: int) -> None:
             p.produce(TOPIC, value=b"%d:%d:%d" % (i, j, n), partition=(i + j) % P)
         p.send_offsets_to_transaction([TopicPartition("in", 0, i + 1)], md, 30)
         if aborts(i):
+            p.flush(30)                 # written first, so the abort has records to hide
             note(f"A {i}")
             p.abort_transaction(30)
             note(f"a {i}")

@@ -48,6 +48,7 @@ def _txn(p, d, i, commit=True):
     if commit:
         p.commit_transaction(30)
     else:
+        p.flush(30)                      # written first, so the abort has records to hide
         p.abort_transaction(30)
 
 
