@@ -104,7 +104,8 @@ class _TopicPartition(Partition):
 
     _owner: Topic
 
-    def append_batches(self, batches, *, sync: bool = False, _built_here: bool = False) -> list[AppendResult]:
+    def append_batches(self, batches, *, sync: bool = False, _built_here: bool = False,
+                       _marker: bool = False) -> list[AppendResult]:
         # Partition.append_batches's own signature, spelled out: forwarding *args/**kwargs
         # would cost three times the check itself (tests compare the two signatures).
         owner = self._owner
@@ -116,7 +117,7 @@ class _TopicPartition(Partition):
             owner.log._start_maintenance()       # this process writes: it maintains too
         if self.mirrors and owner.log._replicator is None:
             owner.log._start_replicator()        # ... and copies to mirrors
-        return Partition.append_batches(self, batches, sync=sync, _built_here=_built_here)
+        return Partition.append_batches(self, batches, sync=sync, _built_here=_built_here, _marker=_marker)
 
     def maintain(self, *args, **kwargs):
         self._owner._sync()

@@ -6,15 +6,36 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from . import _failpoints, _io, _replication
+from . import _failpoints, _io, _replication, _txnindex
 from . import _hotpath as hp
 from . import _state as st
-from ._errors import (CorruptRecordError, InvalidProducerEpochError, NotEnoughReplicasAfterAppendError,
-                      NotEnoughReplicasError, OutOfOrderSequenceError, RecordTooLargeError, StorageError)
+from ._errors import (
+    CorruptRecordError,
+    InvalidProducerEpochError,
+    NotEnoughReplicasAfterAppendError,
+    NotEnoughReplicasError,
+    OutOfOrderSequenceError,
+    RecordTooLargeError,
+    StorageError,
+)
 from ._index import OffsetIndex, TimeIndex
-from ._partition_common import (_BUDGET, DEFAULT_MAX_BYTES, INT32_MAX, PRODUCER_BATCHES_RETAINED,
-                                AppendResult, _storage_error)
-from ._records import ATTR_CONTROL, ATTR_LOG_APPEND_TIME, HEADER_SIZE, encode_batch, now_ms, parse_header
+from ._partition_common import (
+    _BUDGET,
+    DEFAULT_MAX_BYTES,
+    INT32_MAX,
+    PRODUCER_BATCHES_RETAINED,
+    AppendResult,
+    _storage_error,
+)
+from ._records import (
+    ATTR_CONTROL,
+    ATTR_LOG_APPEND_TIME,
+    ATTR_TRANSACTIONAL,
+    HEADER_SIZE,
+    encode_batch,
+    now_ms,
+    parse_header,
+)
 from ._segment import MAX_RELATIVE_OFFSET, Segment
 
 
@@ -36,7 +57,23 @@ class AppendPart:
         return self.append_batches([encode_batch(values, keys, timestamps, headers, compression=compression,
                                                  **batch_fields)], sync=sync, _built_here=True)[0]
 
-    def append_batches(self, batches, *, sync: bool = False, _built_here: bool = False) -> list[AppendResult]:
+    def append_marker(self, producer_id: int, producer_epoch: int, commit: bool, coordinator_epoch: int = 0, *,
+                      sync: bool = True) -> AppendResult:
+        """Write a transaction marker (a COMMIT or ABORT control batch, FORMAT.md §19) for
+        the producer: it closes the producer's open transaction here, and an ABORT adds the
+        transaction to the segment's .txnindex. Written also when the producer has no open
+        transaction here (Kafka does; readers take it as a no-op). Refused with
+        InvalidProducerEpochError when producer_epoch is older than the one this partition
+        knows for the producer; a newer epoch fences the older one's later batches."""
+        if not isinstance(producer_id, int) or producer_id < 0:
+            raise ValueError(f"a marker needs a producer id >= 0, not {producer_id!r}")
+        key, value = _txnindex.marker_record(commit, coordinator_epoch)
+        batch = encode_batch([value], [key], producer_id=producer_id, producer_epoch=producer_epoch,
+                             base_sequence=-1, transactional=True, extra_attributes=ATTR_CONTROL)
+        return self.append_batches([batch], sync=sync, _built_here=True, _marker=True)[0]
+
+    def append_batches(self, batches, *, sync: bool = False, _built_here: bool = False,
+                       _marker: bool = False) -> list[AppendResult]:
         """Append encoded batches under one lock hold. Each is validated as Kafka's broker
         does (whole, magic 2, CRC-32C, record count); `_built_here` skips only the CRC
         for batches this process just encoded with build_batch."""
@@ -54,7 +91,7 @@ class AppendPart:
             if h.records_count <= 0 or h.last_offset_delta != h.records_count - 1:
                 raise CorruptRecordError(
                     f"batch declares {h.records_count} records but lastOffsetDelta {h.last_offset_delta}")
-            if h.attributes & ATTR_CONTROL:
+            if h.attributes & ATTR_CONTROL and not _marker:
                 raise CorruptRecordError("clients may not append control batches")
             headers.append(h)
         if self._failed:
@@ -184,8 +221,17 @@ class AppendPart:
         state.set_in_append(os.getpid())
         try:
             refused = None
+            txn_seen = False
             for data, h in zip(batches, headers):
-                if h.producer_id >= 0:
+                if h.attributes & (ATTR_TRANSACTIONAL | ATTR_CONTROL):
+                    txn_seen = True
+                if h.attributes & ATTR_CONTROL:
+                    try:
+                        self._check_marker_epoch_locked(fields, h)
+                    except InvalidProducerEpochError as e:
+                        refused = e
+                        break
+                elif h.producer_id >= 0:
                     try:
                         dup = self._check_sequence_locked(fields, h)
                     except (OutOfOrderSequenceError, InvalidProducerEpochError) as e:
@@ -230,11 +276,23 @@ class AppendPart:
                 if not self.mirrors or not any(m.in_isr() for m in self.mirrors):
                     fields[st.F_HIGH_WATERMARK] = last + 1     # else: the lowest LEO in the ISR
                 results.append(AppendResult(base, last, append_time))
-                if h.producer_id >= 0:
+                if h.attributes & ATTR_CONTROL:
+                    self._close_transaction_locked(seg, fields, h, base, data)
+                elif h.producer_id >= 0:
                     self._remember_batch(h, base, last)
                 if self._pstate_end == base:
                     self._pstate_end = last + 1
+            raised_unstable = None
+            if txn_seen:
+                new = self._first_unstable()
+                old = state.first_unstable()
+                if new is not None and (old is None or new < old):
+                    state.set_first_unstable(new)       # lowered before the publish
+                elif new != old:
+                    raised_unstable = (new,)
             state.publish(fields)
+            if raised_unstable is not None:
+                state.set_first_unstable(raised_unstable[0])    # raised after it
             if self._notifier is not None:
                 self._notifier.bump()
             _failpoints.hit("partition.after_publish")
@@ -248,9 +306,16 @@ class AppendPart:
 
     # ------------------------------------------------------------ idempotence
     def _remember_batch(self, h, base_offset, last_offset):
+        """A producer's entry: [epoch, recent batches' (base seq, last seq, base offset,
+        last offset), first offset of its open transaction or None]."""
         entry = self._pstate.get(h.producer_id)
         if entry is None or h.producer_epoch > entry[0]:
-            entry = self._pstate[h.producer_id] = [h.producer_epoch, []]
+            entry = self._pstate[h.producer_id] = [h.producer_epoch, [], None]
+        if h.attributes & ATTR_CONTROL:        # a marker: closes the open transaction
+            entry[2] = None
+            return
+        if h.attributes & ATTR_TRANSACTIONAL and entry[2] is None:
+            entry[2] = base_offset
         last_seq = (h.base_sequence + h.last_offset_delta) % (INT32_MAX + 1)
         entry[1].append((h.base_sequence, last_seq, base_offset, last_offset))
         del entry[1][:-PRODUCER_BATCHES_RETAINED]
@@ -263,7 +328,7 @@ class AppendPart:
         entry = self._pstate.get(h.producer_id)
         if entry is None:
             return None                       # unknown producer: any sequence is accepted
-        epoch, batches = entry
+        epoch, batches = entry[0], entry[1]
         if h.producer_epoch < epoch:
             raise InvalidProducerEpochError(
                 f"producer {h.producer_id} epoch {h.producer_epoch} is older than {epoch} "
@@ -285,13 +350,62 @@ class AppendPart:
                 f"expected {expected}")
         return None
 
+    # ------------------------------------------------------------ transactions (#19)
+    def _check_marker_epoch_locked(self, fields, h):
+        self._load_producer_state_locked(fields)
+        entry = self._pstate.get(h.producer_id)
+        if entry is not None and h.producer_epoch < entry[0]:
+            raise InvalidProducerEpochError(
+                f"marker of producer {h.producer_id} epoch {h.producer_epoch} is older than {entry[0]} "
+                f"on {self.topic}-{self.partition}")
+
+    def _close_transaction_locked(self, seg, fields, h, offset, data):
+        """After a marker at `offset` is written: an ABORT of an open transaction goes to
+        the segment's .txnindex (fdatasync'd before the marker is published)."""
+        entry = self._pstate.get(h.producer_id)
+        first = entry[2] if entry is not None and h.producer_epoch >= entry[0] else None
+        self._remember_batch(h, offset, offset)
+        # The marker's key: the record follows the 61-byte header (a varint length,
+        # attributes, deltas, then the 4-byte key); decode it as the reader does.
+        from ._records import decode_columns
+        cols = decode_columns(data, 0, h)
+        if first is not None and _txnindex.marker_type(cols.keys[0]) == _txnindex.ABORT:
+            lso = self._first_unstable()
+            lso = offset if lso is None else min(lso, offset)
+            path = _txnindex.path_for(self.path, seg.base_offset)
+            try:
+                _txnindex.append_entry(path, h.producer_id, first, offset, lso)
+            except OSError as e:
+                raise _storage_error(e, "append", path) from e
+
+    def _first_unstable(self) -> int | None:
+        firsts = [e[2] for e in self._pstate.values() if e[2] is not None]
+        return min(firsts) if firsts else None
+
+    def open_transactions(self) -> dict[int, int]:
+        """{producer id: first offset} of the transactions open in this partition."""
+        with self._mutex:
+            self._lock()
+            try:
+                fields = self._ensure_state_locked()
+                self._load_producer_state_locked(fields)
+                return {pid: e[2] for pid, e in self._pstate.items() if e[2] is not None}
+            finally:
+                self.state.unlock(st.LOCK_APPEND)
+
     def _load_producer_state_locked(self, fields):
         """Learn producer ids from batch headers other writers appended since we last
         looked (first use: from the start of the active segment; older producer state
         is treated as expired, as Kafka does after producer.id.expiration.ms)."""
         end = fields[st.F_LOG_END]
         if self._pstate_end is None or self._pstate_end > end:
-            self._pstate, self._pstate_end = {}, fields[st.F_ACTIVE_BASE]
+            # From the active segment, or from the oldest open transaction if it began
+            # earlier (partition.state keeps where it starts).
+            start = fields[st.F_ACTIVE_BASE]
+            fu = self.state.first_unstable()
+            if fu is not None and fields[st.F_LOG_START] <= fu < start:
+                start = fu
+            self._pstate, self._pstate_end = {}, start
         if self._pstate_end >= end:
             return
         self._refresh_segments(fields[st.F_SEGMENTS_VERSION])
@@ -303,7 +417,7 @@ class AppendPart:
                 items, stop = self._read_segment(seg, fields, offset, DEFAULT_MAX_BYTES, end)
                 for _buf, _pos, bh, _path, _fpos in items:
                     if bh.producer_id >= 0:
-                        self._remember_batch(bh, bh.base_offset, bh.last_offset)
+                        self._remember_batch(bh, bh.base_offset, bh.last_offset)   # markers too
                     offset = bh.next_offset
                 if stop != _BUDGET or not items:
                     break

@@ -6,6 +6,7 @@ import os
 import time
 
 from . import _state as st
+from . import _txnindex
 from ._errors import CorruptRecordError, OffsetOutOfRangeError, StorageError
 from ._index import IndexCorrupt
 from ._partition_common import (
@@ -20,6 +21,7 @@ from ._partition_common import (
 )
 from ._records import (
     ATTR_CONTROL,
+    ATTR_TRANSACTIONAL,
     HEADER_SIZE,
     MAGIC,
     Columns,
@@ -107,14 +109,58 @@ class ReadPart:
                 break
         return out
 
-    def fetch(self, offset: int, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[Columns, int]:
+    def last_stable_offset(self) -> int:
+        """The last stable offset: the high watermark, or the first offset of the oldest
+        open transaction if that is lower (what read_committed reads up to, #19)."""
+        hw = self._fields()[st.F_HIGH_WATERMARK]     # the fields first, then the word
+        fu = self.state.first_unstable()
+        return hw if fu is None or fu >= hw else max(fu, self._fields()[st.F_LOG_START])
+
+    def aborted_transactions(self, start: int, end: int) -> list[tuple[int, int]]:
+        """(producer id, first offset) of the aborted transactions overlapping
+        [start, end), from the .txnindex files (a Fetch response's AbortedTransactions)."""
+        return [(pid, first) for pid, first, _last in self._aborted_ranges(start, end)]
+
+    def _aborted_ranges(self, start: int, end: int) -> list[tuple[int, int, int]]:
+        fields = self._fields()
+        with self._mutex:
+            self._refresh_segments(fields[st.F_SEGMENTS_VERSION])
+            bases = list(self._bases)
+        i = max(0, self._segment_for(start))
+        out = []
+        for base in bases[i:]:
+            for pid, first, last, _lso in _txnindex.read_entries(_txnindex.path_for(self.path, base)):
+                if first < end and last >= start:
+                    out.append((pid, first, last))
+        return out
+
+    def fetch(self, offset: int, max_bytes: int = DEFAULT_MAX_BYTES, *,
+              read_committed: bool = False) -> tuple[Columns, int]:
         """(records from `offset` on, next offset to fetch). The next offset is the end of
         the last batch read, which passes over offsets compaction removed (even when no
-        record is returned), so a consumer always makes progress."""
+        record is returned), so a consumer always makes progress. With read_committed,
+        only what lies below the last stable offset is read, and the records of aborted
+        transactions are passed over as control batches are."""
+        if read_committed:
+            lso = self.last_stable_offset()
+            if offset >= lso:
+                if offset > self._fields()[st.F_HIGH_WATERMARK]:
+                    self._read_batches(offset, max_bytes)        # raises OFFSET_OUT_OF_RANGE
+                return Columns([], [], [], [], []), offset
         items = self._read_batches(offset, max_bytes)
         if not items:
             return Columns([], [], [], [], []), offset
+        if read_committed:
+            items = [it for it in items if it[2].last_offset < lso]
+            if not items:
+                return Columns([], [], [], [], []), offset
         nxt = items[-1][2].next_offset
+        if read_committed and any(it[2].attributes & ATTR_TRANSACTIONAL for it in items):
+            aborted = self._aborted_ranges(offset, nxt)
+            if aborted:
+                items = [it for it in items if not _is_aborted(it[2], aborted)]
+                if not items:
+                    return Columns([], [], [], [], []), nxt
         if any(it[2].attributes & ATTR_CONTROL for it in items):
             # Control batches (transaction markers) are not records: a consumer passes over them.
             items = [it for it in items if not it[2].attributes & ATTR_CONTROL]
@@ -379,3 +425,12 @@ class ReadPart:
                             if ts >= timestamp:
                                 return off, ts
         return None
+
+
+def _is_aborted(h, aborted) -> bool:
+    """A data batch of a transaction that was aborted (its marker is not a data batch)."""
+    if not h.attributes & ATTR_TRANSACTIONAL or h.attributes & ATTR_CONTROL:
+        return False
+    pid, base = h.producer_id, h.base_offset
+    return any(p == pid and first <= base <= last for p, first, last in aborted)
+

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from . import _cleaner, _io
+from . import _cleaner, _io, _txnindex
 from . import _state as st
 from ._index import IndexCorrupt
 from ._partition_common import _Stale, _storage_error
@@ -66,6 +66,7 @@ class RecoveryPart:
         fields[st.F_SEGMENTS_VERSION] = (old[st.F_SEGMENTS_VERSION] + 1) if old else int(time.time_ns() & 0xFFFFFFFF)
         self.state.initialize(fields, flushed)
         self._refresh_segments(fields[st.F_SEGMENTS_VERSION])
+        self._recover_transactions(fields)
         return fields
 
     def _recover_read_only(self) -> list[int]:
@@ -105,6 +106,7 @@ class RecoveryPart:
         fields[st.F_SEGMENTS_VERSION] = 1
         self.state.initialize(fields, flushed)
         self._refresh_segments(fields[st.F_SEGMENTS_VERSION])
+        self._recover_transactions(fields)
         return fields
 
     def _scan_read_only(self, bases, recovery_point) -> list[int]:
@@ -276,3 +278,18 @@ class RecoveryPart:
                 raise _storage_error(e, "index rebuild", seg.index.path) from e
             finally:
                 self.state.unlock(st.LOCK_APPEND)
+
+    def _recover_transactions(self, fields):
+        """After the fields are rebuilt: aborted-transaction entries whose marker the log
+        no longer holds are cut (writers only), and the open transactions, hence the
+        last stable offset, are learned again from the log (#19)."""
+        end = fields[st.F_LOG_END]
+        if not self.read_only:
+            for base in self._bases:
+                path = _txnindex.path_for(self.path, base)
+                if os.path.exists(path):
+                    _txnindex.truncate_after(path, end)
+        self._pstate_end = None
+        self._load_producer_state_locked(fields)
+        self.state.set_first_unstable(self._first_unstable())
+

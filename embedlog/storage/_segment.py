@@ -99,7 +99,10 @@ class Segment:
 
     def delete_files(self):
         self.close()
-        for p in (self.log_path, self.index.path, self.timeindex.path):
+        txnindex = self.log_path[:-len(".log")] + ".txnindex" if self.log_path.endswith(".log") else None
+        for p in (self.log_path, self.index.path, self.timeindex.path, txnindex):
+            if p is None:
+                continue
             try:
                 _io.unlink(p)
             except FileNotFoundError:

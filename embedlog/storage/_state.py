@@ -20,6 +20,10 @@ Layout (host byte order: the file is a cache of this machine, never copied elsew
     64  u64  fields[N_FIELDS]  (the F_* indexes below)
     192 u64  swap   odd while the cleaner swaps segment files (readers retry a read
                     that overlapped a swap); even otherwise
+    200 u64  first_unstable  1 + the first offset of the oldest open transaction, 0 when
+                    none is open (#19): the last stable offset is min(HW, it - 1). Lowered
+                    before a publish, raised after one, so a reader that loads the fields
+                    and then this word never sees an open or aborted record below the LSO
     256 64B x 8     mirror slots (_replication.py): leo, durable leo, base, size,
                     caught-up time, flags, failed time
 
@@ -67,6 +71,7 @@ _OFF_BOOT = 32
 _OFF_VERSION = 48
 _OFF_FLUSHED = 56
 _OFF_SWAP = 192
+_OFF_FIRST_UNSTABLE = 200
 _OFF_REPLICATION, _REPLICATION_BYTES = 256, 8 * 64      # 8 mirror slots (_replication.py)
 
 
@@ -194,6 +199,14 @@ class SharedState:
         self.mm[_OFF_REPLICATION:_OFF_REPLICATION + _REPLICATION_BYTES] = bytes(_REPLICATION_BYTES)
 
     # -- segment swaps (the cleaner)
+    def first_unstable(self) -> int | None:
+        """The first offset of the oldest open transaction, or None."""
+        v = hp.lib.el_atomic_load_u64(self.ptr + _OFF_FIRST_UNSTABLE)
+        return v - 1 if v else None
+
+    def set_first_unstable(self, offset: int | None):
+        hp.lib.el_atomic_store_u64(self.ptr + _OFF_FIRST_UNSTABLE, 0 if offset is None else offset + 1)
+
     def swap_word(self) -> int:
         return hp.lib.el_atomic_load_u64(self.ptr + _OFF_SWAP)
 
