@@ -11,7 +11,7 @@ how far it got.
 After each kill, before any recovery: read_committed shows no transaction that never
 reached its commit point, and no partial share of one in any partition. Then the
 transaction is recovered, by the next producer with the same transactional.id
-(init_transactions fences the dead one) or, every 25th round, by
+(init_transactions fences the dead one) or, every 50th round, by
 transaction.timeout.ms (a read_committed Consumer polling until the LSO moves: S's fetch
 path runs expire_and_recover): every transaction is whole or absent, acknowledged
 commits are there, aborted and unfinished ones are not, and the group's offset of in-0
@@ -63,13 +63,20 @@ def _run_child(d, first, mode, seed, timeout_ms):
     return pid, r
 
 
-def _collect(pid, r, kill_after):
-    """Read the child's notes; SIGKILL it after `kill_after` s (None: it kills itself,
-    or is killed after 20 s). Returns (notes, how it died)."""
+def _collect(pid, r, kill_after, from_ready=True):
+    """Read the child's notes; SIGKILL it `kill_after` s after its init_transactions
+    returned ("R"; from the fork when not from_ready; None: it kills itself, or is
+    killed after 20 s). Returns the notes."""
     data = b""
     deadline = time.monotonic() + (kill_after if kill_after is not None else 20.0)
+    armed = kill_after is None or not from_ready
     killed_by_us = False
     while True:
+        if not armed and b"R\n" in data:
+            armed = True
+            deadline = time.monotonic() + kill_after
+        elif not armed:
+            deadline = time.monotonic() + 20.0
         left = deadline - time.monotonic()
         if left <= 0 and not killed_by_us:
             os.kill(pid, signal.SIGKILL)
@@ -124,10 +131,12 @@ def _rounds(tmp_path, rounds, seed):
         counts = Counter()
         first = 0
         for rnd in range(rounds):
-            timeout_round = rnd % 25 == 24
+            timeout_round = rnd % 50 == 49
             mode = "time" if timeout_round else rng.choice(("time", "time", "io", "failpoint"))
             pid, r = _run_child(d, first, mode, rng.randrange(1 << 30), 1000 if timeout_round else 60_000)
-            notes = _collect(pid, r, rng.uniform(0.02, 0.25) if mode == "time" else None)
+            # time kills: mostly 0-80 ms into the transactions, 1 in 10 from the fork (in init)
+            notes = _collect(pid, r, rng.uniform(0.0, 0.08) if mode == "time" else None,
+                             from_ready=timeout_round or rng.random() > 0.1)
             counts["rounds"] += 1
             counts[f"kill {mode}"] += 1
             counts[f"mid-{_phase(notes)}"] += 1
