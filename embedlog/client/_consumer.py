@@ -79,6 +79,10 @@ class Consumer:
         self._commit_every = values["auto.commit.interval.ms"] / 1000.0
         self._eof = values["enable.partition.eof"]
         self._fetch_bytes = values["max.partition.fetch.bytes"]
+        # read_committed (librdkafka's default): records up to the last stable offset,
+        # aborted transactions passed over; EOF, waits and lag count against the LSO (#19).
+        self._read_committed = values["isolation.level"] == "read_committed"
+        self._next_expire = 0.0
         self._on_commit = values["on_commit"]
         self._assigned: dict[tuple[str, int], _PState] = {}
         self._revoked_keys: set[tuple[str, int]] = set()   # partitions removed since the call began
@@ -288,13 +292,13 @@ class Consumer:
                                          error=KafkaError(KafkaError._AUTO_OFFSET_RESET, reason)))
             ps.paused = True        # nothing to fetch until the application seeks
             return
-        ps.position = ps.fetch_pos = start if self._reset == "earliest" else end
+        ps.position = ps.fetch_pos = start if self._reset == "earliest" else min(end, self._end(ps.part))
 
     def _seek_ps(self, ps, offset):
         if offset == OFFSET_BEGINNING:
             offset = ps.part.log_start_offset
         elif offset == OFFSET_END:
-            offset = ps.part.high_watermark
+            offset = self._end(ps.part)
         elif offset < 0:
             raise KafkaException(KafkaError(KafkaError._INVALID_ARG, f"invalid offset {offset}"))
         ps.chunk, ps.i, ps.n = None, 0, 0
@@ -489,8 +493,10 @@ class Consumer:
                 if ps.fetch_pos is None:
                     continue
             try:
-                hw = ps.part.high_watermark
+                hw = self._end(ps.part)
                 if ps.fetch_pos >= hw:
+                    if self._read_committed and hw < ps.part.high_watermark:
+                        self._stuck_transaction()
                     if self._eof and not ps.eof_sent and ps.fetch_pos == hw:
                         ps.eof_sent = True
                         self._pending.append(Message(ps.topic, ps.partition, hw,
@@ -499,7 +505,7 @@ class Consumer:
                         self._rr = (self._rr + k + 1) % n
                         return True
                     continue
-                cols, nxt = ps.part.fetch(ps.fetch_pos, self._fetch_bytes)
+                cols, nxt = ps.part.fetch(ps.fetch_pos, self._fetch_bytes, read_committed=self._read_committed)
             except OffsetOutOfRangeError as e:
                 self._apply_reset(ps, str(e))
                 return True
@@ -519,6 +525,28 @@ class Consumer:
             self._rr = (self._rr + k + 1) % n
             return True
         return False
+
+    def _end(self, part) -> int:
+        """Where this consumer's reading of a partition ends for now: the last stable
+        offset for read_committed, the high watermark for read_uncommitted."""
+        return part.last_stable_offset() if self._read_committed else part.high_watermark
+
+    def _stuck_transaction(self):
+        """The LSO is held below the high watermark by an open transaction: at most once a
+        second, abort transactions past their timeout and finish prepared ones whose
+        producer died (the coordinator has no process of its own)."""
+        now = time.monotonic()
+        if now < self._next_expire or self._read_only_log():
+            return
+        self._next_expire = now + 1.0
+        from ..storage._txn_coordinator import expire_and_recover
+        try:
+            expire_and_recover(self._log)
+        except EmbedlogError:
+            pass        # another process finishes it; this consumer keeps waiting
+
+    def _read_only_log(self) -> bool:
+        return bool(getattr(self._log, "read_only", False))
 
     def _retire(self, ps):
         """A drained chunk: its partition's application position moves past it."""
@@ -549,7 +577,9 @@ class Consumer:
             seen = notifier.value()
             if member is not None and member.metadata_moved():
                 return
-            if all(ps.part.high_watermark <= ps.fetch_pos for ps in active):
+            if all(self._end(ps.part) <= ps.fetch_pos for ps in active):
+                if self._read_committed and any(ps.part.high_watermark > ps.fetch_pos for ps in active):
+                    t = 0.05 if t is None else min(t, 0.05)   # the LSO word moves after a publish
                 notifier.wait(seen, t)
         else:
             time.sleep(0.01 if left is None else max(0.0, min(left, 0.01)))
@@ -753,7 +783,8 @@ class Consumer:
                               cached: bool = False) -> tuple[int, int]:
         self._check()
         part = self._topic(partition.topic).partition(partition.partition)
-        return part.watermarks()
+        low, high = part.watermarks()
+        return low, (min(high, part.last_stable_offset()) if self._read_committed else high)
 
     def offsets_for_times(self, partitions: Sequence[TopicPartition], timeout: float | None = None) -> list[TopicPartition]:
         """For each TopicPartition whose .offset holds a timestamp (ms): the earliest
@@ -787,7 +818,7 @@ class Consumer:
         rows = []
         for ps in self._order:
             c = self._store.committed(self._group, ps.topic, ps.partition)
-            end = ps.part.high_watermark
+            end = self._end(ps.part)
             committed = c[0] if c else OFFSET_INVALID
             rows.append((TopicPartition(ps.topic, ps.partition, committed), end,
                          max(0, end - (committed if c else ps.part.log_start_offset))))
