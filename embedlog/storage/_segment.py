@@ -44,9 +44,19 @@ def list_segments(dir_path) -> list[int]:
 class ScanResult:
     """What a validating scan of a segment found (see Segment.scan)."""
 
-    __slots__ = ("batches", "valid_size", "stop_reason", "next_offset", "index", "timeindex",
-                 "bytes_since_index", "max_timestamp", "offset_of_max_timestamp",
-                 "roll_timestamp", "last_timeindex_ts")
+    __slots__ = (
+        "batches",
+        "bytes_since_index",
+        "index",
+        "last_timeindex_ts",
+        "max_timestamp",
+        "next_offset",
+        "offset_of_max_timestamp",
+        "roll_timestamp",
+        "stop_reason",
+        "timeindex",
+        "valid_size",
+    )
 
 
 class Segment:
@@ -84,7 +94,7 @@ class Segment:
         return os.fstat(self.open()).st_size
 
     @classmethod
-    def create(cls, dir_path, base_offset: int) -> "Segment":
+    def create(cls, dir_path, base_offset: int) -> Segment:
         """Create empty .log/.index/.timeindex (a leftover from a dead roll is emptied)."""
         seg = cls(dir_path, base_offset)
         flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
@@ -303,4 +313,4 @@ class Segment:
         return log_size, None, expected
 
 
-__all__ = ["Segment", "list_segments", "segment_name", "IndexCorrupt", "ScanResult"]
+__all__ = ["IndexCorrupt", "ScanResult", "Segment", "list_segments", "segment_name"]

@@ -1,0 +1,109 @@
+"""Storage side of transactions (#19): markers, open transactions, the last stable offset,
+.txnindex and read_committed fetches, on real files."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from embedlog import Log
+from embedlog.storage import _txnindex
+from embedlog.storage._errors import CorruptRecordError, InvalidProducerEpochError
+from embedlog.storage._records import encode_batch
+
+
+def txn(part, pid, epoch, seq, values):
+    return part.append(encode_batch(values, producer_id=pid, producer_epoch=epoch, base_sequence=seq,
+                                    transactional=True))
+
+
+def test_markers_open_transactions_lso_and_read_committed(tmp_path):
+    log = Log(tmp_path)
+    log.create_topic("t", 1)
+    p = log.partition("t", 0)
+    p.append_records([b"plain0"])
+    a = txn(p, 7, 0, 0, [b"a1", b"a2"])
+    txn(p, 8, 0, 0, [b"b1"])
+    p.append_records([b"plain1"])
+    assert p.open_transactions() == {7: a.base_offset, 8: a.last_offset + 1}
+    assert p.last_stable_offset() == a.base_offset < p.high_watermark
+    cols, nxt = p.fetch(0, read_committed=True)
+    assert cols.values == [b"plain0"] and nxt == 1
+    m = p.append_marker(7, 0, commit=False)
+    assert p.open_transactions() == {8: 3}
+    assert p.last_stable_offset() == 3
+    assert p.aborted_transactions(0, p.high_watermark) == [(7, 1)]
+    p.append_marker(8, 0, commit=True)
+    assert p.open_transactions() == {} and p.last_stable_offset() == p.high_watermark
+    cols, nxt = p.fetch(0, read_committed=True)
+    assert cols.values == [b"plain0", b"b1", b"plain1"] and nxt == p.high_watermark
+    cols, _ = p.fetch(0)
+    assert cols.values == [b"plain0", b"a1", b"a2", b"b1", b"plain1"]
+    entries = _txnindex.read_entries(_txnindex.path_for(p.path, 0))
+    assert entries == [(7, 1, m.base_offset, 3)]
+    with open(_txnindex.path_for(p.path, 0), "rb") as f:
+        assert len(f.read()) == 34
+    p.append_marker(8, 1, commit=False)                 # a newer epoch: known from now on
+    end = p.log_end_offset
+    with pytest.raises(InvalidProducerEpochError):
+        p.append_marker(8, 0, commit=True)
+    assert p.log_end_offset == end                      # nothing written
+    with pytest.raises(CorruptRecordError):
+        p.append(bytes(p.read_raw(m.base_offset)))      # clients may not append markers
+    log.close()
+
+
+def test_kafka_python_decodes_the_marker(tmp_path):
+    from kafka.record.default_records import DefaultRecordBatch
+    log = Log(tmp_path)
+    log.create_topic("t", 1)
+    p = log.partition("t", 0)
+    txn(p, 5, 3, 0, [b"x"])
+    m = p.append_marker(5, 3, commit=True, coordinator_epoch=9)
+    batch = DefaultRecordBatch(p.read_raw(m.base_offset))
+    assert batch.is_control_batch and batch.is_transactional and batch.producer_id == 5
+    assert batch.validate_crc()
+    (rec,) = list(batch)
+    assert rec.key == b"\x00\x00\x00\x01" and rec.value == b"\x00\x00\x00\x00\x00\x09"
+    log.close()
+
+
+def test_kill9_mid_transaction_then_reopen(tmp_path):
+    code = textwrap.dedent(f"""
+        import os, sys
+        from embedlog import Log
+        from embedlog.storage._records import encode_batch
+        log = Log({str(tmp_path)!r})
+        log.create_topic("t", 1, config={{"segment.bytes": 300}})
+        p = log.partition("t", 0)
+        for i in range(5):
+            p.append_records([b"p%d" % i])
+        p.append(encode_batch([b"t0"], producer_id=3, producer_epoch=0, base_sequence=0, transactional=True))
+        for i in range(10):
+            p.append_records([b"q%d" % i * 20])
+        p.append(encode_batch([b"u0"], producer_id=4, producer_epoch=0, base_sequence=0, transactional=True))
+        p.append_marker(4, 0, False)
+        print("ready", flush=True)
+        os.kill(os.getpid(), 9)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL and "ready" in proc.stdout, proc.stderr
+    log = Log(tmp_path)
+    p = log.partition("t", 0)
+    assert len(os.listdir(p.path)) > 4                   # several segments: the transaction spans them
+    assert p.open_transactions() == {3: 5}
+    assert p.last_stable_offset() == 5
+    p.state.invalidate()                                  # as after a reboot: rebuilt from the files
+    assert p.last_stable_offset() == 5 and p.open_transactions() == {3: 5}
+    assert p.aborted_transactions(0, p.high_watermark) == [(4, 16)]
+    p.append_marker(3, 0, True)
+    cols, _ = p.fetch(0, read_committed=True, max_bytes=1 << 20)
+    got = []
+    off = 0
+    while off < p.high_watermark:
+        cols, off = p.fetch(off, read_committed=True)
+        got += cols.values
+    assert b"t0" in got and b"u0" not in got and len(got) == 16
+    log.close()
