@@ -80,6 +80,7 @@ class TxnScenario(Scenario):
         p = _producer(d)
         p.init_transactions(30)
         _txn(p, d, 0)
+        p.close()
 
     def run(self, d, note, arm):
         p = _producer(d)
@@ -87,6 +88,7 @@ class TxnScenario(Scenario):
         arm()
         _txn(p, d, 1, self.commit)
         note(0)
+        p.close()        # clients share one Log per path: an open one would serve the next state's check
 
     def check(self, d, notes, completed, ref):
         with open_log(d) as log:
@@ -120,7 +122,10 @@ class TxnScenario(Scenario):
             expect(got is not None and got[0] == want,
                    f"g's offset of in-0 is {got}, but transaction 1 is {'' if one else 'not '}visible (want {want})")
         verified(d)
-        _txn(p, d, 2)                                # and a new transaction commits
+        try:
+            _txn(p, d, 2)                            # and a new transaction commits
+        finally:
+            p.close()
         with open_log(d) as log:
             expect(len(_visible(log).get(2, [])) == 4, "a transaction after recovery is not visible")
 
