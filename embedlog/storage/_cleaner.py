@@ -336,6 +336,11 @@ def plan_cleaning(part, fields, now: int, force: bool) -> CleanPlan | None:
     # Never at or above the high watermark (Kafka): records a lagging mirror does not have
     # yet must not make committed ones obsolete.
     hw = fields[st.F_HIGH_WATERMARK]
+    # Nor at or above the last stable offset (#19): an open transaction's records are
+    # neither committed nor aborted yet.
+    unstable = part.state.first_unstable()
+    if unstable is not None:
+        hw = min(hw, unstable)
     first_uncleanable = min(active_base, part._bases[max(0, bisect_right(part._bases, hw) - 1)])
     sizes = {}
     for b in bases:

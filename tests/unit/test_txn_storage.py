@@ -107,3 +107,26 @@ def test_kill9_mid_transaction_then_reopen(tmp_path):
         got += cols.values
     assert b"t0" in got and b"u0" not in got and len(got) == 16
     log.close()
+
+
+def test_the_cleaner_never_cleans_at_or_past_the_lso(tmp_path):
+    log = Log(tmp_path)
+    log.create_topic("c", 1, config={"cleanup.policy": "compact", "segment.bytes": 200,
+                                     "min.cleanable.dirty.ratio": 0.01})
+    p = log.partition("c", 0)
+    open_at = txn(p, 9, 0, 0, [b"open"]).base_offset
+    for i in range(40):
+        p.append_records([b"v%d" % i], keys=[b"k"])      # every one supersedes the last
+    p.compact()
+    cols, _ = p.fetch(open_at + 1, max_bytes=1 << 20)
+    assert cols.offsets[0] == open_at + 1                # nothing past the LSO was cleaned
+    assert p.last_stable_offset() == open_at
+    p.append_marker(9, 0, True)
+    p.compact()
+    offsets = []
+    off = 0
+    while off < p.high_watermark:
+        cols, off = p.fetch(off)
+        offsets += cols.offsets
+    assert open_at + 1 not in offsets                    # cleaned once the transaction ended
+    log.close()
