@@ -109,6 +109,15 @@ def _copy_file_prefix(src, dst, size: int):
 
 
 def _copy_file(src, dst):
+    if src.endswith(".timeindex"):
+        # A segment's aborted-transaction index (#19) travels with its other indexes.
+        txn_src, txn_dst = src[:-len(".timeindex")] + ".txnindex", dst[:-len(".timeindex")] + ".txnindex"
+        if os.path.exists(txn_src):
+            _copy_one(txn_src, txn_dst)
+    _copy_one(src, dst)
+
+
+def _copy_one(src, dst):
     tmp = dst + ".mirror"
     try:
         _io.copyfile(src, tmp)

@@ -130,3 +130,19 @@ def test_the_cleaner_never_cleans_at_or_past_the_lso(tmp_path):
         offsets += cols.offsets
     assert open_at + 1 not in offsets                    # cleaned once the transaction ended
     log.close()
+
+
+def test_mirrors_copy_the_txnindex(tmp_path):
+    import filecmp
+    log = Log(str(tmp_path / "p"), retention_check_interval_ms=0)
+    log.add_replica(str(tmp_path / "m"))
+    log.create_topic("t", 1, replication_factor=2, config={"segment.bytes": 300})
+    p = log.partition("t", 0)
+    txn(p, 2, 0, 0, [b"x" * 50])
+    p.append_marker(2, 0, False)
+    for i in range(10):
+        p.append_records([b"y" * 60], sync=True)          # rolls: the marker's segment is closed
+    name = os.path.basename(_txnindex.path_for(p.path, 0))
+    mirror = os.path.join(str(tmp_path / "m"), "t-0", name)
+    assert os.path.exists(mirror) and filecmp.cmp(_txnindex.path_for(p.path, 0), mirror, shallow=False)
+    log.close()
