@@ -205,10 +205,11 @@ def store_for(log) -> OffsetStore:
     return store
 
 
-def consumer_lag(log, group: str) -> list[dict]:
+def consumer_lag(log, group: str, *, read_committed: bool = False) -> list[dict]:
     """Committed offset, log end offset and lag of every partition of the topics a group
     has committed for (an embedlog addition; the CLI's `groups describe`). A partition
-    without a commit has committed None and its whole log as lag."""
+    without a commit has committed None and its whole log as lag. With read_committed
+    the end is the last stable offset, as a read_committed Kafka consumer's lag is (#19)."""
     store = store_for(log)
     store.refresh()
     offsets = store.group_offsets(group)
@@ -219,7 +220,10 @@ def consumer_lag(log, group: str) -> list[dict]:
         except UnknownTopicOrPartitionError:
             continue
         for partition in range(t.num_partitions):
-            start, end = t.partition(partition).watermarks()
+            part = t.partition(partition)
+            start, end = part.watermarks()
+            if read_committed:
+                end = min(end, part.last_stable_offset())
             c = offsets.get((topic, partition))
             committed = c[0] if c else None
             rows.append({"group": group, "topic": topic, "partition": partition, "committed": committed,
