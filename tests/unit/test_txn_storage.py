@@ -146,3 +146,19 @@ def test_mirrors_copy_the_txnindex(tmp_path):
     mirror = os.path.join(str(tmp_path / "m"), "t-0", name)
     assert os.path.exists(mirror) and filecmp.cmp(_txnindex.path_for(p.path, 0), mirror, shallow=False)
     log.close()
+
+
+def test_consumer_lag_counts_against_the_lso_for_read_committed(tmp_path):
+    from embedlog.storage._offsets import consumer_lag, store_for
+    log = Log(tmp_path)
+    log.create_topic("t", 1)
+    p = log.partition("t", 0)
+    p.append_records([b"a", b"b"])
+    txn(p, 4, 0, 0, [b"c", b"d", b"e"])
+    store_for(log).commit("g", [("t", 0, 1, "")])
+    rows = {r["partition"]: r for r in consumer_lag(log, "g", read_committed=True)}
+    plain = {r["partition"]: r for r in consumer_lag(log, "g")}
+    assert rows[0]["log_end_offset"] == 2 and rows[0]["lag"] == 1
+    assert plain[0]["log_end_offset"] == 5 and plain[0]["lag"] == 4
+    assert p.last_stable_offset() == 2
+    log.close()
