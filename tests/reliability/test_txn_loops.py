@@ -4,7 +4,7 @@ scenarios and invariants: txn_workers.py): a kill at every I/O call of a transac
 and power-loss states at every point of its trace; after each, the transaction is whole
 or absent (absent for an abort, present once commit returned), its offsets with it.
 
-Default: one seed of each (power loss: 2 states per point). Soak: EMBEDLOG_SOAK_FACTOR
+Default: one seed of each (power loss: 1 state per point). Soak: EMBEDLOG_SOAK_FACTOR
 (default 100) seeds, 10 states per point.
 """
 from __future__ import annotations
@@ -42,7 +42,7 @@ def _crash_points(kind, tmp_path, soak):
 def _power_loss(kind, tmp_path, soak):
     states = 0
     for seed in _seeds(soak):
-        st = pl.run_power_loss(OPS[kind](seed), seed=seed, per_point=10 if soak else 2,
+        st = pl.run_power_loss(OPS[kind](seed), seed=seed, per_point=10 if soak else 1,
                                keep_failures=str(tmp_path))
         assert not st.anomalies, st.report()
         states += st.states
