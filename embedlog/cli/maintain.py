@@ -16,8 +16,10 @@ from ._common import CliError, dir_option, emit_rows, human_bytes, open_log, out
 @click.option("--now-ms", type=int, default=None, hidden=True, help="Clock override (tests).")
 @output_options()
 def maintain(topics, force_compaction, now_ms, fmt):
-    """Delete expired segments and compact compacted topics now; abort transactions past
-    transaction.timeout.ms and finish those whose producer died after the commit point."""
+    """Delete expired segments and compact compacted topics now.
+
+    Also aborts transactions past transaction.timeout.ms and finishes those whose
+    producer died after the commit point."""
     from embedlog import UnknownTopicOrPartitionError
     from embedlog.storage._txn_coordinator import expire_and_recover
     log = open_log()

@@ -262,6 +262,8 @@ class AppendPart:
                     head[17:21] = hp.crc32c(body, hp.crc32c(memoryview(head)[21:])).to_bytes(4, "big")
                 position = fields[st.F_ACTIVE_SIZE]
                 size = len(data)
+                if h.attributes & ATTR_CONTROL:
+                    self._abort_entry_locked(seg, h, base, data)   # before the marker's bytes
                 try:
                     _io.pwrite2(seg.open(), head, body, position, seg.log_path)
                     self._index_locked(seg, fields, position, size, last, max_ts, interval)
@@ -276,10 +278,8 @@ class AppendPart:
                 if not self.mirrors or not any(m.in_isr() for m in self.mirrors):
                     fields[st.F_HIGH_WATERMARK] = last + 1     # else: the lowest LEO in the ISR
                 results.append(AppendResult(base, last, append_time))
-                if h.attributes & ATTR_CONTROL:
-                    self._close_transaction_locked(seg, fields, h, base, data)
-                elif h.producer_id >= 0:
-                    self._remember_batch(h, base, last)
+                if h.producer_id >= 0:
+                    self._remember_batch(h, base, last)      # a marker closes the transaction
                 if self._pstate_end == base:
                     self._pstate_end = last + 1
             raised_unstable = None
@@ -359,19 +359,21 @@ class AppendPart:
                 f"marker of producer {h.producer_id} epoch {h.producer_epoch} is older than {entry[0]} "
                 f"on {self.topic}-{self.partition}")
 
-    def _close_transaction_locked(self, seg, fields, h, offset, data):
-        """After a marker at `offset` is written: an ABORT of an open transaction goes to
-        the segment's .txnindex (fdatasync'd before the marker is published)."""
+    def _abort_entry_locked(self, seg, h, offset, data):
+        """Before an ABORT marker of an open transaction is written at `offset`: its
+        .txnindex entry, fdatasync'd. A crash before the marker lands leaves an entry past
+        the log end, which recovery cuts; so a marker on disk always has its entry."""
         entry = self._pstate.get(h.producer_id)
         first = entry[2] if entry is not None and h.producer_epoch >= entry[0] else None
-        self._remember_batch(h, offset, offset)
+        if first is None:
+            return
         # The marker's key: the record follows the 61-byte header (a varint length,
         # attributes, deltas, then the 4-byte key); decode it as the reader does.
         from ._records import decode_columns
         cols = decode_columns(data, 0, h)
-        if first is not None and _txnindex.marker_type(cols.keys[0]) == _txnindex.ABORT:
-            lso = self._first_unstable()
-            lso = offset if lso is None else min(lso, offset)
+        if _txnindex.marker_type(cols.keys[0]) == _txnindex.ABORT:
+            others = [e[2] for pid, e in self._pstate.items() if e[2] is not None and pid != h.producer_id]
+            lso = min([*others, offset])          # the LSO once this transaction is closed
             path = _txnindex.path_for(self.path, seg.base_offset)
             try:
                 _txnindex.append_entry(path, h.producer_id, first, offset, lso)
@@ -515,7 +517,7 @@ class AppendPart:
         fields[st.F_SEGMENTS_VERSION] += 1
         self._segments_version = fields[st.F_SEGMENTS_VERSION]
         st.write_checkpoint(self.path, clean=False, recovery_point=base,
-                            log_start_offset=fields[st.F_LOG_START])
+                            log_start_offset=fields[st.F_LOG_START], txn_start=self.state.first_unstable())
 
     def _fsync(self, fd, path):
         try:

@@ -289,7 +289,24 @@ class RecoveryPart:
                 path = _txnindex.path_for(self.path, base)
                 if os.path.exists(path):
                     _txnindex.truncate_after(path, end)
-        self._pstate_end = None
+        # Where open transactions may begin: the active segment, the oldest one open at
+        # the last roll (the checkpoint), the published word (if it survived), or, with a
+        # damaged checkpoint, the log start.
+        ck = st.read_checkpoint(self.path)
+        start = fields[st.F_ACTIVE_BASE]
+        # A roll whose checkpoint did not land (its recovery point is below the active
+        # base): transactions may also have opened in the segment before it.
+        rolled_unrecorded = ck.get("recovery_point", 0) < start and len(self._bases) > 1
+        for cand in (ck.get("txn_start"), self.state.first_unstable(),
+                     fields[st.F_LOG_START] if ck.get("damaged") else None,
+                     self._bases[-2] if rolled_unrecorded else None):
+            if isinstance(cand, int) and fields[st.F_LOG_START] <= cand < start:
+                start = cand
+        self._pstate, self._pstate_end = {}, start
         self._load_producer_state_locked(fields)
-        self.state.set_first_unstable(self._first_unstable())
+        first = self._first_unstable()
+        self.state.set_first_unstable(first)
+        if not self.read_only and first != ck.get("txn_start") and (first is not None or "txn_start" in ck):
+            st.write_checkpoint(self.path, clean=False, recovery_point=ck.get("recovery_point", 0),
+                                log_start_offset=fields[st.F_LOG_START], txn_start=first)
 

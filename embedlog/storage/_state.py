@@ -423,10 +423,20 @@ def read_checkpoint(dir_path) -> dict:
     return data
 
 
+_KEEP = object()
+
+
 def write_checkpoint(dir_path, *, clean: bool, recovery_point: int, log_start_offset: int,
-                     fields: list[int] | None = None):
+                     fields: list[int] | None = None, txn_start=_KEEP):
+    """`txn_start`: the first offset of the oldest transaction open when the active
+    segment was rolled (#19), where recovery starts looking for open transactions; kept
+    from the current checkpoint unless given (None: none was open)."""
+    if txn_start is _KEEP:
+        txn_start = read_checkpoint(dir_path).get("txn_start")
     doc = {"version": CHECKPOINT_VERSION, "clean": clean, "recovery_point": recovery_point,
            "log_start_offset": log_start_offset}
+    if isinstance(txn_start, int):
+        doc["txn_start"] = txn_start
     if fields is not None:
         doc["fields"] = fields
     write_atomic(os.path.join(dir_path, CHECKPOINT_FILE), seal_json(json.dumps(doc).encode()))

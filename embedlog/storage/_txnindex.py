@@ -53,6 +53,8 @@ def append_entry(path: str, producer_id: int, first: int, last: int, last_stable
         _io.fdatasync(fd)
     finally:
         os.close(fd)
+    if size == 0:                             # a new file: its name must be durable too
+        _io.fsync_dir(os.path.dirname(path))
 
 
 def read_entries(path: str) -> list[tuple[int, int, int, int]]:
