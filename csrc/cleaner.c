@@ -274,7 +274,10 @@ int el_keymap_scan(el_keymap *m, const void *buf_, size_t len, int final, int64_
         if (rc == 1) return 0;
         if (rc) return rc;
         int32_t n = h.records_count;
-        if (n > 0) {
+        if (n > 0 && (h.attributes & ATTR_CONTROL)) {
+            /* A transaction marker's key is its type, not a record key: never mapped. */
+            m->end_offset = h.base_offset + h.last_offset_delta + 1;
+        } else if (n > 0) {
             if (h.attributes & ATTR_COMPRESSION) return 1;
             if (m->entries + n > m->grow_at) return 2;
             if (scratch_len < el_clean_scratch_bytes(n)) return 4;
@@ -342,6 +345,15 @@ int el_clean_scan(const el_keymap *m, const void *buf_, size_t len, int final, i
         if (rc) return rc;
         int32_t n = h.records_count;
         if (n == 0) {                        /* an empty batch carries nothing we keep */
+            *pos += (int64_t)total;
+            continue;
+        }
+        if (h.attributes & ATTR_CONTROL) {   /* transaction markers are kept as they are (#19) */
+            if (out_cap - (size_t)*out_len < total) return 3;
+            memcpy(out + *out_len, buf + *pos, total);
+            *out_len += (int64_t)total;
+            s->records_in += n;
+            s->records_out += n;
             *pos += (int64_t)total;
             continue;
         }

@@ -45,6 +45,7 @@ from . import _state as st
 from ._errors import CorruptRecordError, FormatVersionError
 from ._failpoints import hit
 from ._records import (
+    ATTR_CONTROL,
     BatchHeader,
     decode_columns,
     iter_batches,
@@ -579,6 +580,8 @@ def clean_batch(h: BatchHeader, cols, newest, now: int, horizon: int, stats: dic
     """The batch `h` (decoded columns `cols`, `newest[i]` the map's offset for record i's
     key) as the cleaner keeps it: None (nothing stays), cols unchanged (`True`), or the
     rewritten bytes. The reference of el_clean_scan, and the path of compressed batches."""
+    if h.attributes & ATTR_CONTROL:
+        return True           # transaction markers stay: their key is a type, not a record key
     horizon_set = bool(h.attributes & 0x40)
     # A record stays unless a later record has its key (keyless ones: no entry).
     keep = [i for i, off, new in zip(range(h.records_count), cols.offsets, newest) if new is None or off >= new]

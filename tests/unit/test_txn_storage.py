@@ -162,3 +162,32 @@ def test_consumer_lag_counts_against_the_lso_for_read_committed(tmp_path):
     assert plain[0]["log_end_offset"] == 5 and plain[0]["lag"] == 4
     assert p.last_stable_offset() == 2
     log.close()
+
+
+def test_compaction_keeps_every_marker(tmp_path):
+    """Markers share their 4-byte key (the type): a cleaner that deduplicated them as record
+    keys would leave committed transactions without their COMMIT (offsets in
+    __consumer_offsets would stay pending) and aborted ones without their ABORT."""
+    from embedlog.storage._records import ATTR_CONTROL, iter_batches
+    log = Log(tmp_path)
+    log.create_topic("c", 1, config={"cleanup.policy": "compact", "segment.bytes": 300,
+                                     "min.cleanable.dirty.ratio": 0.01})
+    p = log.partition("c", 0)
+    markers = []
+    for i in range(12):
+        txn(p, 5, 0, i, [b"v%d" % i])
+        markers.append(p.append_marker(5, 0, commit=i % 3 != 0).base_offset)
+    for i in range(20):
+        p.append_records([b"x%d" % i], keys=[b"k"])
+    stats = p.compact()
+    assert stats is not None
+    kept = []
+    for name in sorted(os.listdir(p.path)):
+        if name.endswith(".log"):
+            with open(os.path.join(p.path, name), "rb") as f:
+                data = f.read()
+            kept += [h.base_offset for _pos, h in iter_batches(data) if h.attributes & ATTR_CONTROL]
+    assert kept == markers
+    cols, _ = p.fetch(0, max_bytes=1 << 20, read_committed=True)
+    assert [v for v in cols.values if v.startswith(b"v")] == [b"v%d" % i for i in range(12) if i % 3]
+    log.close()
