@@ -303,7 +303,10 @@ class RecoveryPart:
             if isinstance(cand, int) and fields[st.F_LOG_START] <= cand < start:
                 start = cand
         self._pstate, self._pstate_end = {}, start
+        opened = set(self._segments)
         self._load_producer_state_locked(fields)
+        for base in set(self._segments) - opened:   # the scan's descriptors: reopened when used
+            self._segments.pop(base).close()
         first = self._first_unstable()
         self.state.set_first_unstable(first)
         if not self.read_only and first != ck.get("txn_start") and (first is not None or "txn_start" in ck):
