@@ -97,13 +97,20 @@ class Transactions:
 
     def add_partition(self, topic: str, partition: int) -> None:
         """Before the first write to a partition in this transaction (the send path)."""
-        if (topic, partition) in self.partitions:
+        if (topic, partition) not in self.partitions:
+            self.add_partitions(topic, (partition,))
+
+    def add_partitions(self, topic: str, partitions) -> None:
+        """Every partition a send is about to write, in one durable coordinator record
+        (Kafka's AddPartitionsToTxn takes a list too): a send to 3 new partitions costs one
+        fdatasync of __transaction_state, not three."""
+        new = [(topic, p) for p in partitions if (topic, p) not in self.partitions]
+        if not new:
             return
         if self.state == FATAL_ERROR:
             raise KafkaException(self.error)
-        self._call(self.coordinator.add_partitions, self.id, self.p._producer_id, self.p._epoch,
-                   [(topic, partition)])
-        self.partitions.add((topic, partition))
+        self._call(self.coordinator.add_partitions, self.id, self.p._producer_id, self.p._epoch, new)
+        self.partitions.update(new)
 
     def delivery_failed(self, err: KafkaError) -> None:
         if err.code() in (KafkaError.INVALID_PRODUCER_EPOCH, KafkaError.PRODUCER_FENCED, KafkaError._FENCED):
