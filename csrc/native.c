@@ -409,44 +409,53 @@ int el_parse_records(const void *buf_, size_t len, int32_t count, int32_t origin
     return p == end ? flags : EL_EMALFORMED;
 }
 
-static char *put_field(char *p, char *end, int64_t gap, int64_t len)
+/* marshal's type codes (Python/marshal.c; unchanged since marshal version 0). */
+#define MARSHAL_TUPLE '('
+#define MARSHAL_LIST '['
+#define MARSHAL_BYTES 's'
+#define MARSHAL_NONE 'N'
+
+static uint8_t *put_le32(uint8_t *p, uint32_t v)
 {
-    /* at most 2 x (10 digits + 1 letter) */
-    if (end - p < 24) return NULL;
-    if (gap > 0) {
-        char tmp[24];
-        int k = 0;
-        while (gap) { tmp[k++] = (char)('0' + gap % 10); gap /= 10; }
-        while (k) *p++ = tmp[--k];
-        *p++ = 'x';
+    p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); p[2] = (uint8_t)(v >> 16); p[3] = (uint8_t)(v >> 24);
+    return p + 4;
+}
+
+static uint8_t *marshal_fields(uint8_t *p, const uint8_t *src, const int32_t *off, const int32_t *len, int32_t n)
+{
+    *p++ = MARSHAL_LIST;
+    p = put_le32(p, (uint32_t)n);
+    for (int32_t i = 0; i < n; i++) {
+        int32_t l = len[i];
+        if (l < 0) {
+            *p++ = MARSHAL_NONE;
+        } else {
+            *p++ = MARSHAL_BYTES;
+            p = put_le32(p, (uint32_t)l);
+            memcpy(p, src + off[i], (size_t)l);
+            p += l;
+        }
     }
-    if (len == 0) {
-        *p++ = '0';
-    } else {
-        char tmp[24];
-        int k = 0;
-        while (len) { tmp[k++] = (char)('0' + len % 10); len /= 10; }
-        while (k) *p++ = tmp[--k];
-    }
-    *p++ = 's';
     return p;
 }
 
-int64_t el_slices_format(const int32_t *key_off, const int32_t *key_len,
-                         const int32_t *value_off, const int32_t *value_len,
-                         int32_t n, int32_t start, char *out, size_t cap)
+int64_t el_marshal_columns(const void *src, const int32_t *key_off, const int32_t *key_len,
+                           const int32_t *value_off, const int32_t *value_len, int32_t n,
+                           void *out, size_t cap)
 {
-    char *p = out, *end = out + cap;
-    int64_t cursor = start;
+    if (n < 0) return -1;
+    int64_t need = 5 + 2 * (5 + 5 * (int64_t)n);
     for (int32_t i = 0; i < n; i++) {
-        if (key_len[i] < 0 || value_len[i] < 0 || key_off[i] < cursor || value_off[i] < key_off[i] + key_len[i])
-            return -2;
-        if (!(p = put_field(p, end, key_off[i] - cursor, key_len[i]))) return -1;
-        cursor = (int64_t)key_off[i] + key_len[i];
-        if (!(p = put_field(p, end, value_off[i] - cursor, value_len[i]))) return -1;
-        cursor = (int64_t)value_off[i] + value_len[i];
+        if (key_len[i] > 0) need += key_len[i];
+        if (value_len[i] > 0) need += value_len[i];
     }
-    return (int64_t)(p - out);
+    if (need > (int64_t)cap) return -1;
+    uint8_t *p = out;
+    *p++ = MARSHAL_TUPLE;
+    p = put_le32(p, 2);
+    p = marshal_fields(p, src, key_off, key_len, n);
+    p = marshal_fields(p, src, value_off, value_len, n);
+    return (int64_t)(p - (uint8_t *)out);
 }
 
 /* ------------------------------------------------------------------ columns */

@@ -60,14 +60,17 @@ int el_parse_records(const void *buf, size_t len, int32_t count, int32_t origin,
                      int32_t *value_off, int32_t *value_len,
                      int32_t *hdr_off, int32_t *hdr_count);
 
-/* Write a struct-module format that, unpacked from byte `start` of the buffer that
- * key_off/value_off index, yields key_0, value_0, key_1, value_1, ... as bytes: "Nx"
- * skips the bytes between fields, "Ls" takes a field. Lets Python cut every key and
- * value of a batch in one C call instead of one slice each. Lengths must be >= 0.
- * Returns the format's length, or -1 if cap is too small. */
-int64_t el_slices_format(const int32_t *key_off, const int32_t *key_len,
-                         const int32_t *value_off, const int32_t *value_len,
-                         int32_t n, int32_t start, char *out, size_t cap);
+/* Write the keys and values of n records as one stream of Python's marshal format: a
+ * 2-tuple of lists (keys, values), each item bytes (type 's', little-endian int32 length,
+ * the bytes of src[off[i] .. off[i]+len[i])) or None (len -1). marshal.loads() of it
+ * builds both lists in one C-level loop, with no intermediate tuple (DESIGN section 1):
+ * the bytes are opaque payloads after lengths this function writes, so nothing of src
+ * is read as a type code. The offsets must lie within src (el_parse_records' do).
+ * Returns the stream's length, or -1 if cap is too small (it needs 15 + 10 n + the sum
+ * of the non-negative lengths). */
+int64_t el_marshal_columns(const void *src, const int32_t *key_off, const int32_t *key_len,
+                           const int32_t *value_off, const int32_t *value_len, int32_t n,
+                           void *out, size_t cap);
 
 /* Copy n fields src[off[i] .. off[i]+len[i]) one after another into dst from byte
  * dst_pos, in Apache Arrow's binary layout: offsets[i + 1] = the end of field i in dst

@@ -8,6 +8,7 @@ recomputing it. Encoding, header parsing, CRC and record splitting run in C
 """
 from __future__ import annotations
 
+import marshal
 import struct
 import time
 from array import array
@@ -382,6 +383,25 @@ def _decode_headers(buf, pos: int, count: int) -> tuple:
     return tuple(out)
 
 
+_new_raw = hp.ffi.new_allocator(should_clear_after_alloc=False)   # C fills what it returns
+
+
+def _marshal_works() -> bool:
+    """Whether this interpreter's marshal reads el_marshal_columns' stream (its bytes, None,
+    list and tuple codes are marshal version 0's; checked once rather than assumed)."""
+    src = b"kvalue"
+    ints = hp.new("int32_t[]", [0, 0, 1, -1, 1, 0, 5, 0])    # key off/len, value off/len
+    out = hp.new("char[]", 64)
+    m = hp.lib.el_marshal_columns(src, ints, ints + 2, ints + 4, ints + 6, 2, out, 64)
+    try:
+        return m > 0 and marshal.loads(hp.ffi.buffer(out, m)) == ([b"k", None], [b"value", b""])
+    except (ValueError, EOFError, TypeError):
+        return False
+
+
+_MARSHAL_OK = _marshal_works()
+
+
 class Columns(NamedTuple):
     """A decoded batch as parallel lists (the fast path for bulk readers)."""
 
@@ -440,15 +460,17 @@ def decode_columns(buf: bytes, position: int, header: BatchHeader, *, path=None,
     else:
         bts = header.base_timestamp
         timestamps = [bts + d for d in memoryview(hp.ffi.buffer(ts_delta)).cast("q").tolist()]
-    if flags & 12 == 12:
-        # No null key or value: cut them all with one struct.unpack_from, whose format
-        # C writes from the offsets ("5x16s1x100s..."): ~2.5x cheaper than slicing.
-        cap = 48 * n + 16
-        fmt = hp.new("char[]", cap)
-        m = hp.lib.el_slices_format(ints + n, ints + 2 * n, ints + 3 * n, ints + 4 * n, n, origin, fmt, cap)
-        fields = struct.Struct(hp.ffi.buffer(fmt, m)[:]).unpack_from(data, origin)
-        keys = list(fields[0::2])
-        values = list(fields[1::2])
+    if _MARSHAL_OK:
+        # Every key and value (None for a null) cut by C into one marshal stream that
+        # marshal.loads turns into the two lists: no struct format to compile, no tuple
+        # to slice, and null keys take the same path (#17).
+        cap = 15 + 10 * n + length
+        stream = _new_raw("char[]", cap)
+        m = hp.lib.el_marshal_columns(cptr - origin, ints + n, ints + 2 * n, ints + 3 * n, ints + 4 * n,
+                                      n, stream, cap)
+        if m < 0:   # cannot happen: every field lies inside the records section
+            raise AssertionError("record columns overflowed their buffer")
+        keys, values = marshal.loads(hp.ffi.buffer(stream, m))
     else:
         ko, kl, vo, vl = (iv[k * n:(k + 1) * n].tolist() for k in range(1, 5))
         keys = [data[o:o + l] if l >= 0 else None for o, l in zip(ko, kl)]

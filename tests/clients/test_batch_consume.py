@@ -163,3 +163,84 @@ def test_bad_arguments_and_error_events(tmp_path):
     (ch,) = c.consume_batch(10, 5)
     assert ch.values == [b"a", b"b"] and ch.next_offset == 2
     c.close()
+
+
+# ---------------------------------------------------------------- the columns' decoder
+
+def reference_records(batch):
+    """The records of one batch, decoded byte by byte in Python (FORMAT.md §3), to check
+    decode_columns' C paths against something that shares none of their code."""
+    from embedlog.storage import _compression
+    from embedlog.storage._records import HEADER_SIZE, decode_varint
+    h = parse_header(batch)
+    body = batch[HEADER_SIZE:h.size]
+    if h.compression:
+        body = _compression.decompress(h.compression, body)
+    pos, out = 0, []
+    for _ in range(h.records_count):
+        length, pos = decode_varint(body, pos)
+        end = pos + length
+        pos += 1                                        # attributes
+        ts_delta, pos = decode_varint(body, pos)
+        offset_delta, pos = decode_varint(body, pos)
+        fields = []
+        for _field in (0, 1):
+            n, pos = decode_varint(body, pos)
+            fields.append(None if n < 0 else bytes(body[pos:pos + n]))
+            pos += max(n, 0)
+        count, pos = decode_varint(body, pos)
+        headers = []
+        for _h in range(count):
+            n, pos = decode_varint(body, pos)
+            hk = bytes(body[pos:pos + n]).decode("utf-8", "surrogateescape")
+            pos += n
+            n, pos = decode_varint(body, pos)
+            headers.append((hk, None if n < 0 else bytes(body[pos:pos + n])))
+            pos += max(n, 0)
+        assert pos == end
+        out.append((h.base_offset + offset_delta, h.base_timestamp + ts_delta, fields[0], fields[1],
+                    tuple(headers)))
+    return out
+
+
+field = st.one_of(st.none(), st.binary(max_size=300))
+
+
+@settings(max_examples=150, deadline=None)
+@given(records=st.lists(st.tuples(field, field), min_size=1, max_size=60),
+       stamps=st.one_of(st.none(), st.lists(st.integers(0, 2**45), min_size=60, max_size=60)),
+       codec=st.sampled_from([0, 1, 3]), base=st.integers(0, 2**40),
+       with_headers=st.booleans(), marshal_path=st.booleans())
+def test_decode_columns_equals_a_python_decoder(records, stamps, codec, base, with_headers, marshal_path):
+    """Both ways decode_columns cuts keys and values (one marshal stream built in C, or
+    the slices it falls back to where marshal cannot read that stream) give exactly the
+    reference decoder's records: nulls, empty fields, every length, codecs, headers."""
+    from embedlog.storage import _records
+    keys = [k for k, _v in records]
+    values = [v for _k, v in records]
+    headers = [[("h", k), ("\udcff", None)] if k else None for k in keys] if with_headers else None
+    batch = _records.build_batch(values, keys, None if stamps is None else stamps[:len(records)], headers,
+                                 compression=codec, base_offset=base)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_records, "_MARSHAL_OK", marshal_path)
+        got = [tuple(r) for r in _records.decode_records(batch)]
+    assert got == reference_records(batch)
+    assert [r[2] for r in got] == keys and [r[3] for r in got] == values
+
+
+def test_marshal_stream_is_what_marshal_reads_and_refuses_a_short_buffer():
+    """el_marshal_columns' stream: marshal.loads gives (keys, values) with None for -1
+    lengths; a buffer one byte short of the bound is refused, not overrun."""
+    import marshal
+
+    from embedlog.storage import _hotpath as hp
+    from embedlog.storage import _records
+    assert _records._MARSHAL_OK        # CPython 3.x reads it: the fast path is the one in use
+    src = b"KEYvalue2"
+    ints = hp.new("int32_t[]", [0, 3, 0,   3, -1, 0,   3, 8, 0,   5, 1, 0])
+    n = 3
+    need = 15 + 10 * n + 3 + 5 + 1
+    out = hp.new("char[]", need)
+    m = hp.lib.el_marshal_columns(src, ints, ints + n, ints + 2 * n, ints + 3 * n, n, out, need)
+    assert marshal.loads(hp.ffi.buffer(out, m)) == ([b"KEY", None, b""], [b"value", b"2", b""])
+    assert hp.lib.el_marshal_columns(src, ints, ints + n, ints + 2 * n, ints + 3 * n, n, out, need - 1) == -1
