@@ -175,7 +175,7 @@ ROWS = {
     "el_cbatch": ("embedlog consume_batch(100000), chunks kept",
                   "consume_batch() until N, each ConsumedBatch (offsets/keys/values lists) kept as fetched"),
     "el_arrow": ("embedlog.to_arrow(log, t) (pyarrow Table)",
-                 "the whole partition as one Table: keys and values copied once into Arrow buffers"),
+                 "the whole partition as one Table: keys and values copied once into Arrow buffers (pyarrow imported untimed)"),
     "redis_r": ("Redis XREADGROUP COUNT 10000 + XACK",
                 "XREADGROUP loop + per-entry (id, k, v) tuple + one XACK per chunk"),
 }
@@ -426,8 +426,11 @@ def el_consume_batch(path, n, out_holder):
 def el_to_arrow(path, n, out_holder):
     def run(timer):
         log = embedlog.open(path)
+        # Resolved untimed: the first access imports embedlog._arrow and pyarrow (~0.2 s, once
+        # per process), which is no more part of the read than `import sqlite3` is of SQLite's.
+        to_arrow = embedlog.to_arrow
         timer.start()
-        table = embedlog.to_arrow(log, TOPIC)
+        table = to_arrow(log, TOPIC)
         timer.stop()
         log.close()
         out = list(zip(table.column("offset").to_pylist(), table.column("key").to_pylist(),
