@@ -75,6 +75,16 @@ DeliveryCallback = Callable[[KafkaError | None, Message], object]
 _monotonic = time.monotonic
 
 
+_HEADER_KEY = (str, bytes)               # exact classes of an immutable header pair
+_HEADER_VALUE = (bytes, str, type(None))
+
+
+def _grow(column, n, pad):
+    """column (an _Acc extras column) long enough to store record n: twice as long, or more."""
+    column.extend([pad] * max(len(column), n + 1 - len(column)))
+    return column
+
+
 class _Sent:
     """One appended batch, shared by the delivery reports of its records."""
 
@@ -157,23 +167,27 @@ class _Acc:
         "stamps",
         "topic",
         "values",
+        "xcap",
     )
 
     def __init__(self, topic, nparts, check=None):
         self.topic, self.check = topic, check          # check: record_check()'s, None when off
         self.lock = threading.Lock()
         self.nparts = nparts     # partitions as last seen (never fewer): partition= checks against it
+        self.xcap = 64           # records the next extras column is made for: about the last chunk's
         self.reset()
 
     def reset(self):
         self.values = []
         self.keys = []
         self.callbacks = []
-        # partition=, timestamp=, headers=: parallel lists, padded (-1, 0, None) only when a
-        # record gives one, so records without extras add nothing; the send pads the tails.
-        self.parts = []
-        self.stamps = []
-        self.headers = []
+        # partition=, timestamp=, headers=: None until a record of the chunk gives one, then
+        # a column made whole at once ([-1] / [0] / [None] * xcap) that produce() stores
+        # into by index: records without extras add nothing, and no column needs padding;
+        # _grow doubles one that is short, and the send cuts it to the chunk's length.
+        self.parts = None
+        self.stamps = None
+        self.headers = None
         self.bytes = 0
         self.first = 0.0         # monotonic time the oldest queued record arrived
 
@@ -237,6 +251,7 @@ class Producer:
         self._producer_id = self._rng.getrandbits(62) if self._idempotent else -1
         self._epoch = 0 if self._idempotent else -1
         self._sequences: dict[tuple[str, int], int] = {}
+        self._hcache: tuple = (None, None, 0)   # (class, snapshot, size) of the last headers sized
         self._enq_ok = True              # False: a transactional producer outside a transaction
         self._txn = None
         if values["transactional.id"] is not None:
@@ -260,27 +275,37 @@ class Producer:
         if acc is None:
             acc = self._new_topic(topic)
         size = (len(value) if value is not None else 0) + (len(key) if key is not None else 0)
-        if size > self._max_message:
-            raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE,
-                                            f"record of {size} bytes exceeds message.max.bytes={self._max_message}"))
         if acc.check is not None:        # schema validation on: InvalidRecordError, nothing queued
             acc.check.one(value, key)
-        if partition != -1 or timestamp or headers is not None:
+        # partition=, timestamp=, headers=: each checked only when given (the usual valid
+        # values pass the quick tests; anything else takes the checks that say why).
+        extras = False
+        if partition != -1:
+            if partition.__class__ is not int or partition >= acc.nparts or partition < 0:
+                self._check_extras(acc, topic, partition, 0, None)
             extras = True
-            # The usual valid values pass these; anything else takes the checks that say why.
-            if partition.__class__ is not int or not (partition == -1 or 0 <= partition < acc.nparts) \
-                    or timestamp.__class__ is not int or timestamp < 0 \
-                    or not (headers is None or headers.__class__ is list or headers.__class__ is tuple):
-                self._check_extras(acc, topic, partition, timestamp, headers)
-            if headers:
-                try:
-                    for k, v in (headers if headers.__class__ is list or not isinstance(headers, dict)  # type: ignore[str-unpack]
-                                 else headers.items()):
-                        size += 10 + len(k) + (len(v) if v is not None else 0)
-                except (TypeError, ValueError):
-                    raise TypeError("headers must be (str, bytes | str | None) pairs or a dict") from None
-        else:
-            extras = False
+        if timestamp:
+            if timestamp.__class__ is not int or timestamp < 0:
+                self._check_extras(acc, topic, -1, timestamp, None)
+            extras = True
+        if headers is not None:
+            # Headers equal to the last ones sized (same class, equal pairs) have their
+            # size, and are queued as that snapshot; others are checked and sized.
+            hc = self._hcache
+            try:
+                hit = headers.__class__ is hc[0] and headers == hc[1]
+            except Exception:              # a value whose == raises: the checks say what it is
+                hit = False
+            if hit:
+                headers = hc[1]
+                size += hc[2]
+            else:
+                headers, hsize = self._size_headers(headers)
+                size += hsize
+            extras = True
+        if size > self._max_message:     # key, value and headers, as librdkafka counts them
+            raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE,
+                                            f"record of {size} bytes exceeds message.max.bytes={self._max_message}"))
         size += RECORD_OVERHEAD
         cb = on_delivery or callback or self._default_cb
         lock = acc.lock
@@ -298,19 +323,28 @@ class Producer:
         if extras:
             if partition != -1:
                 lst = acc.parts
-                if len(lst) != n:
-                    lst.extend([-1] * (n - len(lst)))
-                lst.append(partition)
+                if lst is None:
+                    lst = acc.parts = [-1] * acc.xcap
+                try:
+                    lst[n] = partition
+                except IndexError:
+                    _grow(lst, n, -1)[n] = partition
             if timestamp:
                 lst = acc.stamps
-                if len(lst) != n:
-                    lst.extend([0] * (n - len(lst)))
-                lst.append(timestamp)
+                if lst is None:
+                    lst = acc.stamps = [0] * acc.xcap
+                try:
+                    lst[n] = timestamp
+                except IndexError:
+                    _grow(lst, n, 0)[n] = timestamp
             if headers is not None:
                 lst = acc.headers
-                if len(lst) != n:
-                    lst.extend([None] * (n - len(lst)))
-                lst.append(headers)
+                if lst is None:
+                    lst = acc.headers = [None] * acc.xcap
+                try:
+                    lst[n] = headers
+                except IndexError:
+                    _grow(lst, n, None)[n] = headers
         acc.bytes += size
         if n == 0:
             acc.first = _monotonic()
@@ -519,6 +553,39 @@ class Producer:
         if headers is not None and not isinstance(headers, (list, tuple, dict)):
             raise TypeError(f"headers must be a list of (str, bytes) pairs or a dict, not {type(headers).__name__}")
 
+    def _size_headers(self, headers):
+        """(headers to queue, their size as message.max.bytes counts it) for produce();
+        TypeError for what is no headers. Headers whose every pair is a tuple of str or
+        bytes and bytes, str or None become the cached snapshot (a copy of the list or
+        dict; a tuple is its own) that produce() compares the next headers with: a change
+        to the caller's list after produce() does not reach the queued record."""
+        cls = headers.__class__
+        if cls is not list and cls is not tuple and not isinstance(headers, (list, tuple, dict)):
+            raise TypeError(f"headers must be a list of (str, bytes) pairs or a dict, not {type(headers).__name__}")
+        pairs = headers.items() if isinstance(headers, dict) else headers
+        size = 0
+        try:
+            for k, v in pairs:
+                size += 10 + len(k) + (len(v) if v is not None else 0)
+        except (TypeError, ValueError):
+            raise TypeError("headers must be (str, bytes | str | None) pairs or a dict") from None
+        if cls is dict:
+            if all(k.__class__ in _HEADER_KEY and v.__class__ in _HEADER_VALUE for k, v in pairs):
+                headers = dict(headers)
+            else:
+                return headers, size
+        elif cls is list or cls is tuple:
+            for pair in headers:
+                if pair.__class__ is not tuple or pair[0].__class__ not in _HEADER_KEY \
+                        or pair[1].__class__ not in _HEADER_VALUE:
+                    return headers, size
+            if cls is list:
+                headers = list(headers)
+        else:
+            return headers, size
+        self._hcache = (cls, headers, size)     # one tuple: produce() in other threads reads it whole
+        return headers, size
+
     def _new_topic(self, topic) -> _Acc:
         if not isinstance(topic, str):
             raise TypeError(f"topic must be a str, not {type(topic).__name__}")
@@ -547,14 +614,12 @@ class Producer:
             n = len(values)
             self._in_flight += n
             try:
-                if parts:
-                    parts.extend([-1] * (n - len(parts)))
-                if stamps:
-                    stamps.extend([0] * (n - len(stamps)))
-                if headers:
-                    headers.extend([None] * (n - len(headers)))
-                self._send_chunk(acc.topic, values, keys, callbacks, parts or None, stamps or None,
-                                 headers or None, nbytes)
+                if parts is not None or stamps is not None or headers is not None:
+                    for column in (parts, stamps, headers):
+                        if column is not None:
+                            del column[n:]           # the column's unused tail
+                    acc.xcap = n + (n >> 2) + 64     # the next chunk is likely about as long
+                self._send_chunk(acc.topic, values, keys, callbacks, parts, stamps, headers, nbytes)
             finally:
                 self._in_flight -= n
                 self._refresh_limit()
