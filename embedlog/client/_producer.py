@@ -685,8 +685,10 @@ class Producer:
             for i, p in enumerate(targets):
                 groups.setdefault(p, []).append(i)
         ts_now = now_ms()
-        if timestamps is not None and 0 in timestamps:
-            timestamps = [ts or ts_now for ts in timestamps]
+        if timestamps is not None:
+            t0 = timestamps[0]       # one timestamp for all (counted by identity, quickly): no 0 to fill
+            if not (t0 and timestamps.count(t0) == n) and 0 in timestamps:
+                timestamps = [ts or ts_now for ts in timestamps]
         topic_codec = t.config["compression.type"]
         codec = self._codec if topic_codec == "producer" else _compression.codec_id(topic_codec)
         limit = min(self._max_message, t.config["max.message.bytes"] - LOG_OVERHEAD) - HEADER_SIZE
