@@ -174,8 +174,9 @@ def common_prefix(src, dst, src_size: int) -> int:
             if theirs == buf[:ends[-1]]:
                 pos += ends[-1]
                 continue
-            differ = next(i for i in range(len(theirs)) if i >= len(buf) or theirs[i] != buf[i]) \
-                if len(theirs) < 4096 else _first_difference(theirs, buf)
+            # theirs may be shorter than asked (the source shrank under a compaction swap):
+            # then it can be a strict prefix of buf, which differs at its end.
+            differ = _first_difference(theirs, buf)
             return pos + max((e for e in ends if e <= differ), default=0)
         return pos
     finally:

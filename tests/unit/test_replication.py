@@ -455,3 +455,24 @@ def test_wire_produce_acks_all_answers_not_enough_replicas(embedlog_broker, embe
     assert embedlog.partition("t", 0).log_end_offset == 0
     assert send(1, b"acks1") is None
     assert [r.value for r in embedlog.partition("t", 0).read(0)] == [b"acks1"]
+
+
+def test_common_prefix_when_the_source_shrank_under_it(tmp_path):
+    """src_size is read before the scan; if the source file is then cut shorter (a
+    compaction swap), the mirror's bytes past the new end still match what is left: the
+    common prefix is the whole batches inside the shorter source, not a StopIteration
+    that would kill the replicator thread."""
+    from embedlog.storage._records import build_batch
+    from embedlog.storage._replication import common_prefix
+
+    batches = []
+    for i in range(6):
+        b = bytearray(build_batch([b"v%d" % i], timestamp=T0))
+        b[0:8] = i.to_bytes(8, "big")
+        batches.append(bytes(b))
+    whole = b"".join(batches)
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    dst.write_bytes(whole)
+    keep = sum(map(len, batches[:4]))
+    src.write_bytes(whole[:keep])                  # shrank: the caller still says len(whole)
+    assert common_prefix(str(src), str(dst), len(whole)) == keep
