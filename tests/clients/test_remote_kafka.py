@@ -290,7 +290,11 @@ def test_error_messages_and_returned_partitions_are_embedlogs(cluster):
     assert info.value.args[0].code() == KafkaError._PARTITION_EOF
     positions = consumer.position([TopicPartition(topic, eof.partition())])
     assert positions == [TopicPartition(topic, eof.partition())]
-    assert isinstance(positions[0], embedlog.TopicPartition) and positions[0].offset == eof.offset()
+    # librdkafka's position is one past the last message consumed: at the EOF of a
+    # partition that had records that is the EOF's offset; a partition that got none of
+    # the 8 keyed records has consumed nothing, so its position may still be INVALID.
+    expected = {eof.offset()} if eof.offset() > 0 else {0, embedlog.OFFSET_INVALID}
+    assert isinstance(positions[0], embedlog.TopicPartition) and positions[0].offset in expected
     assert TopicPartition(topic, 0) in consumer.assignment()
     consumer.close()
 
