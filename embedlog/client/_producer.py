@@ -430,6 +430,8 @@ class Producer:
                                          timestamp=enc_t, encoded_headers=hpart, **pid)
                     plan.append((p, idx, lo, hi, batch, pid.get("base_sequence")))
             err = None
+            if self._txn is not None and len(groups) > 1:
+                self._add_to_txn(topic, groups)
             for p, idx, lo, hi, batch, seq in plan:
                 try:
                     if self._txn is not None:
@@ -489,6 +491,15 @@ class Producer:
         if headers is not None and not isinstance(headers, (list, tuple, dict)):
             raise TypeError(f"headers must be a list of (str, bytes) pairs or a dict, not {type(headers).__name__}")
 
+    def _add_to_txn(self, topic, partitions):
+        """The partitions a send is about to write, added to the transaction in one durable
+        coordinator record instead of one each. A failure is left to the per-batch
+        add_partition, which raises it where the delivery report carries it."""
+        try:
+            self._txn.add_partitions(topic, partitions)
+        except KafkaException:
+            pass
+
     def _size_headers(self, headers):
         """(headers to queue, their size as message.max.bytes counts it) for produce();
         TypeError for what is no headers. Headers whose every pair is a tuple of str or
@@ -496,8 +507,8 @@ class Producer:
         dict; a tuple is its own) that produce() compares the next headers with: a change
         to the caller's list after produce() does not reach the queued record."""
         cls = headers.__class__
-        if cls is not list and cls is not tuple and not isinstance(headers, (list, tuple, dict)):
-            raise TypeError(f"headers must be a list of (str, bytes) pairs or a dict, not {type(headers).__name__}")
+        if cls is not list and cls is not tuple:
+            self._check_extras(None, None, -1, 0, headers)      # TypeError for what is no headers
         pairs = headers.items() if isinstance(headers, dict) else headers
         size = 0
         try:
@@ -628,6 +639,8 @@ class Producer:
         topic_codec = t.config["compression.type"]
         codec = self._codec if topic_codec == "producer" else _compression.codec_id(topic_codec)
         limit = min(self._max_message, t.config["max.message.bytes"] - LOG_OVERHEAD) - HEADER_SIZE
+        if self._txn is not None and len(groups) > 1:
+            self._add_to_txn(topic, groups)
         for p, idx in groups.items():
             pick = (lambda seq: seq) if idx is None else (lambda seq: [seq[i] for i in idx])
             v, k, cbs = pick(values), pick(keys), pick(callbacks)

@@ -306,3 +306,63 @@ def test_readme_transactions_example_runs_as_written(tmp_path):
     assert run.stdout.strip() == "10"
     assert sorted(int(v) for v in _read(tmp_path / "data", "doubled", "read_committed")) == \
         [2 * i for i in range(10)]
+
+
+@needs_markers
+def test_a_send_to_several_partitions_adds_them_in_one_record(tmp_path):
+    """AddPartitionsToTxn takes a list: a chunk of records for 3 new partitions is one
+    durable Ongoing record in __transaction_state naming all 3, not one record each; the
+    transaction still commits whole on every partition, and a produce_batch over 3
+    partitions in the next transaction does the same."""
+    with embedlog.open(tmp_path) as log:
+        log.create_topic("t", partitions=3)
+    p = _producer(tmp_path, "multi", **{"linger.ms": 60000})
+    p.init_transactions()
+
+    def statuses():
+        with embedlog.open(tmp_path) as log:
+            cols = log.topic(tc.TXN_TOPIC).partition(0).read_columns(0)
+        return [tc.decode_value("multi", v) for v in cols.values]
+
+    before = len(statuses())
+    p.begin_transaction()
+    for i in range(30):
+        p.produce("t", b"v%d" % i, partition=i % 3)
+    p.commit_transaction()
+    new = statuses()[before:]
+    assert [m.status for m in new] == [tc.ONGOING, tc.PREPARE_COMMIT, tc.COMPLETE_COMMIT]
+    assert new[0].partitions == (("t", 0), ("t", 1), ("t", 2))
+
+    before = before + len(new)
+    p.begin_transaction()
+    p.produce_batch("t", [b"b%d" % i for i in range(9)], keys=[b"k%d" % i for i in range(9)])
+    p.commit_transaction()
+    new = statuses()[before:]
+    assert [m.status for m in new] == [tc.ONGOING, tc.PREPARE_COMMIT, tc.COMPLETE_COMMIT]
+    assert len(new[0].partitions) == len({p for p in range(3)
+                                           if _read_partition(tmp_path, p, "b")})
+    p.close()
+    assert sorted(_read_all(tmp_path)) == sorted([b"v%d" % i for i in range(30)] + [b"b%d" % i for i in range(9)])
+
+
+def _read_partition(path, partition, prefix):
+    with embedlog.open(path) as log:
+        return [v for v in log.topic("t").partition(partition).read_columns(0).values
+                if v is not None and v.startswith(prefix.encode())]
+
+
+def _read_all(path):
+    c = Consumer({"bootstrap.servers": f"file://{path}", "group.id": "all", "auto.offset.reset": "earliest",
+                  "isolation.level": "read_committed", "enable.partition.eof": True})
+    c.assign([TopicPartition("t", p, 0) for p in range(3)])
+    out, eofs = [], 0
+    while eofs < 3:
+        m = c.poll(5.0)
+        if m is None:
+            break
+        if m.error() is not None:
+            eofs += 1
+            continue
+        out.append(m.value())
+    c.close()
+    return out
