@@ -71,6 +71,8 @@ def _collect(pid, r, kill_after, from_ready=True):
     deadline = time.monotonic() + (kill_after if kill_after is not None else 20.0)
     armed = kill_after is None or not from_ready
     killed_by_us = False
+    poller = select.poll()
+    poller.register(r, select.POLLIN)
     while True:
         if not armed and b"R\n" in data:
             armed = True
@@ -81,7 +83,9 @@ def _collect(pid, r, kill_after, from_ready=True):
         if left <= 0 and not killed_by_us:
             os.kill(pid, signal.SIGKILL)
             killed_by_us = True
-        ready, _, _ = select.select([r], [], [], max(left, 0.0) if not killed_by_us else 5.0)
+        # poll, not select: a test process that has run many files may hold descriptors
+        # past select()'s FD_SETSIZE (1024), which select() refuses.
+        ready = poller.poll(1000 * (max(left, 0.0) if not killed_by_us else 5.0))
         if ready:
             chunk = os.read(r, 65536)
             if not chunk:
