@@ -444,7 +444,11 @@ class PostgresConnector(Connector):
                     left = deadline - time.monotonic()
                     if left <= 0:
                         break
-                    select.select([self._cur], [], [], min(left, 1.0))
+                    # poll, not select: a process holding more than 1024 descriptors (a
+                    # worker with many partitions open) is past select()'s FD_SETSIZE.
+                    waiter = select.poll()
+                    waiter.register(self._cur.fileno(), select.POLLIN)
+                    waiter.poll(1000 * min(left, 1.0))
                     continue
             except self._pg.Error as e:
                 self._lost(e)
