@@ -500,23 +500,43 @@ int64_t el_fill_i64(int64_t *out, int64_t base, const int32_t *d32, const int64_
     return total;
 }
 
-int32_t el_batch_bounds(const int32_t *key_lens, const int32_t *value_lens, const int32_t *hdr_lens,
-                        int32_t n, int64_t limit, int32_t overhead, int32_t *stops, int64_t *max_record)
+typedef struct { int32_t *stops; int64_t *key_ends, *value_ends, *hdr_ends; } el_runs;
+
+static void put_run(const el_runs *r, int32_t j, int32_t stop, int64_t kend, int64_t vend, int64_t hend)
 {
+    r->stops[j] = stop;
+    if (r->key_ends) r->key_ends[j] = kend;
+    r->value_ends[j] = vend;
+    if (r->hdr_ends) r->hdr_ends[j] = hend;
+}
+
+int32_t el_batch_bounds(const int32_t *key_lens, const int32_t *value_lens, const int32_t *hdr_lens,
+                        int32_t n, int64_t limit, int32_t overhead, int64_t max_size, int32_t cap,
+                        int32_t *stops, int64_t *key_ends, int64_t *value_ends, int64_t *hdr_ends,
+                        int32_t *first_over)
+{
+    el_runs r = {stops, key_ends, value_ends, hdr_ends};
     int32_t runs = 0;
-    int64_t used = 0, biggest = 0;
+    int64_t used = 0, kend = 0, vend = 0, hend = 0;
+    *first_over = -1;
     for (int32_t i = 0; i < n; i++) {
-        int64_t kv = (key_lens && key_lens[i] > 0 ? key_lens[i] : 0) + (value_lens[i] > 0 ? value_lens[i] : 0);
-        int64_t size = kv + (hdr_lens ? hdr_lens[i] : 0) + overhead;
-        if (kv > biggest) biggest = kv;
-        if (used > 0 && used + size > limit) {
-            stops[runs++] = i;
+        int64_t kl = key_lens && key_lens[i] > 0 ? key_lens[i] : 0;
+        int64_t vl = value_lens[i] > 0 ? value_lens[i] : 0;
+        int64_t hl = hdr_lens ? hdr_lens[i] : 0;
+        int64_t size = kl + vl + hl;
+        if (size > max_size && *first_over < 0) *first_over = i;
+        if (used > 0 && used + size + overhead > limit) {
+            if (runs < cap) put_run(&r, runs, i, kend, vend, hend);
+            runs++;
             used = 0;
         }
-        used += size;
+        used += size + overhead;
+        kend += kl; vend += vl; hend += hl;
     }
-    if (n > 0) stops[runs++] = n;
-    *max_record = biggest;
+    if (n > 0) {
+        if (runs < cap) put_run(&r, runs, n, kend, vend, hend);
+        runs++;
+    }
     return runs;
 }
 

@@ -88,13 +88,18 @@ int64_t el_gather(const void *src, const int32_t *off, const int32_t *len, int32
 int64_t el_fill_i64(int64_t *out, int64_t base, const int32_t *d32, const int64_t *d64, int64_t step,
                     int32_t n, const int32_t *sum_of);
 
-/* The batch boundaries a producer's records need: stops[j] is the end (exclusive) of
- * the j-th run of records from 0 whose sizes (key_lens + value_lens + hdr_lens, -1
- * counted as 0, hdr_lens may be NULL) plus `overhead` each stay within `limit`; a record
- * over the limit goes alone. Returns the number of runs; *max_record gets the largest
- * key + value length. */
+/* The batch boundaries of n records to send (Producer.produce_batch): stops[j] is the
+ * end (exclusive) of the j-th run of records from 0 whose sizes (key + value + header
+ * lengths, -1 counted as 0; key_lens and hdr_lens may be NULL) plus `overhead` each add
+ * up to at most `limit`; a record over the limit goes alone. key_ends/value_ends/hdr_ends
+ * [j] get the byte end of run j in the joined columns (NULL where the lengths are).
+ * Only the first `cap` runs are written; the return value is the number of runs there
+ * are (call again with more room if it exceeds cap). *first_over gets the index of the
+ * first record whose size exceeds max_size, or -1. */
 int32_t el_batch_bounds(const int32_t *key_lens, const int32_t *value_lens, const int32_t *hdr_lens,
-                        int32_t n, int64_t limit, int32_t overhead, int32_t *stops, int64_t *max_record);
+                        int32_t n, int64_t limit, int32_t overhead, int64_t max_size, int32_t cap,
+                        int32_t *stops, int64_t *key_ends, int64_t *value_ends, int64_t *hdr_ends,
+                        int32_t *first_over);
 
 /* ---- files ---- */
 typedef struct {

@@ -5,12 +5,14 @@ sender and the delivery reports of single records.
 """
 from __future__ import annotations
 
+import struct
 from array import array
-from bisect import bisect_right
-from itertools import accumulate, repeat
-from operator import add, is_, itemgetter
+from itertools import repeat
+from operator import is_, itemgetter, sub
 
-from ..storage._records import encode_batch, encode_headers, encode_varint
+from ..storage import _hotpath as hp
+from ..storage._records import HEADER_SIZE, MAX_RECORD_OVERHEAD, encode_batch, encode_headers, encode_varint, \
+    finish_records
 from ._kafka import OFFSET_INVALID, KafkaError
 
 RECORD_OVERHEAD = 32            # per-record framing upper bound: 5 length + 1 attributes + 10 timestamp
@@ -164,6 +166,8 @@ class BatchDelivery:
 
 _NONE_TYPE = type(None)
 _BYTES_LIKE = (bytes, bytearray, memoryview)
+_ONLY_BYTES = {bytes}
+_BYTES_OR_NONE = {bytes, _NONE_TYPE}
 
 
 def _same(seq):
@@ -210,6 +214,101 @@ def _bytes_column(items, what):
     return out, [0 if x is None else len(x) for x in out]
 
 
+def _column(items, what):
+    """(items as bytes or None, their int32 lengths with -1 for None as packed bytes, whether
+    one is None) of a produce_batch column, checked: str encoded, bytearray and memoryview
+    made bytes, a TypeError naming the first item that is none of these. Each step is one
+    C-level loop when every item is bytes. The items are joined later, per batch, right
+    before it is encoded: a join of the whole column would fault in ~116 MB of new pages
+    per 1M records, one batch's join reuses the same ~1 MB."""
+    types = set(map(type, items))
+    n = len(items)
+    if types <= _ONLY_BYTES:
+        return items, struct.pack(f"{n}i", *map(len, items)), False
+    if not types <= _BYTES_OR_NONE:
+        items, _ = _bytes_column(items, what)
+    return items, struct.pack(f"{n}i", *[-1 if x is None else len(x) for x in items]), True
+
+
+def _joined(items, lo, hi, has_none):
+    part = items[lo:hi]
+    return b"".join([x for x in part if x is not None] if has_none else part)
+
+
+_NO_PRODUCER = {"producer_id": -1, "producer_epoch": -1, "base_sequence": -1}
+
+
+class Plan:
+    """One partition's records of a produce_batch call, checked and cut into the batches
+    they will be sent as (el_batch_bounds: batches of at most `limit` bytes) before
+    anything is written; encode(j, ...) then writes batch j into a buffer the caller
+    reuses for every batch (no new buffer, and so no page faults, per batch)."""
+
+    def __init__(self, values, keys, timestamps, headers, limit, max_size):
+        """values, keys: _column()s (keys None: all null); timestamps: array("q") or None."""
+        self.values, self.vlens, self.vnone = values
+        self.keys, self.klens, self.knone = (None, None, False) if keys is None else keys
+        self.ts = timestamps
+        self.hblob, self.hlens = (b"", None) if headers is None else _encode_headers_all(headers)
+        self.n = n = len(self.values)
+        klens = hp.NULL if self.klens is None else hp.i32(self.klens)
+        hlens = hp.NULL if self.hlens is None else hp.i32(self.hlens)
+        cap = 16 + n // 512
+        over = hp.new("int32_t[1]")
+        while True:
+            stops, kends, vends, hends = (hp.new("int32_t[]", cap), hp.new("int64_t[]", cap),
+                                          hp.new("int64_t[]", cap), hp.new("int64_t[]", cap))
+            runs = hp.lib.el_batch_bounds(klens, hp.i32(self.vlens), hlens, n, limit, RECORD_OVERHEAD, max_size,
+                                          cap, stops, kends, vends, hends, over)
+            if runs <= cap:
+                break
+            cap = runs
+        self.runs, self.first_over = runs, over[0]
+        self.stops, self.kends = list(stops[0:runs]), list(kends[0:runs])
+        self.vends, self.hends = list(vends[0:runs]), list(hends[0:runs])
+        longest = max(map(sub, self.stops, [0, *self.stops[:-1]]))
+        self.null_lens = array("i", [-1]) * longest if self.klens is None else None
+        self.cap = HEADER_SIZE + longest * MAX_RECORD_OVERHEAD + max(map(self._run_bytes, range(runs)))
+
+    def size_of(self, i):
+        """Record i's key + value + header bytes (what message.max.bytes limits)."""
+        return sum(max(0, lens[i]) for lens in (array("i", self.klens) if self.klens else None,
+                                                 array("i", self.vlens), self.hlens) if lens is not None)
+
+    def _run_bytes(self, j):
+        return sum(ends[j] - (ends[j - 1] if j else 0) for ends in (self.kends, self.vends, self.hends))
+
+    def run(self, j):
+        """(lo, hi): the records of batch j."""
+        return (self.stops[j - 1] if j else 0), self.stops[j]
+
+    def encode(self, j, buf, ts_now, compression, **fields):
+        """Batch j as (buffer, length): the records encoded into buf (a bytearray of at
+        least self.cap bytes), its header filled (`fields`: producer id, epoch, base
+        sequence, transactional). The same bytes encode_batch gives for these records."""
+        lo, hi = self.run(j)
+        m = hi - lo
+        ts = self.ts
+        if ts is None:
+            ts_ptr, base_ts, max_ts = hp.NULL, ts_now, ts_now
+        else:
+            ts_ptr, base_ts, max_ts = hp.i64(ts) + lo, ts[lo], max(ts[lo:hi])
+        vblob = _joined(self.values, lo, hi, self.vnone)
+        kblob = b"" if self.keys is None else _joined(self.keys, lo, hi, self.knone)
+        hs = self.hends[j - 1] if j else 0
+        cbuf = hp.from_buffer(buf)
+        written = hp.lib.el_encode_records(
+            cbuf + HEADER_SIZE, len(buf) - HEADER_SIZE, kblob, len(kblob),
+            hp.i32(self.null_lens) if self.klens is None else hp.i32(self.klens) + lo,
+            vblob, len(vblob), hp.i32(self.vlens) + lo, ts_ptr, base_ts,
+            hp.NULL if self.hlens is None else hp.from_buffer(self.hblob) + hs,
+            hp.NULL if self.hlens is None else hp.i32(self.hlens) + lo, hp.NULL, m)
+        del cbuf
+        return finish_records(buf, written, m, compression=compression, base_offset=0,
+                              partition_leader_epoch=-1, last_offset_delta=m - 1, base_timestamp=base_ts,
+                              max_timestamp=max_ts, **{**_NO_PRODUCER, **fields})
+
+
 def _timestamps_column(timestamps, ts_now):
     """A list of int64 ms with 0 replaced by now; TypeError naming the first bad one."""
     try:
@@ -224,20 +323,3 @@ def _timestamps_column(timestamps, ts_now):
     if 0 in arr:
         return [x or ts_now for x in timestamps]
     return list(timestamps)
-
-
-def _ranges(sizes, limit):
-    """(lo, hi) index ranges whose records (sizes plus their framing bound) fit one batch
-    of `limit` bytes; a record over the limit goes alone."""
-    n = len(sizes)
-    ends = list(accumulate(map(add, sizes, repeat(RECORD_OVERHEAD, n))))
-    if ends[-1] <= limit:
-        return [(0, n)]
-    out = []
-    start, consumed = 0, 0
-    while start < n:
-        stop = max(bisect_right(ends, consumed + limit, lo=start + 1), start + 1)
-        out.append((start, stop))
-        consumed = ends[stop - 1]
-        start = stop
-    return out

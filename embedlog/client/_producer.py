@@ -14,6 +14,7 @@ sent under one send lock.
 """
 from __future__ import annotations
 
+from array import array
 import random
 import threading
 import time
@@ -22,7 +23,6 @@ from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from itertools import accumulate
-from operator import add
 from typing import TYPE_CHECKING, Any
 
 from ..storage import _compression
@@ -50,12 +50,11 @@ from ._produce_input import (
     RECORD_OVERHEAD,
     BatchDelivery,
     _as_bytes,
-    _bytes_column,
     _encode_batch_with_headers,
-    _encode_headers_all,
     _fnv1a,
+    Plan,
+    _column,
     _picker,
-    _ranges,
     _same,
     _seq,
     _timestamps_column,
@@ -314,10 +313,12 @@ class Producer:
         Semantics:
         - Records this producer queued earlier with produce() for `topic` are sent
           first, so a partition keeps call order.
-        - Every argument is checked and every batch encoded before anything is written:
-          a wrong type, a record over message.max.bytes, an unknown partition or a
-          length mismatch raises (TypeError, ValueError or KafkaException) and writes
-          nothing of the call.
+        - Every argument is checked and the call cut into its batches before anything
+          is written (compressed batches are encoded then too; plain ones each right
+          before its append, into one buffer reused for all): a wrong type, a record
+          over message.max.bytes (key, value and encoded headers), an unknown partition
+          or a length mismatch raises (TypeError, ValueError or KafkaException) and
+          writes nothing of the call.
         - Each partition's records go in as few batches as max.message.bytes allows,
           appended before this returns: with acks=1 written to the OS, with acks=all
           fdatasync'd (and on the in-sync mirrors).
@@ -352,20 +353,14 @@ class Producer:
             self._check_extras(acc, topic, partition, 0, None)
         if n == 0:
             return 0
-        values, sizes = _bytes_column(values, "value")
+        columns = _column(values, "value")      # (items, lengths, has None): checked in input order
+        values = columns[0]
         if keys is not None:
-            keys, klens = _bytes_column(keys, "key")
-            sizes = list(map(add, sizes, klens))
-        biggest = max(sizes)
-        if biggest > self._max_message:
-            raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE,
-                                            f"record {sizes.index(biggest)} of {biggest} bytes exceeds "
-                                            f"message.max.bytes={self._max_message}"))
-        if (check := record_check(self._log, t)) is not None:
-            check(values, keys, "of the produce_batch call")
+            keys = _column(keys, "key")          # typed once, for the partitioner too
         ts_now = now_ms()
+        ts_arr = None
         if timestamps is not None:
-            timestamps = _timestamps_column(timestamps, ts_now)
+            ts_arr = array("q", _timestamps_column(timestamps, ts_now))
         if headers is not None:
             for i, h in enumerate(headers):
                 if h is not None and not isinstance(h, (list, tuple, dict)):
@@ -375,7 +370,7 @@ class Producer:
         if partition is not None:
             groups = {partition: None}
         else:
-            targets = self._partitions(t, [None] * n if keys is None else keys, None)
+            targets = self._partitions(t, [None] * n if keys is None else keys[0], None)
             first = targets[0]
             if targets.count(first) == n:
                 groups = {first: None}
@@ -390,53 +385,53 @@ class Producer:
         topic_codec = t.config["compression.type"]
         codec = self._codec if topic_codec == "producer" else _compression.codec_id(topic_codec)
         limit = min(self._max_message, t.config["max.message.bytes"] - LOG_OVERHEAD) - HEADER_SIZE
+        plans = []                         # every record checked, every batch cut, before the first append
+        over = []
+        for p, idx in groups.items():
+            pick = _same if idx is None else _picker(idx)
+            plan = Plan(columns if idx is None else _column(pick(values), "value"),
+                        None if keys is None else (keys if idx is None else _column(pick(keys[0]), "key")),
+                        None if ts_arr is None else (ts_arr if idx is None else array("q", pick(ts_arr))),
+                        None if headers is None else pick(headers), limit, self._max_message)
+            if plan.first_over >= 0:
+                i = plan.first_over
+                over.append(((i if idx is None else idx[i]), plan, i))
+            plans.append((p, idx, plan))
+        if over:
+            i, plan, j = min(over, key=lambda o: o[0])
+            size = plan.size_of(j)
+            raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE,
+                                            f"record {i} of {size} bytes exceeds "
+                                            f"message.max.bytes={self._max_message}"))
+        if (check := record_check(self._log, t)) is not None:
+            check(values, None if keys is None else keys[0], "of the produce_batch call")
         report = BatchDelivery(topic, n)
+        buf = bytearray(max(plan.cap for _, _, plan in plans)) if not codec else None
         with self._send_lock:
             self._send_topic(acc)          # produce()'s queued records of this topic go first
-            plan = []                      # every batch encoded before the first append
-            seqs: dict[int, int] = {}
-            for p, idx in groups.items():
-                pick = _same if idx is None else _picker(idx)
-                v, sz = pick(values), pick(sizes)
-                k = None if keys is None else pick(keys)
-                ts = None if timestamps is None else pick(timestamps)
-                hb: Any = None
-                if headers is not None:
-                    hb = _encode_headers_all(pick(headers))           # raises for a bad pair
-                    sz = list(map(add, sz, hb[1]))
-                for lo, hi in _ranges(sz, limit):
-                    hpart = None
-                    if hb is not None:
-                        hpart = hb
-                        if lo or hi != len(v):
-                            hl = hb[1][lo:hi]
-                            start = sum(hb[1][:lo])
-                            hpart = (memoryview(hb[0])[start:start + sum(hl)], hl)
-                    enc_ts: Any
-                    enc_ts, enc_t = None if ts is None else ts[lo:hi], ts_now
-                    if enc_ts is not None and enc_ts.count(enc_ts[0]) == len(enc_ts):
-                        enc_ts, enc_t = None, enc_ts[0]    # one timestamp for all: the same bytes
-                    pid: dict[str, Any] = {}
-                    if self._idempotent:
-                        seq = seqs.get(p)
-                        if seq is None:
-                            seq = self._sequences.get((topic, p), 0)
-                        seqs[p] = (seq + hi - lo) % 2**31
-                        pid = {"producer_id": self._producer_id, "producer_epoch": self._epoch, "base_sequence": seq}
-                        if self._txn is not None:
-                            pid["transactional"] = True
-                    batch = encode_batch(v[lo:hi] if lo or hi != len(v) else v,
-                                         None if k is None else k[lo:hi], enc_ts, compression=codec,
-                                         timestamp=enc_t, encoded_headers=hpart, **pid)
-                    plan.append((p, idx, lo, hi, batch, pid.get("base_sequence")))
+            runs = []
+            for p, idx, plan in plans:
+                seq = self._sequences.get((topic, p), 0) if self._idempotent else None
+                for j in range(plan.runs):
+                    lo, hi = plan.run(j)
+                    fields: dict[str, Any] = {}
+                    if seq is not None:
+                        fields = {"producer_id": self._producer_id, "producer_epoch": self._epoch,
+                                  "base_sequence": seq, "transactional": self._txn is not None}
+                        seq = (seq + hi - lo) % 2**31
+                    # Compressed batches are all encoded now (a codec error writes nothing);
+                    # plain ones each into `buf` right before its append.
+                    batch = plan.encode(j, bytearray(plan.cap), ts_now, codec, **fields) if codec else None
+                    runs.append((p, idx, plan, j, lo, hi, fields, batch))
             err = None
             if self._txn is not None and len(groups) > 1:
                 self._add_to_txn(topic, groups)
-            for p, idx, lo, hi, batch, seq in plan:
+            for p, idx, plan, j, lo, hi, fields, batch in runs:
                 try:
                     if self._txn is not None:
                         self._txn.add_partition(topic, p)
-                    res = self._append_with_retries(t.partition(p), batch)
+                    data, size = batch if batch is not None else plan.encode(j, buf, ts_now, 0, **fields)
+                    res = self._append_with_retries(t.partition(p), memoryview(data)[:size])
                 except KafkaException as e:
                     err = e.args[0]
                     break
@@ -445,8 +440,8 @@ class Producer:
                     if self._txn is not None:
                         self._txn.delivery_failed(err)
                     break
-                if seq is not None:
-                    self._sequences[(topic, p)] = (seq + hi - lo) % 2**31
+                if fields:
+                    self._sequences[(topic, p)] = (fields["base_sequence"] + hi - lo) % 2**31
                 if self._acks == 0:
                     report._batches.append((p, OFFSET_INVALID, OFFSET_INVALID, idx, lo, hi))
                 else:

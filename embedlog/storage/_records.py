@@ -278,25 +278,37 @@ def encode_batch(values, keys=None, timestamps=None, headers=None, *, compressio
         written = hp.lib.el_encode_records(
             cbuf + HEADER_SIZE, cap - HEADER_SIZE, key_blob, len(key_blob), hp.i32(key_lens),
             value_blob, len(value_blob), hp.i32(value_lens), ts_arr, base_ts, hdr_ptr, hdr_lens_ptr, od_ptr, n)
-    if written < 0:  # cannot happen with the bound above
+    del cbuf
+    buf, total = finish_records(buf, written, n, compression=compression, transactional=transactional,
+                                extra_attributes=extra_attributes, base_offset=base_offset,
+                                partition_leader_epoch=partition_leader_epoch,
+                                last_offset_delta=n - 1 if last_offset_delta is None else last_offset_delta,
+                                base_timestamp=base_ts, max_timestamp=max_ts, producer_id=producer_id,
+                                producer_epoch=producer_epoch, base_sequence=base_sequence)
+    del buf[total:]
+    return buf
+
+
+def finish_records(buf: bytearray, written: int, n: int, *, compression: int, transactional: bool = False,
+                   extra_attributes: int = 0, **fields) -> tuple[bytearray, int]:
+    """Make a batch of the n records el_encode_records wrote (`written` bytes) after the
+    header room of `buf`: compress them (into a new buffer) when asked, then fill the
+    header (`fields`: el_batch_header's, records_count aside) and its CRC. Returns the
+    buffer that holds the batch and the batch's length, from byte 0; `buf` itself (not
+    trimmed: a caller may reuse it) unless compressed."""
+    if written < 0:  # cannot happen with the caller's bound (HEADER_SIZE + blobs + n * MAX_RECORD_OVERHEAD)
         raise AssertionError("record encoding overflowed its buffer")
     if compression:
         body = _compression.compress(compression, memoryview(buf)[HEADER_SIZE:HEADER_SIZE + written])
-        del cbuf
         buf = bytearray(HEADER_SIZE) + body
-        cbuf = hp.from_buffer(buf)
         total = len(buf)
     else:
         total = HEADER_SIZE + written
     attributes = (compression & ATTR_COMPRESSION) | (ATTR_TRANSACTIONAL if transactional else 0) | extra_attributes
-    finish_batch(cbuf, total, base_offset=base_offset, partition_leader_epoch=partition_leader_epoch,
-                 attributes=attributes, last_offset_delta=n - 1 if last_offset_delta is None else last_offset_delta,
-                 base_timestamp=base_ts,
-                 max_timestamp=max_ts, producer_id=producer_id, producer_epoch=producer_epoch,
-                 base_sequence=base_sequence, records_count=n)
+    cbuf = hp.from_buffer(buf)
+    finish_batch(cbuf, total, attributes=attributes, records_count=n, **fields)
     del cbuf
-    del buf[total:]
-    return buf
+    return buf, total
 
 
 def rebuild_batch(h: BatchHeader, cols: Columns, keep, *, delete_horizon: int | None = None):

@@ -1,6 +1,7 @@
 """Producer.produce_batch(): the same records as produce() one by one, one report per call,
 and bad input that writes nothing (issue #17)."""
 import os
+from array import array
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -36,14 +37,16 @@ records = st.lists(st.tuples(
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(recs=records, codec=st.sampled_from(["none", "lz4", "zstd"]), parts=st.integers(1, 3),
-       explicit=st.booleans())
-def test_produce_batch_writes_what_produce_one_by_one_writes(tmp_path_factory, recs, codec, parts, explicit):
+       explicit=st.booleans(), small=st.booleans())
+def test_produce_batch_writes_what_produce_one_by_one_writes(tmp_path_factory, recs, codec, parts, explicit, small):
+    """small: batches of at most ~900 bytes, so a call is cut into many (its columns are
+    joined and encoded batch by batch, at offsets into the whole call's lengths)."""
     base = tmp_path_factory.mktemp("eq")
     out = []
     for how in ("one", "batch"):
         logdir = str(base / how)
         conf = {"bootstrap.servers": f"file://{logdir}"}
-        make_topic(conf, "t", parts)
+        make_topic(conf, "t", parts, {"max.message.bytes": "1000"} if small else None)
         p = Producer({**conf, "compression.type": codec, "linger.ms": 0})
         keys = [r[0] for r in recs]
         values = [r[1] for r in recs]
@@ -104,6 +107,44 @@ def test_kafka_python_decodes_what_produce_batch_wrote(conf, logdir):
             seen.extend((r.offset, r.key, r.value, r.headers) for r in batch)
             pos += size
     assert seen == [(i, b"%d" % i, values[i], [("n", b"%d" % i)]) for i in range(3000)]
+
+
+def test_every_kind_of_item_in_split_batches_reads_back(conf, logdir):
+    """str, bytearray, a memoryview of 4-byte items (len() counts 4 items in 16 bytes), None
+    keys and values, over batches cut at 2,000 bytes, with timestamps and headers."""
+    make_topic(conf, "t", 1, {"max.message.bytes": "2000"})
+    p = Producer(conf)
+    n = 400
+    kinds = [lambda i: b"b%d" % i, lambda i: "s%d" % i, lambda i: bytearray(b"ba%d" % i),
+             lambda i: memoryview(array("i", [i, i + 1, i + 2, i + 3])), lambda i: None]
+    values = [kinds[i % 5](i) for i in range(n)]
+    keys = [kinds[(i // 5) % 5](i) for i in range(n)]
+    stamps = [1_000_000 + (i * 7919) % 1000 for i in range(n)]
+    hdrs = [[("h", b"%d" % i)] if i % 3 else None for i in range(n)]
+    reports = []
+    p.produce_batch("t", values, keys=keys, timestamps=stamps, headers=hdrs, on_delivery=lambda e, r: reports.append(r))
+    assert p.flush(10) == 0
+    p.close()
+    assert len(reports[0].batches()) > 5 and reports[0].error() is None
+
+    def as_stored(x):
+        return x.encode() if isinstance(x, str) else None if x is None else bytes(x)
+    got = read_all(logdir, "t")[0]
+    assert [(r[0], r[1], r[2], r[3], r[4]) for r in got] == [
+        (i, stamps[i], as_stored(keys[i]), as_stored(values[i]), (("h", b"%d" % i),) if i % 3 else ())
+        for i in range(n)]
+
+
+def test_header_bytes_count_toward_message_max_bytes(conf, logdir):
+    """The record's encoded header section (2,007 bytes here) counts, as librdkafka counts
+    the serialized headers."""
+    make_topic(conf, "t", 1)
+    p = Producer({**conf, "message.max.bytes": 5000})
+    with pytest.raises(KafkaException) as e:
+        p.produce_batch("t", [b"v" * 10, b"v" * 4000], headers=[None, [("big", b"x" * 2000)]])
+    assert "record 1 of 6007 bytes exceeds message.max.bytes=5000" in str(e.value)
+    p.close()
+    assert read_all(logdir, "t") == {0: []}
 
 
 def test_large_batch_is_split_under_the_size_limit(conf, logdir):
