@@ -145,6 +145,30 @@ def _rmtree(path):
     rmdir(path)
 
 
+def read_chunks(fd: int, chunk: int = 1 << 20):
+    """(position, bytes) pieces of fd's whole file, at most `chunk` bytes each, read on to
+    its end as it is when reached (a file growing meanwhile is read on).
+
+    Each read asks for what fstat says is left, never a whole chunk: os.pread allocates
+    what it is asked for, and a 1 MiB buffer that comes back short or empty (a 16 KiB
+    index, the read at the end) is an mmap'd block glibc frees whole, which raises its
+    dynamic mmap threshold to 1 MiB; from then on such buffers come out of the calling
+    thread's malloc arena and, trimmed to the few bytes read, fragment it. That was the
+    producer's RSS growth of issue #18 (the mirror threads' copies, ~50 B a record)."""
+    pos = 0
+    while True:
+        left = os.fstat(fd).st_size - pos
+        if left <= 0:
+            return
+        while left > 0:
+            buf = os.pread(fd, min(chunk, left), pos)
+            if not buf:
+                return                  # shrank under us: what was there is copied
+            yield pos, buf
+            pos += len(buf)
+            left -= len(buf)
+
+
 def copyfile(src, dst, chunk: int = 1 << 20):
     """Copy src's bytes to dst (created or emptied); not fsync'd."""
     sfd = os.open(src, os.O_RDONLY | _CLOEXEC)
@@ -153,20 +177,15 @@ def copyfile(src, dst, chunk: int = 1 << 20):
             raise IsADirectoryError(21, "Is a directory", os.fspath(src))
         dfd = open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _CLOEXEC, 0o644)
         try:
-            pos = 0
-            while True:
-                buf = os.pread(sfd, chunk, pos)
-                if not buf:
-                    break
+            for pos, buf in read_chunks(sfd, chunk):
                 pwrite_all(dfd, buf, pos, dst)
-                pos += len(buf)
         finally:
             os.close(dfd)
     finally:
         os.close(sfd)
 
 
-__all__ = ["OPS", "install", "uninstall", "installed", "makedirs", "rmtree", "copyfile", *OPS]
+__all__ = ["OPS", "install", "uninstall", "installed", "makedirs", "rmtree", "copyfile", "read_chunks", *OPS]
 
 
 def memory_file(name: str, src_fd: int | None = None) -> int:
@@ -176,13 +195,8 @@ def memory_file(name: str, src_fd: int | None = None) -> int:
     fd = os.memfd_create(f"embedlog-{os.path.basename(name)}", getattr(os, "MFD_CLOEXEC", 0))
     try:
         if src_fd is not None:
-            pos = 0
-            while True:
-                buf = os.pread(src_fd, 1 << 20, pos)
-                if not buf:
-                    break
+            for pos, buf in read_chunks(src_fd):
                 os.pwrite(fd, buf, pos)
-                pos += len(buf)
     except BaseException:
         os.close(fd)
         raise

@@ -146,9 +146,13 @@ def common_prefix(src, dst, src_size: int) -> int:
         return 0
     sfd = os.open(src, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     try:
+        # Reads ask for what both files hold, never a whole COPY_CHUNK: an 8 MiB buffer
+        # that comes back short or empty is freed whole and raises glibc's mmap threshold
+        # to 8 MiB; the mirror threads' later buffers then fragment their arenas (#18).
+        limit = min(src_size, os.fstat(dfd).st_size)
         pos = 0                                   # everything before pos is equal and whole
         while pos < src_size:
-            buf = os.pread(dfd, COPY_CHUNK, pos)
+            buf = os.pread(dfd, min(COPY_CHUNK, max(0, limit - pos)), pos)
             ends = []
             try:
                 for bpos, h in iter_batches(buf, verify_crc=True):
